@@ -1,0 +1,189 @@
+"""Experiment configs: TOML files validated against typed dataclasses.
+
+A config names components by kind and name plus their parameters. Loading checks
+every key and value; an error names the file, the key path and the offending value,
+and unknown keys are errors rather than silently ignored::
+
+    seed = 0
+    [networks.net1]
+    component = "net1"
+    params = { base_width = 8 }
+
+``--set a.b=v`` overrides (TOML syntax for ``v``, or a bare string) apply before
+validation, so one shipped config serves any data set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from .errors import ConfigError, DuosegError
+
+if typing.TYPE_CHECKING:
+    from .registry import Registry
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class ComponentRef:
+    """A component chosen by name, with the parameters its factory receives."""
+
+    component: str
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where training and validation data come from."""
+
+    cache: str | None = None
+    store: str = "zarr"
+    validation_cases: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """The top level of an experiment config file."""
+
+    seed: int = 0
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    networks: dict[str, ComponentRef] = dataclasses.field(default_factory=dict)
+    losses: dict[str, ComponentRef] = dataclasses.field(default_factory=dict)
+    schedule: ComponentRef | None = None
+    augmentations: list[ComponentRef] = dataclasses.field(default_factory=list)
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Read ``path``, apply ``KEY=VALUE`` overrides and validate the result."""
+    source = Path(path)
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    for override in overrides:
+        apply_override(raw, override, source=str(source))
+    return parse(ExperimentConfig, raw, source=str(source))
+
+
+def apply_override(raw: dict[str, Any], override: str, *, source: str) -> None:
+    """Set ``a.b.c=value`` in a raw config mapping, creating tables as needed."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{source}: override {override!r} is not of the form KEY=VALUE")
+    *tables, leaf = [part.strip() for part in key.split(".")]
+    node = raw
+    for i, table in enumerate(tables):
+        child = node.setdefault(table, {})
+        if not isinstance(child, dict):
+            where = ".".join(tables[: i + 1])
+            raise ConfigError(f"{source}: override {override!r}: {where!r} is not a table")
+        node = child
+    node[leaf] = _parse_value(text.strip())
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word such as a path or a component name
+
+
+def parse(cls: type[T], data: Any, *, source: str, path: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, checking keys and value types."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: {path or 'top level'} must be a table, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = get_type_hints(cls)
+    unknown = [key for key in data if key not in fields]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, list(fields), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"{source}: unknown key {_join(path, key)!r}{hint} (allowed here: {', '.join(fields)})"
+        )
+    values = {}
+    for name, field in fields.items():
+        if name in data:
+            values[name] = _convert(hints[name], data[name], source, _join(path, name))
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{source}: missing required key {_join(path, name)!r}")
+    return cls(**values)
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _convert(hint: Any, value: Any, source: str, path: str) -> Any:
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _convert(option, value, source, path)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is Literal:
+        if value not in get_args(hint):
+            allowed = ", ".join(repr(a) for a in get_args(hint))
+            raise ConfigError(f"{source}: {path} = {value!r} is not one of {allowed}")
+        return value
+    if origin is list:
+        (item,) = get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {path} must be an array, got {value!r}")
+        return [_convert(item, v, source, _join(path, i)) for i, v in enumerate(value)]
+    if origin is dict:
+        _, item = get_args(hint)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: {path} must be a table, got {value!r}")
+        return {k: _convert(item, v, source, _join(path, k)) for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        return parse(hint, value, source=source, path=path)  # type: ignore[arg-type]
+    if hint is Any or hint is typing.Any:
+        return value
+    return _convert_scalar(hint, value, source, path)
+
+
+def _convert_scalar(hint: type, value: Any, source: str, path: str) -> Any:
+    # bool is an int in Python; a config saying `iterations = true` is a mistake.
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(
+        f"{source}: {path} = {value!r} must be of type {hint.__name__}, not {type(value).__name__}"
+    )
+
+
+def check_components(config: ExperimentConfig, registry: Registry, *, source: str) -> None:
+    """Check that every component the config names exists and accepts its params."""
+    refs: list[tuple[str, str, ComponentRef]] = [
+        *((f"networks.{role}", "network", ref) for role, ref in config.networks.items()),
+        *((f"losses.{role}", "loss", ref) for role, ref in config.losses.items()),
+        *((f"augmentations[{i}]", "augmentation", r) for i, r in enumerate(config.augmentations)),
+    ]
+    if config.schedule is not None:
+        refs.append(("schedule", "schedule", config.schedule))
+    for path, kind, ref in refs:
+        try:
+            registry.check_params(kind, ref.component, ref.params)
+        except DuosegError as exc:
+            raise ConfigError(f"{source}: {path}.component = {ref.component!r}: {exc}") from exc

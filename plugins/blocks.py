@@ -1,0 +1,181 @@
+"""Building blocks of duoseg's networks, reusable by plugin authors.
+
+They are plain ``nn.Module`` s, not registered components: none segments anything on
+its own. Tensors are (batch, channels, z, y, x) unless a block says otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+Norm = Literal["none", "instance"]
+
+
+def _norm3d(norm: Norm, channels: int) -> nn.Module:
+    return nn.InstanceNorm3d(channels, affine=True) if norm == "instance" else nn.Identity()
+
+
+def _norm2d(norm: Norm, channels: int) -> nn.Module:
+    return nn.InstanceNorm2d(channels, affine=True) if norm == "instance" else nn.Identity()
+
+
+def slices_to_images(x: Tensor) -> Tensor:
+    """(b, c, z, y, x) -> (b*z, c, y, x); a view when ``x`` is channels-last-3d."""
+    b, c, z, h, w = x.shape
+    return x.permute(0, 2, 1, 3, 4).reshape(b * z, c, h, w)
+
+
+def images_to_slices(x: Tensor, batch: int) -> Tensor:
+    """(b*z, c, y, x) -> (b, c, z, y, x), the inverse of :func:`slices_to_images`."""
+    bz, c, h, w = x.shape
+    return x.reshape(batch, bz // batch, c, h, w).permute(0, 2, 1, 3, 4)
+
+
+class DilatedBlock3d(nn.Module):
+    """Two kxkxk convolutions with dilation ``d``, each followed by ReLU, then dropout.
+
+    Zero padding ``d (k - 1) / 2`` keeps the shape, so the receptive field of the
+    block grows by ``2 d (k - 1)`` voxels per axis without any downsampling.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        kernel_size: int = 5,
+        dilation: int = 1,
+        dropout: float = 0.2,
+        norm: Norm = "none",
+    ) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0 or dilation < 1:
+            raise ValueError(
+                f"kernel_size must be odd and dilation >= 1, got {kernel_size} and {dilation}"
+            )
+        padding = dilation * (kernel_size - 1) // 2
+        layers: list[nn.Module] = []
+        for cin in (in_channels, out_channels):
+            layers += [
+                nn.Conv3d(cin, out_channels, kernel_size, padding=padding, dilation=dilation),
+                _norm3d(norm, out_channels),
+                nn.ReLU(inplace=True),
+            ]
+        layers.append(nn.Dropout(dropout) if dropout > 0 else nn.Identity())
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+class SliceConv(nn.Module):
+    """A 3x3 in-plane convolution that is z-valid: it never pads along z.
+
+    With ``z_kernel = 3`` it is a 3x3x3 convolution that consumes one slice at each
+    end of the stack; with ``z_kernel = 1`` it runs as a 2D convolution on every
+    slice, which is the same arithmetic at 2D-convolution speed.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, z_kernel: int, norm: Norm) -> None:
+        super().__init__()
+        if z_kernel not in (1, 3):
+            raise ValueError(f"z_kernel must be 1 or 3, got {z_kernel}")
+        self.z_kernel = z_kernel
+        self.conv: nn.Module
+        if z_kernel == 3:
+            self.conv = nn.Conv3d(in_channels, out_channels, 3, padding=(0, 1, 1))
+        else:
+            self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        # Instance statistics per slice keep the z-equivariance that a per-volume
+        # normalisation would break.
+        self.norm = _norm2d(norm, out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch = x.shape[0]
+        if self.z_kernel == 3:
+            x = self.conv(x)
+            if isinstance(self.norm, nn.Identity):
+                return torch.relu_(x)
+            x = slices_to_images(x)
+        else:
+            x = self.conv(slices_to_images(x))
+        return images_to_slices(torch.relu_(self.norm(x)), batch)
+
+
+class Net2EncoderBlock(nn.Module):
+    """Two z-valid 3x3x3 (or per-slice 3x3) convolutions with ReLU, then dropout.
+
+    Depth shrinks by ``z_kernels[0] - 1 + z_kernels[1] - 1`` slices; height and
+    width are kept.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        z_kernels: tuple[int, int] = (3, 3),
+        dropout: float = 0.0,
+        norm: Norm = "none",
+    ) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            SliceConv(in_channels, out_channels, z_kernel=z_kernels[0], norm=norm),
+            SliceConv(out_channels, out_channels, z_kernel=z_kernels[1], norm=norm),
+        )
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.depth_reduction = sum(k - 1 for k in z_kernels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.convs(x))
+
+
+class SliceCollapse(nn.Module):
+    """Removes ``remove`` slices with one (remove+1)x1x1 convolution and ReLU, no padding.
+
+    Applied to a stack of Z + remove slices it returns Z slices, each a learned
+    combination of the ``remove + 1`` slices around it. ``remove = 0`` is the identity.
+    """
+
+    def __init__(self, channels: int, remove: int) -> None:
+        super().__init__()
+        if remove < 0:
+            raise ValueError(f"remove must be >= 0, got {remove}")
+        self.remove = remove
+        self.conv = nn.Conv3d(channels, channels, (remove + 1, 1, 1)) if remove else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.conv is None:
+            return x
+        return torch.relu(self.conv(x))
+
+
+class DecoderBlock2d(nn.Module):
+    """Two 5x5 convolutions with ReLU, then dropout, on (b, c, y, x) images."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        kernel_size: int = 5,
+        dropout: float = 0.0,
+        norm: Norm = "none",
+    ) -> None:
+        super().__init__()
+        pad = kernel_size // 2
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding=pad),
+            _norm2d(norm, out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, kernel_size, padding=pad),
+            _norm2d(norm, out_channels),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)

@@ -1,0 +1,145 @@
+"""Net2: the 3D->2D U-Net that labels each full-resolution axial slice from K neighbours.
+
+Layout (``k = 9``, ``base_width = 16``; widths 16, 32, 64, 128 at in-plane scales
+1, 1/2, 1/4, 1/8)::
+
+    input  (b, 2, Z+8, y, x)                       image + Net1 foreground probability
+    E1     3x3x3, 3x3x3 z-valid      Z+8 -> Z+4    skip1 = collapse(5x1x1) -> Z
+    E2     3x3x3, 3x3x3 z-valid      Z+4 -> Z      skip2 = identity
+    E3, E4 3x3 per slice                            skip3 = identity, bottom = identity
+    D4..D1 5x5 2D blocks on the Z slices, transposed-conv upsampling, skips concatenated
+    head   1x1 -> (b, classes, Z, y, x)
+
+The invariant (DESIGN §4): no operation pads along z, so one pass over Z+K-1 slices
+equals Z separate K-slice passes, and full-volume inference is a single stream.
+
+Where this departs from the paper and why: the paper pads its 3x3x3 encoder
+convolutions (keeping K slices) and then collapses K slices with a 1x1x(K-1)
+convolution. Padding along z breaks the invariant, so here the encoder's first
+``z_valid_convs`` convolutions (default (K-1)/2) are z-valid and consume the K-1
+extra slices themselves; whatever a level still holds is removed by a learned
+slice-collapse convolution on its skip connection and before the decoder. With
+``z_valid_convs=0`` the encoder runs per slice and every skip and the bottom
+collapse all K slices, the paper's 1x1xK block made exact.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from duoseg.core import InputShapeError, SegmentationNetwork
+from torch import Tensor, nn
+
+from .blocks import (
+    DecoderBlock2d,
+    Net2EncoderBlock,
+    Norm,
+    SliceCollapse,
+    images_to_slices,
+    slices_to_images,
+)
+
+LEVELS = 4
+CONVS_PER_BLOCK = 2
+MULTIPLE = 2 ** (LEVELS - 1)
+
+
+class Net2(SegmentationNetwork):
+    """Labels the central slice of every K consecutive axial slices.
+
+    Args:
+        in_channels: 2 (image + Net1 foreground probability) by default; 1 + C + 1
+            when Net1's full class probabilities are fed.
+        classes: output classes, background included (8 for MM-WHS).
+        k: slices per prediction, odd and >= 3 (the paper's K = 9).
+        base_width: channels of the first level, doubled per level.
+        z_valid_convs: how many encoder convolutions (in order) are 3x3x3 z-valid,
+            each consuming 2 slices; at most (K-1)/2 and 8. Default (K-1)/2.
+        dropout: dropout rate after each block.
+        norm: ``"none"`` (the paper) or ``"instance"`` (statistics per slice).
+        channels_last: run channels-last; also makes the 3D->2D reshapes free.
+
+    Input (b, in_channels, Z+K-1, y, x) gives (b, classes, Z, y, x) class scores;
+    y and x may be anything (zero-padded internally to a multiple of 8, cropped back).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 2,
+        classes: int = 8,
+        *,
+        k: int = 9,
+        base_width: int = 16,
+        z_valid_convs: int | None = None,
+        dropout: float = 0.2,
+        norm: Norm = "none",
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__(in_channels, classes)
+        if k < 3 or k % 2 == 0:
+            raise InputShapeError(
+                f"Net2 needs an odd number of slices k >= 3 so that one central slice is "
+                f"labelled, got k={k}"
+            )
+        budget = k - 1
+        limit = min(budget // 2, LEVELS * CONVS_PER_BLOCK)
+        z_valid = limit if z_valid_convs is None else z_valid_convs
+        if not 0 <= z_valid <= limit:
+            raise InputShapeError(
+                f"z_valid_convs must lie in 0..{limit} for k={k}, got {z_valid_convs}"
+            )
+        self.k = k
+        widths = [base_width * 2**level for level in range(LEVELS)]
+        z_kernels = [3 if i < z_valid else 1 for i in range(LEVELS * CONVS_PER_BLOCK)]
+        self.encoder = nn.ModuleList()
+        self.collapse = nn.ModuleList()
+        remaining = budget
+        for level, (cin, cout) in enumerate(zip([in_channels, *widths[:-1]], widths, strict=True)):
+            kernels = (z_kernels[2 * level], z_kernels[2 * level + 1])
+            block = Net2EncoderBlock(cin, cout, z_kernels=kernels, dropout=dropout, norm=norm)
+            remaining -= block.depth_reduction
+            self.encoder.append(block)
+            self.collapse.append(SliceCollapse(cout, remaining))
+        self.bottom = DecoderBlock2d(widths[-1], widths[-1], dropout=dropout, norm=norm)
+        self.up = nn.ModuleList(
+            nn.ConvTranspose2d(widths[level + 1], widths[level], 2, stride=2)
+            for level in reversed(range(LEVELS - 1))
+        )
+        self.decoder = nn.ModuleList(
+            DecoderBlock2d(2 * widths[level], widths[level], dropout=dropout, norm=norm)
+            for level in reversed(range(LEVELS - 1))
+        )
+        self.head = nn.Conv2d(widths[0], classes, 1)
+        self.pool = nn.MaxPool3d((1, 2, 2))
+        if channels_last:
+            self.use_channels_last()
+
+    def check_input_shape(self, shape: tuple[int, ...]) -> None:
+        super().check_input_shape(shape)
+        if shape[2] < self.k:
+            raise InputShapeError(
+                f"Net2 with k={self.k} needs at least {self.k} slices along z, got "
+                f"{shape[2]} (shape {shape})"
+            )
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        self.check_input_shape(input_shape)
+        batch, _, depth, height, width = input_shape
+        return (batch, self.out_channels, depth - self.k + 1, height, width)
+
+    def example_input_shape(self, batch: int = 1) -> tuple[int, ...]:
+        return (batch, self.in_channels, self.k + 2, 16, 16)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        batch, height, width = x.shape[0], x.shape[3], x.shape[4]
+        pad = (0, -width % MULTIPLE, 0, -height % MULTIPLE)
+        x = F.pad(x, pad) if any(pad) else x
+        skips = []
+        for level, (block, collapse) in enumerate(zip(self.encoder, self.collapse, strict=True)):
+            x = block(x if level == 0 else self.pool(x))
+            skips.append(slices_to_images(collapse(x)))
+        y = self.bottom(skips.pop())
+        for up, block in zip(self.up, self.decoder, strict=True):
+            y = block(torch.cat((up(y), skips.pop()), 1))
+        scores = images_to_slices(self.head(y), batch)
+        return scores[..., :height, :width]

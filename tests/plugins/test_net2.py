@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from duoseg.core import InputShapeError, Registry
+
+
+def separate_calls(net, x: torch.Tensor, k: int) -> torch.Tensor:
+    depth = x.shape[2] - k + 1
+    return torch.cat([net(x[:, :, i : i + k]) for i in range(depth)], 2)
+
+
+@pytest.mark.parametrize("k", [3, 5, 9])
+@pytest.mark.parametrize("size", [(16, 16), (37, 29), (64, 48)])
+def test_one_pass_equals_separate_k_slice_calls(registry: Registry, k: int, size) -> None:
+    torch.manual_seed(k)
+    net = registry.build("network", "net2", k=k, base_width=8).eval()
+    x = torch.randn(2, 2, 6 + k - 1, *size)
+    with torch.no_grad():
+        stacked, separate = net(x), separate_calls(net, x, k)
+    assert stacked.shape == (2, 8, 6, *size)
+    assert (stacked - separate).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("z_valid_convs", [0, 2])
+def test_equivariance_holds_for_every_slice_collapse_layout(registry, z_valid_convs) -> None:
+    net = registry.build(
+        "network", "net2", k=9, base_width=8, z_valid_convs=z_valid_convs, norm="instance"
+    ).eval()
+    x = torch.randn(1, 2, 12, 24, 24)
+    with torch.no_grad():
+        assert (net(x) - separate_calls(net, x, 9)).abs().max() <= 1e-5
+
+
+def test_a_slice_only_influences_the_predictions_within_k(registry: Registry) -> None:
+    net = registry.build("network", "net2", base_width=8).eval()
+    x = torch.randn(1, 2, 20, 16, 16)
+    changed = x.clone()
+    changed[:, :, 10] += 1
+    with torch.no_grad():
+        diff = (net(x) - net(changed)).abs().amax(dim=(0, 1, 3, 4))
+    # input slice 10 is in the windows of output slices 2..10 (k = 9)
+    assert torch.all(diff[2:11] > 0) and torch.all(diff[:2] == 0) and torch.all(diff[11:] == 0)
+
+
+@pytest.mark.parametrize("k", [8, 1, 0])
+def test_even_or_too_small_k_is_refused(registry: Registry, k: int) -> None:
+    with pytest.raises(InputShapeError, match=f"odd number of slices k >= 3.*got k={k}"):
+        registry.build("network", "net2", k=k)
+
+
+def test_too_few_slices_are_refused(registry: Registry) -> None:
+    net = registry.build("network", "net2", k=9)
+    with pytest.raises(InputShapeError, match=r"k=9 needs at least 9 slices along z, got 5"):
+        net(torch.zeros(1, 2, 5, 16, 16))
+
+
+def test_too_many_z_valid_convolutions_are_refused(registry: Registry) -> None:
+    with pytest.raises(InputShapeError, match=r"z_valid_convs must lie in 0..2 for k=5, got 3"):
+        registry.build("network", "net2", k=5, z_valid_convs=3)
+
+
+def test_defaults_are_the_papers_configuration(registry: Registry) -> None:
+    net = registry.build("network", "net2")
+    assert (net.k, net.in_channels, net.out_channels) == (9, 2, 8)
+    assert net.output_shape((1, 2, 9, 512, 512)) == (1, 8, 1, 512, 512)
+
+
+def test_full_class_probabilities_as_input(registry: Registry) -> None:
+    net = registry.build("network", "net2", in_channels=9, base_width=8).eval()
+    assert net(torch.zeros(1, 9, 9, 16, 16)).shape == (1, 8, 1, 16, 16)

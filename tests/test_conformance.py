@@ -1,0 +1,13 @@
+"""Every registered network and loss keeps the conformance contract."""
+
+from __future__ import annotations
+
+from duoseg.core.testing import LossConformance, NetworkConformance
+
+
+class TestEveryNetwork(NetworkConformance):
+    every_registered = "network"
+
+
+class TestEveryLoss(LossConformance):
+    every_registered = "loss"
