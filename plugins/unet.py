@@ -33,7 +33,8 @@ class DilatedUNet3d(SegmentationNetwork):
         kernel_size: convolution size along each axis.
         dropout: dropout rate after each block.
         norm: ``"none"`` (the paper) or ``"instance"``.
-        channels_last: run channels-last (see ``use_channels_last``).
+        channels_last: run channels-last (default; 1.4x faster for ``unet3d`` on a
+            2-core CPU, neutral for ``net1``).
 
     Any input size works: the input is zero-padded at the far end of each axis to a
     multiple of 8 (three poolings) and the scores are cropped back.
@@ -57,7 +58,7 @@ class DilatedUNet3d(SegmentationNetwork):
         kernel_size: int = 5,
         dropout: float = 0.2,
         norm: Norm = "none",
-        channels_last: bool = False,
+        channels_last: bool = True,
     ) -> None:
         super().__init__(in_channels, classes)
         if len(dilations) != LEVELS:
@@ -81,8 +82,7 @@ class DilatedUNet3d(SegmentationNetwork):
         )
         self.head = nn.Conv3d(widths[0], classes, 1)
         self.pool = nn.MaxPool3d(2)
-        if channels_last:
-            self.use_channels_last()
+        self.use_channels_last(channels_last)
 
     def _forward(self, x: Tensor) -> Tensor:
         size = x.shape[2:]
@@ -110,7 +110,7 @@ class UNet3d(DilatedUNet3d):
         base_width: int = 16,
         dropout: float = 0.0,
         norm: Norm = "none",
-        channels_last: bool = False,
+        channels_last: bool = True,
     ) -> None:
         super().__init__(
             in_channels,

@@ -32,7 +32,7 @@ def test_state_dicts_load_across_memory_layouts(registry: Registry, name: str, t
     fast = registry.build("network", name, base_width=4, channels_last=True)
     path = tmp_path / "w.safetensors"
     save_weights(fast, path)
-    plain = registry.build("network", name, base_width=4)
+    plain = registry.build("network", name, base_width=4, channels_last=False)
     load_weights(plain, path)
     x = torch.randn(plain.example_input_shape(1))
     with torch.no_grad():
