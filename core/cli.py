@@ -11,6 +11,8 @@ import json
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from .components import KINDS
 from .errors import DuosegError
@@ -30,7 +32,88 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list the components every plugin supplies")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plugins.set_defaults(run=_plugins)
+    _add_phantom(commands)
+    _add_cache(commands)
     return parser
+
+
+def _add_phantom(commands: Any) -> None:
+    from .phantom import DEFAULT_SIZE
+
+    phantom = commands.add_parser("phantom", help="write synthetic whole-heart NIfTI cases")
+    phantom.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    phantom.add_argument("--cases", type=int, default=4, help="number of cases (default 4)")
+    phantom.add_argument("--modality", choices=("ct", "mr"), default="ct")
+    phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument(
+        "--size", type=int, nargs=3, default=DEFAULT_SIZE, metavar=("X", "Y", "Z"),
+        help=f"voxels per axis (default {' '.join(map(str, DEFAULT_SIZE))})",
+    )  # fmt: skip
+    phantom.set_defaults(run=_phantom)
+
+
+def _phantom(args: argparse.Namespace) -> int:
+    from .phantom import write_phantoms
+
+    if args.cases < 1:
+        raise DuosegError(f"--cases must be >= 1, got {args.cases}")
+    pairs = write_phantoms(args.out_dir, cases=args.cases, modality=args.modality,
+                           seed=args.seed, size=tuple(args.size), progress=True)  # fmt: skip
+    print(f"wrote {len(pairs)} {args.modality} phantom cases to {args.out_dir}")
+    return 0
+
+
+def _add_cache(commands: Any) -> None:
+    cache = commands.add_parser("cache", help="build or verify a volume cache")
+    actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
+    build = actions.add_parser("build", help="import a source folder into a cache")
+    build.add_argument("source", type=Path, metavar="SRC_DIR")
+    build.add_argument("cache", type=Path, metavar="CACHE")
+    build.add_argument("--format", default="zarr", help="store plugin (zarr, hdf5, ...)")
+    build.add_argument("--importer", default="mmwhs", help="importer plugin (mmwhs, nifti)")
+    build.add_argument("--labels", help="label map for --importer nifti: NAME=VALUE,...")
+    build.add_argument("--codec", default="none", help="chunk codec (zarr: none, lz4, zstd)")
+    build.add_argument("--coarse-spacing", type=float, default=3.0, help="Net1 grid in mm")
+    build.set_defaults(run=_cache_build)
+    verify = actions.add_parser("verify", help="read every chunk and check every digest")
+    verify.add_argument("cache", type=Path, metavar="CACHE")
+    verify.set_defaults(run=_cache_verify)
+
+
+def _label_map(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    labels = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise DuosegError(f"--labels item {item!r} is not NAME=VALUE with an integer VALUE")
+        labels[name.strip()] = int(value)
+    return {"labels": labels}
+
+
+def _cache_build(args: argparse.Namespace) -> int:
+    from .cache_build import build_cache, describe_report
+
+    registry = load_plugins()
+    importer = registry.build("importer", args.importer, **_label_map(args.labels))
+    store = registry.build("store", args.format, codec=args.codec)
+    report = build_cache(args.source, args.cache, importer=importer, store=store,
+                         coarse_spacing=args.coarse_spacing, progress=True)  # fmt: skip
+    print(f"{args.cache}: {describe_report(report)}")
+    return 0
+
+
+def _cache_verify(args: argparse.Namespace) -> int:
+    from .cache import open_cache
+
+    with open_cache(args.cache) as cache:
+        problems = cache.verify()
+        count = len(cache.cases())
+    for problem in problems:
+        print(problem)
+    print(f"{args.cache}: {count} cases, {len(problems)} problem(s)")
+    return 1 if problems else 0
 
 
 def _plugins(args: argparse.Namespace) -> int:

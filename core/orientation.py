@@ -1,0 +1,36 @@
+"""Between a source NIfTI grid and duoseg's canonical (z, y, x) RAS+ arrays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from numpy.typing import NDArray
+
+RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+
+
+def to_canonical(data_xyz: NDArray[Any], affine: NDArray[np.float64]) -> NDArray[Any]:
+    """Reorient a nibabel-ordered (i, j, k) array to canonical (z, y, x) RAS+."""
+    transform = nib.orientations.ornt_transform(nib.io_orientation(affine), RAS)
+    ras = nib.orientations.apply_orientation(data_xyz, transform)
+    return np.ascontiguousarray(np.asarray(ras).transpose(2, 1, 0))
+
+
+def to_source(data_zyx: NDArray[Any], source_affine: NDArray[np.float64]) -> NDArray[Any]:
+    """Inverse of :func:`to_canonical`: back to the source file's (i, j, k) order."""
+    transform = nib.orientations.ornt_transform(RAS, nib.io_orientation(source_affine))
+    return np.ascontiguousarray(
+        nib.orientations.apply_orientation(data_zyx.transpose(2, 1, 0), transform)
+    )
+
+
+def canonical_affine(
+    source_affine: NDArray[np.float64], shape: tuple[int, ...]
+) -> NDArray[np.float64]:
+    """The affine of the canonical array (voxel (x, y, z) order), as nibabel would give it."""
+    ornt = nib.io_orientation(source_affine)
+    transform = nib.orientations.ornt_transform(ornt, RAS)
+    inverse = nib.orientations.inv_ornt_aff(transform, shape)
+    return np.asarray(source_affine @ inverse, dtype=np.float64)
