@@ -105,7 +105,7 @@ def downsample_label(
 
 
 def class_counts(
-    label: NDArray[np.uint8], block: tuple[int, int, int], classes: int
+    label: NDArray[np.uint8], block: tuple[int, ...], classes: int
 ) -> NDArray[np.int64]:
     """Voxel count per block of ``block`` shape and per class: (bz, by, bx, classes)."""
     grid = [-(-n // b) for n, b in zip(label.shape, block, strict=True)]
@@ -128,7 +128,7 @@ def prepare_case(
     case: ImportedCase,
     *,
     checksums: dict[str, str],
-    chunks: tuple[int, int, int],
+    chunks: tuple[int, ...],
     coarse_spacing: float,
     percentiles: tuple[float, float],
 ) -> CaseArrays:

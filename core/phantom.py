@@ -137,7 +137,7 @@ def _rotation(rng: np.random.Generator, degrees: float) -> NDArray[np.float64]:
     axis /= np.linalg.norm(axis)
     angle = np.deg2rad(rng.uniform(-degrees, degrees))
     k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+    return np.asarray(np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k)
 
 
 def _heart_frame(rng: np.random.Generator) -> NDArray[np.float64]:
@@ -179,7 +179,10 @@ def _chest(canvas: _Canvas, rng: np.random.Generator, fov: NDArray[np.float64]) 
         np.eye(3),
     )
     canvas.paint(mid, float(fov.max()), body, tissue=SOFT)
-    inside_body = lambda t: t == SOFT  # noqa: E731
+
+    def inside_body(t: NDArray[np.uint16]) -> NDArray[np.bool_]:
+        return np.asarray(t == SOFT)
+
     for side in (-1, 1):
         centre = mid + np.array([0.05 * z_len, -0.02 * y_len, side * 0.24 * x_len])
         axes = np.array([0.62 * z_len, 0.33 * y_len, 0.17 * x_len]) * rng.uniform(0.9, 1.05, 3)
@@ -205,12 +208,19 @@ def _heart(canvas: _Canvas, rng: np.random.Generator, fov: NDArray[np.float64]) 
         return np.asarray(scale * np.array(axes) * rng.uniform(0.9, 1.1, 3))
 
     # The heart displaces lung: its fat envelope overwrites soft tissue and lung alike.
-    soft = lambda t: (t == SOFT) | (t == FAT) | (t == LUNG)  # noqa: E731
-    not_lv = lambda t: t != MMWHS_LABELS["LV"]  # noqa: E731
+    def soft(t: NDArray[np.uint16]) -> NDArray[np.bool_]:
+        return np.asarray((t == SOFT) | (t == FAT) | (t == LUNG))
+
+    def not_lv(t: NDArray[np.uint16]) -> NDArray[np.bool_]:
+        return np.asarray(t != MMWHS_LABELS["LV"])
+
     fat_centre = at(18, 8, 0)
     canvas.paint(fat_centre, 85 * scale, _ellipsoid(fat_centre, jitter(70, 62, 58), frame),
                  tissue=FAT, where=soft)  # fmt: skip
-    heart_tissue = lambda t: (t == SOFT) | (t == FAT) | (t >= 100)  # noqa: E731
+
+    def heart_tissue(t: NDArray[np.uint16]) -> NDArray[np.bool_]:
+        return np.asarray((t == SOFT) | (t == FAT) | (t >= 100))
+
     below_base = _half_space(base, frame[0])
 
     def structure(
@@ -225,14 +235,21 @@ def _heart(canvas: _Canvas, rng: np.random.Generator, fov: NDArray[np.float64]) 
     structure("RA", at(-20, 32, -6), jitter(20, 18, 20), heart_tissue)
     structure("LA", at(-22, -8, -16), jitter(18, 20, 15), heart_tissue)
     structure("RV", at(30, 24, 6), jitter(34, 19, 26), heart_tissue, ventricle=True)
-    outflow = lambda t: heart_tissue(t) & (t != MMWHS_LABELS["RA"])  # noqa: E731
+
+    def outflow(t: NDArray[np.uint16]) -> NDArray[np.bool_]:
+        return np.asarray(heart_tissue(t) & (t != MMWHS_LABELS["RA"]))
+
     aorta = np.stack([at(2, 6, 6), at(-34, 12, 14), at(-62, -6, -22)])
     _tube(canvas, aorta, 12.5 * scale * rng.uniform(0.9, 1.1), MMWHS_LABELS["AA"], outflow)
     pulmonary = np.stack([at(8, 30, 20), at(-26, 22, 34), at(-48, -6, 18)])
     _tube(canvas, pulmonary, 11.0 * scale * rng.uniform(0.9, 1.1), MMWHS_LABELS["PA"], outflow)
     lv_centre, lv_axes = at(36, 0, 0), jitter(36, 18, 18)
     wall = rng.uniform(3.5, 5.5)
-    structure("Myo", lv_centre, lv_axes + wall, lambda t: heart_tissue(t) & not_lv(t), True)
+
+    def myocardium(t: NDArray[np.uint16]) -> NDArray[np.bool_]:
+        return heart_tissue(t) & not_lv(t)
+
+    structure("Myo", lv_centre, lv_axes + wall, myocardium, ventricle=True)
     structure("LV", lv_centre, lv_axes, heart_tissue, ventricle=True)
 
 
@@ -281,7 +298,7 @@ def _texture(image: NDArray[np.float32], modality: Modality, rng: np.random.Gene
     sigma = np.float32(rng.uniform(0.025, 0.045))
     real = image + rng.standard_normal(shape, dtype=np.float32) * sigma
     imaginary = rng.standard_normal(shape, dtype=np.float32) * sigma
-    return np.sqrt(real * real + imaginary * imaginary)
+    return np.asarray(np.sqrt(real * real + imaginary * imaginary), dtype=np.float32)
 
 
 def make_case(

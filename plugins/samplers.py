@@ -1,0 +1,188 @@
+"""Samplers: class-balanced patches (the paper's), whole coarse volumes, axial stacks, uniform."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from duoseg.core import Component, hookimpl
+from duoseg.core.cache import CacheCase
+from duoseg.core.importer import DataError
+from duoseg.core.sampler import IMAGE_PAD, LABEL_PAD, Sample, Sampler, as_sample, read_padded
+from numpy.typing import NDArray
+
+
+def pick_class(case: CacheCase, rng: np.random.Generator, weights: Sequence[float] | None) -> int:
+    """A class among those present in the case: uniformly, or by ``weights`` per class index."""
+    totals = case.class_counts.reshape(-1, case.class_counts.shape[-1]).sum(0)
+    present = np.flatnonzero(totals)
+    if present.size == 0:
+        raise DataError(f"case {case.case_id}: its label holds no voxel of any class")
+    if weights is None:
+        return int(rng.choice(present))
+    if len(weights) != totals.size:
+        raise DataError(
+            f"class weights need {totals.size} values (one per class), got {len(weights)}"
+        )
+    p = np.asarray(weights, dtype=np.float64)[present]
+    if p.sum() <= 0:
+        raise DataError(f"case {case.case_id}: class weights {list(weights)} give no present class")
+    return int(rng.choice(present, p=p / p.sum()))
+
+
+def pick_voxel(case: CacheCase, cls: int, rng: np.random.Generator) -> NDArray[np.int64]:
+    """A voxel of class ``cls``, uniform over all its voxels: a block by count, then one chunk."""
+    assert case.label is not None  # checked by Sampler.sample
+    counts = case.class_counts[..., cls]
+    flat = int(rng.choice(counts.size, p=counts.ravel() / counts.sum()))
+    block = np.unravel_index(flat, counts.shape)
+    region = case.label.chunk_region(tuple(int(b) for b in block))
+    hits = np.argwhere(case.label.read(region) == cls)
+    if len(hits) != counts[block]:
+        raise DataError(
+            f"{case.label.where}: class index says {counts[block]} voxels of class {cls} in "
+            f"block {tuple(map(int, block))}, the chunk holds {len(hits)}; rebuild the cache"
+        )
+    voxel = hits[int(rng.integers(len(hits)))]
+    return np.asarray([r.start for r in region]) + voxel
+
+
+class PatchSampler(Sampler):
+    """Cubic patches whose edge is drawn per batch from ``sizes``."""
+
+    def __init__(
+        self,
+        *,
+        sizes: Sequence[int] = (64, 128, 256),
+        allow_padding: bool = True,
+        seed: int = 0,
+        batch_size: int = 1,
+    ) -> None:
+        super().__init__(seed=seed, batch_size=batch_size)
+        if not sizes or min(sizes) < 1:
+            raise DataError(f"patch sizes must be positive, got {list(sizes)}")
+        self.sizes = tuple(int(s) for s in sizes)
+        self.allow_padding = allow_padding
+
+    def _size(self, case: CacheCase, batch_rng: np.random.Generator) -> NDArray[np.int64]:
+        edge = int(batch_rng.choice(self.sizes))
+        if not self.allow_padding and any(edge > n for n in case.meta.shape):
+            raise DataError(
+                f"patch size {edge} exceeds case {case.case_id} of shape {case.meta.shape} "
+                "and allow_padding is false"
+            )
+        return np.full(3, edge)
+
+    def _patch(self, case: CacheCase, centre: NDArray[np.int64], size: NDArray[np.int64]) -> Sample:
+        assert case.label is not None
+        origin = centre - size // 2
+        if not self.allow_padding:
+            origin = np.clip(origin, 0, np.asarray(case.meta.shape) - size)
+        image = read_padded(case.image, origin, size, IMAGE_PAD)
+        label = read_padded(case.label, origin, size, LABEL_PAD)
+        return as_sample(case, image, label, origin, "full")
+
+
+class ClassBalancedSampler(PatchSampler):
+    """The paper's hierarchical sampling: a class uniformly, then a voxel of it as the centre.
+
+    Every class present in the case is equally likely to be at the patch centre
+    (1 / classes present), or in proportion to ``class_weights`` (one per class index).
+    Edges are drawn per batch from ``sizes`` (the paper: 64, 128, 256).
+    """
+
+    def __init__(
+        self,
+        *,
+        sizes: Sequence[int] = (64, 128, 256),
+        class_weights: Sequence[float] | None = None,
+        allow_padding: bool = True,
+        seed: int = 0,
+        batch_size: int = 1,
+    ) -> None:
+        super().__init__(sizes=sizes, allow_padding=allow_padding, seed=seed, batch_size=batch_size)
+        self.class_weights = class_weights
+
+    def _sample(
+        self, case: CacheCase, rng: np.random.Generator, batch_rng: np.random.Generator
+    ) -> Sample:
+        size = self._size(case, batch_rng)
+        centre = pick_voxel(case, pick_class(case, rng, self.class_weights), rng)
+        return self._patch(case, centre, size)
+
+
+class UniformSampler(PatchSampler):
+    """Patch centres uniform over the volume, for comparison with class balancing."""
+
+    def _sample(
+        self, case: CacheCase, rng: np.random.Generator, batch_rng: np.random.Generator
+    ) -> Sample:
+        size = self._size(case, batch_rng)
+        centre = np.asarray([int(rng.integers(n)) for n in case.meta.shape])
+        return self._patch(case, centre, size)
+
+
+class WholeCoarseSampler(Sampler):
+    """One whole coarse volume (the schedule's step 1: Net1 on full volumes at 3 mm)."""
+
+    def _sample(
+        self, case: CacheCase, rng: np.random.Generator, batch_rng: np.random.Generator
+    ) -> Sample:
+        assert case.coarse_label is not None
+        return as_sample(case, case.coarse_image[...], case.coarse_label[...], (0, 0, 0), "coarse")
+
+
+class AxialStackSampler(Sampler):
+    """K consecutive full-resolution axial slices and the central slice's label (1, y, x).
+
+    The central slice is chosen class-balanced (a class, then a voxel of it) unless
+    ``balanced`` is false (uniform over slices). ``crop`` = (y, x) cuts an in-plane
+    window around the chosen voxel instead of whole slices. Slices beyond the
+    volume are padded.
+    """
+
+    def __init__(
+        self,
+        *,
+        k: int = 9,
+        balanced: bool = True,
+        crop: Sequence[int] | None = None,
+        class_weights: Sequence[float] | None = None,
+        seed: int = 0,
+        batch_size: int = 1,
+    ) -> None:
+        super().__init__(seed=seed, batch_size=batch_size)
+        if k < 1 or k % 2 == 0:
+            raise DataError(f"axial_stack needs an odd number of slices k, got k={k}")
+        if crop is not None and (len(crop) != 2 or min(crop) < 1):
+            raise DataError(f"crop must be two positive sizes (y, x), got {list(crop)}")
+        self.k = k
+        self.balanced = balanced
+        self.crop = None if crop is None else (int(crop[0]), int(crop[1]))
+        self.class_weights = class_weights
+
+    def _sample(
+        self, case: CacheCase, rng: np.random.Generator, batch_rng: np.random.Generator
+    ) -> Sample:
+        assert case.label is not None
+        shape = np.asarray(case.meta.shape)
+        if self.balanced:
+            voxel = pick_voxel(case, pick_class(case, rng, self.class_weights), rng)
+        else:
+            voxel = np.asarray([int(rng.integers(n)) for n in shape])
+        in_plane = shape[1:] if self.crop is None else np.asarray(self.crop)
+        corner = np.zeros(2, np.int64) if self.crop is None else voxel[1:] - in_plane // 2
+        origin = np.asarray([voxel[0] - self.k // 2, *corner])
+        image = read_padded(case.image, origin, (self.k, *in_plane), IMAGE_PAD)
+        label = read_padded(case.label, (voxel[0], *corner), (1, *in_plane), LABEL_PAD)
+        return as_sample(case, image, label, origin, "full")
+
+
+@hookimpl
+def duoseg_sampler() -> list[Component]:
+    return [
+        Component("class_balanced", ClassBalancedSampler, "Paper's sampling: class, then voxel"),
+        Component("uniform", UniformSampler, "Patch centres uniform over the volume"),
+        Component("whole_coarse", WholeCoarseSampler, "One whole coarse (3 mm) volume"),
+        Component("axial_stack", AxialStackSampler, "K full axial slices, central label"),
+    ]
