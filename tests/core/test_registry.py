@@ -104,7 +104,7 @@ def test_a_failed_registration_leaves_nothing_behind(registry: Registry) -> None
     with pytest.raises(DuplicateComponentError):
         fresh.register(HalfDuplicate(), local_source("half"))
     assert "fresh" not in fresh.names("network")
-    assert [p.plugin for p in fresh.plugins] == ["losses", "networks"]
+    assert "half" not in [p.plugin for p in fresh.plugins]
 
 
 def count(items: list[int]) -> int:
