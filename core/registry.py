@@ -191,6 +191,19 @@ class Registry:
         self.check_params(kind, name, params)
         return self._lookup(kind, name).component.factory(**params)
 
+    def parameters(self, kind: str, name: str) -> list[str]:
+        """Names of the keyword parameters the component's factory accepts."""
+        factory = self._lookup(kind, name).component.factory
+        try:
+            signature = inspect.signature(factory)
+        except (TypeError, ValueError):
+            return []
+        return [
+            p.name
+            for p in signature.parameters.values()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+
     def check_params(self, kind: str, name: str, params: Mapping[str, Any]) -> None:
         """Raise if the component's factory would not accept ``params``; build nothing."""
         entry = self._lookup(kind, name)
@@ -201,11 +214,7 @@ class Registry:
         try:
             signature.bind(**params)
         except TypeError as exc:
-            accepted = ", ".join(
-                p.name
-                for p in signature.parameters.values()
-                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-            )
+            accepted = ", ".join(self.parameters(kind, name))
             raise ComponentParameterError(
                 f"{kind} '{name}' from {entry.source}: {exc}; "
                 f"accepted parameters: {accepted or 'none'}"

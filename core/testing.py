@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ from .errors import InputShapeError
 from .loss import SegmentationLoss
 from .network import SegmentationNetwork
 from .registry import Registry, load_plugins
+from .sampler import IMAGE_PAD, LABEL_PAD, Sampler
 from .weights import load_weights, save_weights
 
 
@@ -170,3 +172,83 @@ class LossConformance(_ComponentSuite):
     def test_rejects_a_mismatched_target(self, loss: SegmentationLoss) -> None:
         with pytest.raises(InputShapeError, match="does not match scores"):
             loss(self.scores(loss, (1, self.classes, 4, 4, 4)), self.labels((1, 4, 4, 5)))
+
+
+class SamplerConformance(_ComponentSuite):
+    """Reproducible draws, samples that match the cache (padded as documented)."""
+
+    kind = "sampler"
+    draws: ClassVar[int] = 12
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def phantom_cache(cls, tmp_path_factory: pytest.TempPathFactory) -> Any:
+        """A Zarr cache of two small phantom cases, built once per class."""
+        from .cache import open_cache
+        from .cache_build import build_cache
+        from .phantom import write_phantoms
+
+        root = tmp_path_factory.mktemp("sampler-cache")
+        write_phantoms(root / "src", cases=2, size=(48, 40, 32), seed=5)
+        registry = load_plugins()
+        build_cache(root / "src", root / "cache.zarr",
+                    importer=registry.build("importer", "mmwhs"),
+                    store=registry.build("store", "zarr", chunks=(8, 16, 16)))  # fmt: skip
+        return open_cache(root / "cache.zarr", registry)
+
+    @pytest.fixture
+    def sampler(self, registry: Registry, component_name: str) -> Sampler:
+        params = (
+            {"sizes": (16, 24)} if "sizes" in registry.parameters("sampler", component_name) else {}
+        )
+        sampler: Sampler = registry.build("sampler", component_name, **{**params, **self.params})
+        return sampler
+
+    def test_is_a_sampler(self, sampler: Sampler) -> None:
+        assert isinstance(sampler, Sampler)
+
+    def test_the_same_seed_epoch_and_index_give_the_same_sample(
+        self, sampler: Sampler, phantom_cache: Any
+    ) -> None:
+        case = phantom_cache.case(phantom_cache.cases()[0])
+        for index in range(self.draws):
+            a = sampler.sample(case, epoch=1, index=index)
+            b = sampler.sample(case, epoch=1, index=index)
+            assert a.origin == b.origin
+            np.testing.assert_array_equal(a.image, b.image)
+            np.testing.assert_array_equal(a.label, b.label)
+
+    def test_samples_equal_the_cache_padded_as_documented(
+        self, sampler: Sampler, phantom_cache: Any
+    ) -> None:
+        case = phantom_cache.case(phantom_cache.cases()[1])
+        for index in range(self.draws):
+            sample = sampler.sample(case, epoch=0, index=index)
+            coarse = sample.level == "coarse"
+            image = (case.coarse_image if coarse else case.image)[...].astype(np.float32)
+            label = (case.coarse_label if coarse else case.label)[...]
+            assert sample.image.dtype == np.float32 and sample.image.ndim == 4
+            expected = _crop(image, sample.origin, sample.image.shape[1:], IMAGE_PAD)
+            np.testing.assert_array_equal(sample.image[0], expected)
+            depth = sample.label.shape[0]
+            offset = (sample.image.shape[1] - depth) // 2
+            origin = (sample.origin[0] + offset, *sample.origin[1:])
+            np.testing.assert_array_equal(
+                sample.label, _crop(label, origin, sample.label.shape, LABEL_PAD)
+            )
+
+
+def _crop(
+    array: np.ndarray[Any, Any], origin: tuple[int, ...], size: tuple[int, ...], fill: float
+) -> np.ndarray[Any, Any]:
+    out = np.full(size, fill, dtype=array.dtype)
+    src = tuple(
+        slice(max(o, 0), min(o + s, n)) for o, s, n in zip(origin, size, array.shape, strict=True)
+    )
+    dst = tuple(
+        slice(max(o, 0) - o, min(o + s, n) - o)
+        for o, s, n in zip(origin, size, array.shape, strict=True)
+    )
+    if all(d.stop > d.start for d in dst):
+        out[dst] = array[src]
+    return out

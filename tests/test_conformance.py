@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from duoseg.core.testing import LossConformance, NetworkConformance
+from duoseg.core.testing import LossConformance, NetworkConformance, SamplerConformance
 
 
 class TestEveryNetwork(NetworkConformance):
@@ -11,3 +11,7 @@ class TestEveryNetwork(NetworkConformance):
 
 class TestEveryLoss(LossConformance):
     every_registered = "loss"
+
+
+class TestEverySampler(SamplerConformance):
+    every_registered = "sampler"
