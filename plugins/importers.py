@@ -184,7 +184,7 @@ def read_nifti(path: Path) -> Any:
         shape = shape[:3]
     if len(shape) != 3 or min(shape) < 1:
         raise DataError(f"{path}: field dim: a 3-D volume is required, got shape {shape}")
-    zooms = np.asarray(image.header["pixdim"][1:4], dtype=np.float64)
+    zooms = _raw_pixdim(path, image)
     if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
         raise DataError(
             f"{path}: field pixdim: voxel spacing {tuple(zooms.tolist())} must be finite and > 0"
@@ -193,6 +193,13 @@ def read_nifti(path: Path) -> Any:
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise DataError(f"{path}: field sform/qform: affine is degenerate: {affine.tolist()}")
     return image
+
+
+def _raw_pixdim(path: Path, image: Any) -> NDArray[np.float64]:
+    """pixdim[1:4] as stored: nibabel's loader silently replaces negatives by their abs."""
+    with nib.openers.ImageOpener(path) as handle:
+        raw = type(image.header).from_fileobj(handle, check=False)
+    return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
 
 
 def check_same_grid(image_path: Path, image: Any, label_path: Path, label: Any) -> None:
