@@ -166,7 +166,7 @@ def test_the_generic_importer_takes_a_label_map(source: Path) -> None:
 
 
 def test_an_empty_or_absent_source_folder(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="no \\*_image.nii\\[.gz\\] files found"):
+    with pytest.raises(DataError, match=r"no \*_image.nii\[.gz\] files found"):
         MMWHSImporter().discover(tmp_path)
     with pytest.raises(DataError, match="source folder not found"):
         MMWHSImporter().discover(tmp_path / "absent")

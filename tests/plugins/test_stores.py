@@ -105,7 +105,7 @@ def test_a_failed_build_leaves_no_complete_cache_and_a_rerun_finishes(
     bad = source / "ct_train_1003_label.nii.gz"
     good = bad.read_bytes()
     bad.write_bytes(b"garbage")
-    with pytest.raises(DataError, match="ct_train_1003_label.nii.gz: not a readable NIfTI file"):
+    with pytest.raises(DataError, match=r"ct_train_1003_label\.nii\.gz: not a readable NIfTI file"):
         build(registry, source, target, store)
     if target.exists():
         with pytest.raises(DataError, match="cache is incomplete"):
@@ -143,10 +143,11 @@ def test_a_silently_changed_chunk_fails_verify(registry, source, tmp_path) -> No
     build(registry, source, target, "zarr")
     chunk = target / "cases/ct_train_1001/image/c/0/0/0"
     chunk.write_bytes(bytes(len(chunk.read_bytes())))  # right size, all zeros
-    problems = open_cache(target, registry).verify()
-    assert problems == [
-        f"cache {target}, case ct_train_1001, array image: contents differ from the digest recorded at build time"
-    ]
+    (problem,) = open_cache(target, registry).verify()
+    assert problem == (
+        f"cache {target}, case ct_train_1001, array image: "
+        "contents differ from the digest recorded at build time"
+    )
 
 
 def test_an_unwritten_hdf5_chunk_raises_instead_of_reading_fill(registry, source, tmp_path) -> None:
@@ -179,7 +180,9 @@ def test_unsafe_hdf5_objects_are_refused_before_reading(registry, source, tmp_pa
     [("data_type", "object", "data type 'object' is refused"),
      ("codecs", [{"name": "bytes"}, {"name": "gzip"}], r"codecs \['bytes', 'gzip'\] are refused")],
 )  # fmt: skip
-def test_unsafe_zarr_metadata_is_refused(registry, source, tmp_path, field, value, message) -> None:
+def test_unsafe_zarr_metadata_is_refused(
+    registry, source, tmp_path, *, field, value, message
+) -> None:
     target = tmp_path / "cache.zarr"
     build(registry, source, target, "zarr")
     meta_path = target / "cases/ct_train_1001/image/zarr.json"

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from duoseg.core import InputShapeError, Registry
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+NAMES = ["affine", "flip", "elastic"]
+
+
+def batch(device: str, depth: int = 12, label_depth: int | None = None):
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 1, depth, 16, 20, generator=generator).to(device) * 2 - 1
+    label = torch.randint(0, 8, (2, label_depth or depth, 16, 20), generator=generator).to(device)
+    return image, label
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", NAMES)
+def test_labels_stay_labels_and_images_stay_in_range(registry: Registry, name, device) -> None:
+    image, label = batch(device)
+    out_image, out_label = registry.build("augmentation", name)(
+        image, label, torch.Generator().manual_seed(1)
+    )
+    assert out_image.shape == image.shape and out_label.shape == label.shape
+    assert out_label.dtype == label.dtype and set(out_label.unique().tolist()) <= set(range(8))
+    assert out_image.min() >= -1 - 1e-5 and out_image.max() <= 1 + 1e-5
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_same_generator_seed_gives_the_same_result(registry: Registry, name) -> None:
+    image, label = batch("cpu")
+    augment = registry.build("augmentation", name)
+    a = augment(image, label, torch.Generator().manual_seed(5))
+    b = augment(image, label, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stacks_with_a_central_label_are_transformed_in_plane(registry: Registry, name) -> None:
+    image, label = batch("cpu", depth=9, label_depth=1)
+    out_image, out_label = registry.build("augmentation", name)(
+        image, label, torch.Generator().manual_seed(2)
+    )
+    assert out_image.shape == (2, 1, 9, 16, 20) and out_label.shape == (2, 1, 16, 20)
+
+
+def test_an_identity_affine_changes_nothing(registry: Registry) -> None:
+    image, label = batch("cpu")
+    identity = registry.build(
+        "augmentation", "affine", degrees=0.0, translate=0.0, shear=0.0, scale=(1.0, 1.0)
+    )
+    out_image, out_label = identity(image, label, torch.Generator())
+    torch.testing.assert_close(out_image, image, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out_label, label)
+
+
+def test_a_flip_moves_image_and_label_together(registry: Registry) -> None:
+    image, _ = batch("cpu")
+    label = (image > 0).long()[:, 0]
+    out_image, out_label = registry.build("augmentation", "flip", axes=["x"])(
+        image, label, torch.Generator().manual_seed(3)
+    )
+    torch.testing.assert_close((out_image > 0).long()[:, 0], out_label)
+
+
+def test_probability_zero_is_the_identity(registry: Registry) -> None:
+    image, label = batch("cpu")
+    out = registry.build("augmentation", "elastic", probability=0.0)(
+        image, label, torch.Generator()
+    )
+    assert out[0] is image and out[1] is label
+
+
+def test_bad_inputs_are_explained(registry: Registry) -> None:
+    image, label = batch("cpu")
+    augment = registry.build("augmentation", "affine")
+    with pytest.raises(
+        InputShapeError, match=r"expects image \(b, c, z, y, x\) and label \(b, z, y, x\)"
+    ):
+        augment(image[0], label, torch.Generator())
+    with pytest.raises(
+        InputShapeError, match="label depth 3 must equal the image depth 12 or be 1"
+    ):
+        augment(image, label[:, :3], torch.Generator())
+    with pytest.raises(InputShapeError, match=r"probability must lie in \[0, 1\], got 2"):
+        registry.build("augmentation", "flip", probability=2)
+    with pytest.raises(InputShapeError, match=r"flip axes must be among z, y, x, got \['w'\]"):
+        registry.build("augmentation", "flip", axes=["w"])
