@@ -170,3 +170,30 @@ def test_an_empty_or_absent_source_folder(tmp_path: Path) -> None:
         MMWHSImporter().discover(tmp_path)
     with pytest.raises(DataError, match="source folder not found"):
         MMWHSImporter().discover(tmp_path / "absent")
+
+
+def test_a_hand_made_mmwhs_set_in_an_unusual_orientation(tmp_path: Path) -> None:
+    """Not a phantom: arrays made here, stored with axes permuted (k, i, j) and flipped."""
+    from duoseg.core import load_plugins
+    from duoseg.core.cache import open_cache
+    from duoseg.core.cache_build import build_cache
+
+    label = np.zeros((20, 12, 16), np.int16)  # file axes (i, j, k)
+    label[2:8, 3:9, 4:12] = 500
+    label[10:14, 2:6, 1:5] = 205
+    image = np.where(label > 0, 300, -900).astype(np.int16)
+    affine = np.array([[0, 0, -2.0, 10], [1.5, 0, 0, -5], [0, 1.0, 0, 3], [0, 0, 0, 1]])
+    for name, data in (("image", image), ("label", label)):
+        nib.save(nib.Nifti1Image(data, affine), tmp_path / f"ct_train_2001_{name}.nii.gz")
+    registry = load_plugins(entry_points=False)
+    build_cache(tmp_path, tmp_path / "c.zarr", importer=registry.build("importer", "mmwhs"),
+                store=registry.build("store", "zarr"))  # fmt: skip
+    case = open_cache(tmp_path / "c.zarr", registry).case("ct_train_2001")
+    # RAS: file j (+1.0 mm along z) is axial; i (+1.5 mm along y); k (-2.0 mm along x).
+    assert case.meta.shape == (12, 20, 16)
+    assert case.meta.spacing == (1.0, 1.5, 2.0)
+    expected = np.flip(label.transpose(1, 0, 2), axis=2)
+    values = np.asarray(case.meta.label_values)[case.label[...]]
+    np.testing.assert_array_equal(values, expected)
+    back = to_source(values, np.asarray(case.meta.source_affine))
+    np.testing.assert_array_equal(back, label)
