@@ -9,8 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS (VmHWM). Unlike ru_maxrss it is not inherited across exec."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def main() -> None:
@@ -21,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     import torchio as tio
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss_mib()
     start = time.perf_counter()
     subject = tio.Subject(image=tio.ScalarImage(args.image), label=tio.LabelMap(args.label))
     sampler = tio.data.LabelSampler(args.size, label_name="label")
@@ -30,8 +38,8 @@ def main() -> None:
     print(json.dumps({
         "first_patch_s": first,
         "patch_shape": list(patch["image"].shape),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "rss_before_mib": before / 1024,
+        "peak_rss_mib": peak_rss_mib(),
+        "rss_before_mib": before,
     }))  # fmt: skip
 
 
