@@ -34,7 +34,48 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.set_defaults(run=_plugins)
     _add_phantom(commands)
     _add_cache(commands)
+    _add_train(commands)
     return parser
+
+
+def _add_train(commands: Any) -> None:
+    train = commands.add_parser("train", help="train a schedule's networks")
+    train.add_argument("config", type=Path, metavar="CONFIG")
+    train.add_argument("--cache", help="override data.cache")
+    train.add_argument("--out", type=Path, default=Path("runs/latest"), help="run directory")
+    train.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override any config value (repeatable)")  # fmt: skip
+    train.add_argument("--deterministic", action="store_true",
+                       help="torch deterministic algorithms (see docs/training.md)")  # fmt: skip
+    train.set_defaults(run=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import os
+
+    import torch.distributed as dist
+
+    from .config import check_components, load_config
+    from .trainer import Trainer, config_as_dict
+
+    overrides = list(args.set)
+    if args.cache:
+        overrides.append(f"data.cache={json.dumps(args.cache)}")
+    if args.deterministic:
+        overrides.append("train.deterministic=true")
+    config = load_config(args.config, overrides)
+    registry = load_plugins()
+    check_components(config, registry, source=str(args.config))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if config.train.device.startswith("cuda") else "gloo")
+    trainer = Trainer(config, registry, args.out, source=str(args.config),
+                      raw_config=config_as_dict(config))  # fmt: skip
+    state = trainer.run(resume=args.resume)
+    print(
+        f"{args.out}: finished {state.stage} stage(s); best validation Dice {state.best_score:.4f}"
+    )
+    return 0
 
 
 def _add_phantom(commands: Any) -> None:

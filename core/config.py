@@ -45,8 +45,21 @@ class DataConfig:
     """Where training and validation data come from."""
 
     cache: str | None = None
-    store: str = "zarr"
     validation_cases: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How a schedule runs: device, loaders, validation, checkpoints."""
+
+    device: str = "cpu"
+    workers: int = 0
+    validate_every: int = 0  # iterations; 0 = at the end of each stage only
+    checkpoint_every: int = 50
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    amp: bool = True  # bf16 autocast on CUDA; CPU always runs fp32
+    deterministic: bool = False
+    baseline_spacing: float = 2.0  # mm, the grid the baseline unet3d trains on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +68,7 @@ class ExperimentConfig:
 
     seed: int = 0
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     networks: dict[str, ComponentRef] = dataclasses.field(default_factory=dict)
     losses: dict[str, ComponentRef] = dataclasses.field(default_factory=dict)
     schedule: ComponentRef | None = None

@@ -1,0 +1,584 @@
+"""The trainer: runs a schedule's stages, checkpoints, resumes exactly.
+
+Exactness rests on three facts. Sample ``i`` of stage ``s`` is a pure function of
+(seed, s, i) (the samplers' contract), so the batches after a resume are the ones an
+uninterrupted run would have drawn; augmentation draws from a generator seeded by
+(seed, stage, step); and a checkpoint holds the weights, the optimiser state and
+torch's, numpy's and Python's RNG states (dropout draws from torch's).
+
+Distributed runs (torchrun) all-reduce the gradients of the trained networks and
+shard samples by rank; only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from .cache import CacheReader, open_cache
+from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .config import ComponentRef, ExperimentConfig
+from .data import SampleDataset
+from .errors import ConfigError
+from .evaluation import dice_per_class, net1_probabilities, net2_labels, upsample
+from .loss import SegmentationLoss
+from .network import SegmentationNetwork
+from .registry import Registry
+from .sampler import Sampler
+from .schedule import LossTerm, Schedule, Stage
+
+LAST = "last.safetensors"
+BEST = "best.safetensors"
+
+
+class _StageData(Dataset[dict[str, Any]]):
+    """The samples of one stage from ``start``; index i is the stage's sample i."""
+
+    def __init__(
+        self, samples: SampleDataset, *, start: int, count: int, world: int, rank: int, batch: int
+    ) -> None:
+        self.samples, self.start, self.count = samples, start, count
+        self.world, self.rank, self.batch = world, rank, batch
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, offset: int) -> dict[str, Any]:
+        step, item = divmod(self.start + offset, self.batch)
+        # Rank r of w draws samples r*b .. r*b+b-1 of each global batch of w*b.
+        index = (step * self.world + self.rank) * self.batch + item
+        return self.samples[index]
+
+
+class Trainer:
+    """Trains the networks of ``config`` through its schedule into ``run_dir``."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        registry: Registry,
+        run_dir: Path,
+        *,
+        source: str,
+        raw_config: dict[str, Any],
+    ) -> None:
+        self.config, self.registry, self.run_dir = config, registry, Path(run_dir)
+        self.source, self.raw_config = source, raw_config
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = torch.device(config.train.device)
+        self.cache = self._open_cache()
+        self.schedule = self._build_schedule()
+        self.networks = self._build_networks()
+        self.augmentations = [
+            self._build("augmentation", r, f"augmentations[{i}]")
+            for i, r in enumerate(config.augmentations)
+        ]
+        self.validation = list(config.data.validation_cases)
+        self.training_cases = [c for c in self.cache.cases() if c not in self.validation]
+        if not self.training_cases:
+            raise ConfigError(f"{source}: data.validation_cases leaves no case to train on")
+        self._check_patch_sizes()
+        self._net1_outputs: dict[tuple[str, str], Tensor] = {}
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+
+    # ------------------------------------------------------------------ setup
+
+    def _open_cache(self) -> CacheReader:
+        if not self.config.data.cache:
+            raise ConfigError(f"{self.source}: data.cache is not set (give --cache CACHE)")
+        cache = open_cache(self.config.data.cache, self.registry)
+        if not cache.cases():
+            raise ConfigError(f"{self.source}: data.cache = {self.config.data.cache!r} is empty")
+        unknown = sorted(set(self.config.data.validation_cases) - set(cache.cases()))
+        if unknown:
+            raise ConfigError(
+                f"{self.source}: data.validation_cases {unknown} are not in the cache"
+            )
+        return cache
+
+    def _build(self, kind: str, ref: ComponentRef, key: str) -> Any:
+        try:
+            return self.registry.build(kind, ref.component, **ref.params)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"{self.source}: {key} = {ref.component!r}: {exc}") from exc
+
+    def _build_schedule(self) -> Schedule:
+        if self.config.schedule is None:
+            raise ConfigError(f"{self.source}: no [schedule] section")
+        schedule = self._build("schedule", self.config.schedule, "schedule.component")
+        if not isinstance(schedule, Schedule):
+            raise ConfigError(
+                f"{self.source}: schedule {self.config.schedule.component!r} "
+                f"returned {type(schedule).__name__}, not a Schedule"
+            )
+        return schedule
+
+    def _build_networks(self) -> dict[str, SegmentationNetwork]:
+        classes = self.cache.case(self.cache.cases()[0]).meta.classes
+        networks: dict[str, SegmentationNetwork] = {}
+        for role in self.schedule.networks:
+            ref = self.config.networks.get(role)
+            if ref is None:
+                raise ConfigError(
+                    f"{self.source}: networks.{role} is missing; the schedule "
+                    f"{self.schedule.name!r} uses it"
+                )
+            torch.manual_seed(self.config.seed + len(networks))
+            network = self._build("network", ref, f"networks.{role}.component").to(self.device)
+            if network.out_channels != classes:
+                raise ConfigError(
+                    f"{self.source}: networks.{role}.params.classes = {network.out_channels} but "
+                    f"the cache's cases have {classes} classes (background included)"
+                )
+            networks[role] = network
+        if "net2" in networks:
+            net2_k = getattr(networks["net2"], "k", None)
+            for index, stage in enumerate(self.schedule.stages):
+                k = stage.sampler.params.get("k")
+                if k is not None and k != net2_k:
+                    raise ConfigError(
+                        f"{self.source}: schedule.stages[{index}] samples stacks of k={k} but "
+                        f"networks.net2 has k={net2_k}"
+                    )
+        return networks
+
+    def _check_patch_sizes(self) -> None:
+        shapes = [self.cache.case(c).meta.shape for c in self.training_cases]
+        for index, stage in enumerate(self.schedule.stages):
+            params = stage.sampler.params
+            if params.get("allow_padding", True):
+                continue
+            for size in params.get("sizes", ()):
+                if not any(all(size <= n for n in shape) for shape in shapes):
+                    raise ConfigError(
+                        f"{self.source}: schedule.stages[{index}].sampler.params.sizes: patch "
+                        f"size {size} exceeds every training case (largest {max(shapes)}) and "
+                        "allow_padding is false"
+                    )
+
+    @property
+    def k(self) -> int:
+        """Net2's slices per prediction."""
+        return int(getattr(self.networks["net2"], "k"))  # noqa: B009 - Net2 is a plugin class
+
+    def provenance(self) -> dict[str, dict[str, str]]:
+        used: list[tuple[str, str]] = [("schedule", self.config.schedule.component)]  # type: ignore[union-attr]
+        used += [("network", r.component) for r in self.config.networks.values()]
+        used += [("augmentation", r.component) for r in self.config.augmentations]
+        for stage in self.schedule.stages:
+            used.append(("sampler", stage.sampler.component))
+            used += [("loss", t.component) for t in stage.losses]
+        out = {}
+        for kind, name in used:
+            info = self.registry.describe(kind, name)
+            out[f"{kind}:{name}"] = {
+                "plugin": info.plugin,
+                "distribution": info.distribution,
+                "version": info.version,
+            }
+        return out
+
+    # ------------------------------------------------------------------ running
+
+    @property
+    def writes(self) -> bool:
+        return self.rank == 0
+
+    def run(self, *, resume: bool = False) -> TrainState:
+        """Run (or continue) every stage; return the final state."""
+        from tqdm import tqdm
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        state, checkpoint = TrainState(), None
+        if resume:
+            checkpoint = self._resume_checkpoint()
+            state = checkpoint.state
+        elif self.writes and (self.run_dir / LAST).exists():
+            raise ConfigError(
+                f"{self.run_dir}: already holds a run; pass --resume or another --out"
+            )
+        torch.use_deterministic_algorithms(self.config.train.deterministic, warn_only=True)
+        while state.stage < len(self.schedule.stages):
+            stage = self.schedule.stages[state.stage]
+            optimizer = self._optimizer(stage)
+            if checkpoint is not None:
+                checkpoint.restore(dict(self.networks), optimizer)
+                checkpoint = None
+            bar = tqdm(
+                total=stage.iterations,
+                initial=state.step,
+                desc=f"stage {stage.name}",
+                disable=not self.writes,
+                unit="it",
+            )
+            for batch in self._batches(stage, state):
+                terms = self._train_step(stage, batch, optimizer, state)
+                state.step += 1
+                loss = sum(terms.values())
+                bar.set_postfix(loss=f"{loss:.4f}")
+                bar.update()
+                self._log({"stage": stage.name, "step": state.step, "loss": loss, **terms})
+                self._after_step(stage, state, optimizer)
+            bar.close()
+            score = self._validate(stage, state)
+            state = TrainState(stage=state.stage + 1, step=0, best_score=state.best_score)
+            self._save_stage_end(score, state)
+        self._plot()
+        return state
+
+    def _resume_checkpoint(self) -> Any:
+        path = self.run_dir / LAST
+        if not path.exists():
+            raise ConfigError(f"{self.run_dir}: nothing to resume (no {LAST})")
+        checkpoint = load_checkpoint(path, self.registry)
+        different = _first_difference(
+            checkpoint.config, self.raw_config, ignore={"schedule.params.iterations"}
+        )
+        if different is not None:
+            raise ConfigError(
+                f"{self.run_dir}: --resume with another config: key {different} differs"
+            )
+        self._truncate_metrics(checkpoint.state)
+        for network in self.networks.values():
+            network.to(self.device)
+        return checkpoint
+
+    def _truncate_metrics(self, state: TrainState) -> None:
+        """Drop metric rows logged after the checkpoint: the resumed run logs them again."""
+        if not self.writes or not self.metrics_path.exists():
+            return
+        order = {stage.name: index for index, stage in enumerate(self.schedule.stages)}
+
+        def position(line: str) -> tuple[int, int]:
+            row = json.loads(line)
+            return (order.get(row["stage"], -1), row["step"])
+
+        lines = self.metrics_path.read_text().splitlines()
+        kept = [line for line in lines if position(line) <= (state.stage, state.step)]
+        self.metrics_path.write_text("".join(f"{line}\n" for line in kept))
+
+    def _optimizer(self, stage: Stage) -> torch.optim.Optimizer:
+        for role, network in self.networks.items():
+            network.requires_grad_(role in stage.train)
+        params = [p for role in stage.train for p in self.networks[role].parameters()]
+        return torch.optim.Adam(params, lr=stage.lr)
+
+    def _batches(self, stage: Stage, state: TrainState) -> Iterator[dict[str, Any]]:
+        sampler: Sampler = self._build("sampler", stage.sampler, f"stage {stage.name} sampler")
+        sampler.seed = self.config.seed
+        samples = SampleDataset(
+            self.cache.path,
+            sampler,
+            length=2**62,
+            cases=self.training_cases,
+            epoch=self.schedule.stages.index(stage),
+        )
+        remaining = stage.iterations - state.step
+        if remaining <= 0:
+            return iter(())
+        data = _StageData(
+            samples,
+            start=state.step * stage.batch_size,
+            count=remaining * stage.batch_size,
+            world=self.world,
+            rank=self.rank,
+            batch=stage.batch_size,
+        )
+        return iter(
+            DataLoader(
+                data,
+                batch_size=stage.batch_size,
+                shuffle=False,
+                num_workers=self.config.train.workers,
+                persistent_workers=False,
+                # Its own generator: creating the iterator must not draw from torch's global
+                # RNG, or a resumed run's dropout would be one draw out of step.
+                generator=torch.Generator().manual_seed(self.config.seed),
+            )
+        )
+
+    def _after_step(
+        self, stage: Stage, state: TrainState, optimizer: torch.optim.Optimizer
+    ) -> None:
+        every = self.config.train.validate_every
+        if every and state.step % every == 0 and state.step < stage.iterations:
+            self._validate(stage, state)
+        if (
+            self.config.train.checkpoint_every
+            and state.step % self.config.train.checkpoint_every == 0
+        ):
+            self._save(LAST, state, optimizer)
+
+    def _save_stage_end(self, score: float | None, state: TrainState) -> None:
+        # The next stage starts with a fresh optimiser: nothing of this one is kept.
+        if score is not None and score > state.best_score:
+            state.best_score = score
+            self._save(BEST, state, None)
+        self._save(LAST, state, None)
+
+    def _save(self, name: str, state: TrainState, optimizer: torch.optim.Optimizer | None) -> None:
+        if self.writes:
+            save_checkpoint(
+                self.run_dir / name,
+                networks=dict(self.networks),
+                optimizer=optimizer,
+                state=state,
+                config=self.raw_config,
+                provenance=self.provenance(),
+            )
+
+    def _log(self, row: dict[str, Any]) -> None:
+        if self.writes:
+            with open(self.metrics_path, "a") as handle:
+                handle.write(json.dumps({"time": round(time.time(), 3), **row}) + "\n")
+
+    # ------------------------------------------------------------------ one step
+
+    def _train_step(
+        self,
+        stage: Stage,
+        batch: dict[str, Any],
+        optimizer: torch.optim.Optimizer,
+        state: TrainState,
+    ) -> dict[str, float]:
+        for role, network in self.networks.items():
+            network.train(role in stage.train)
+        image = batch["image"].to(self.device)
+        label = batch["label"].to(self.device)
+        generator = torch.Generator().manual_seed(
+            hash((self.config.seed, self.schedule.stages.index(stage), state.step)) % 2**63
+        )
+        for augmentation in self.augmentations:
+            image, label = augmentation(image, label, generator)
+        with self._autocast():
+            outputs = self._forward(stage, image, label, batch)
+            terms = {
+                f"{t.network}.{t.component}": t.weight * self._loss(t)(*outputs[t.network])
+                for t in stage.losses
+            }
+            total = torch.stack(list(terms.values())).sum()
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()  # type: ignore[no-untyped-call]
+        self._all_reduce(stage)
+        if self.config.train.grad_clip > 0:
+            params = [p for role in stage.train for p in self.networks[role].parameters()]
+            torch.nn.utils.clip_grad_norm_(params, self.config.train.grad_clip)
+        optimizer.step()
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    def _autocast(self) -> Any:
+        enabled = self.device.type == "cuda" and self.config.train.amp
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def _all_reduce(self, stage: Stage) -> None:
+        if self.world == 1 or not dist.is_initialized():
+            return
+        for role in stage.train:
+            for param in self.networks[role].parameters():
+                if param.grad is not None:
+                    dist.all_reduce(param.grad)
+                    param.grad /= self.world
+
+    def _loss(self, term: LossTerm) -> SegmentationLoss:
+        loss: SegmentationLoss = self.registry.build("loss", term.component, **term.params)
+        return loss
+
+    def _spacing(self, batch: dict[str, Any]) -> NDArray[np.float64]:
+        spacings = [self.cache.case(c).meta.spacing for c in batch["case_id"]]
+        return np.asarray(np.mean(spacings, axis=0), dtype=np.float64)
+
+    def _forward(
+        self, stage: Stage, image: Tensor, label: Tensor, batch: dict[str, Any]
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        classes = self.networks[next(iter(self.networks))].out_channels
+        if stage.mode == "net1_coarse":
+            return {"net1": (self.networks["net1"](image), label)}
+        if stage.mode == "baseline":
+            small = _grid(image.shape[2:], self._spacing(batch), self.config.train.baseline_spacing)
+            return {
+                "unet3d": (
+                    self.networks["unet3d"](_area(image, small)),
+                    _soft_label(label, small, classes),
+                )
+            }
+        if stage.mode == "net2_stacks":
+            foreground = self._stack_foreground(batch, image.shape[2:]).to(image)
+            scores = self.networks["net2"](torch.cat((image, foreground), 1))
+            return {"net2": (scores, label)}
+        coarse = _grid(image.shape[2:], self._spacing(batch), self._coarse_spacing(batch))
+        net1_scores = self.networks["net1"](_area(image, coarse))
+        outputs = {"net1": (net1_scores, _soft_label(label, coarse, classes))}
+        if stage.mode == "end_to_end":
+            k = self.k
+            probabilities = F.interpolate(
+                net1_scores.float().softmax(1),
+                size=image.shape[2:],
+                mode="trilinear",
+                align_corners=False,
+            )
+            foreground = 1 - probabilities[:, :1]
+            scores = self.networks["net2"](torch.cat((image, foreground.to(image)), 1))
+            outputs["net2"] = (scores, label[:, k // 2 : label.shape[1] - k // 2])
+        return outputs
+
+    def _coarse_spacing(self, batch: dict[str, Any]) -> NDArray[np.float64]:
+        spacings = [self.cache.case(c).meta.coarse_spacing for c in batch["case_id"]]
+        return np.asarray(np.mean(spacings, axis=0), dtype=np.float64)
+
+    def _stack_foreground(self, batch: dict[str, Any], size: tuple[int, ...]) -> Tensor:
+        """Net1's foreground probability under each stack, from a per-case cache."""
+        key = _weights_hash(self.networks["net1"])
+        crops = []
+        for case_id, origin in zip(batch["case_id"], batch["origin"].tolist(), strict=True):
+            if (key, case_id) not in self._net1_outputs:
+                self._net1_outputs = {k: v for k, v in self._net1_outputs.items() if k[0] == key}
+                self._net1_outputs[(key, case_id)] = self._foreground(case_id)
+            full = self._net1_outputs[(key, case_id)]
+            crops.append(_crop(full, origin, size))
+        return torch.stack(crops)[:, None]
+
+    @torch.no_grad()
+    def _foreground(self, case_id: str) -> Tensor:
+        case = self.cache.case(case_id)
+        probabilities = net1_probabilities(
+            self.networks["net1"], case.coarse_image[...], str(self.device)
+        )
+        return (1 - upsample(probabilities[:1], case.meta.shape)[0]).half().cpu()
+
+    # ------------------------------------------------------------------ validation
+
+    @torch.no_grad()
+    def _validate(self, stage: Stage, state: TrainState) -> float | None:
+        if not self.validation or not self.writes:
+            return None
+        scores = []
+        for case_id in self.validation:
+            case = self.cache.case(case_id)
+            classes = case.meta.classes
+            if stage.mode == "baseline":
+                prediction, target = self._predict_baseline(case), _label(case.label)
+            elif "net2" in stage.train or stage.mode == "net2_stacks":
+                image = torch.as_tensor(case.image[...].astype(np.float32), device=self.device)
+                foreground = self._foreground(case_id).to(self.device)
+                prediction = net2_labels(self.networks["net2"], image, foreground, self.k)
+                target = _label(case.label)
+            else:
+                probabilities = net1_probabilities(
+                    self.networks["net1"], case.coarse_image[...], str(self.device)
+                )
+                prediction, target = probabilities.argmax(0), _label(case.coarse_label)
+            scores.append(dice_per_class(prediction, target, classes))
+        names = self.cache.case(self.validation[0]).meta.class_names[1:]
+        per_class = {n: _mean([s[i] for s in scores]) for i, n in enumerate(names)}
+        mean = _mean(list(per_class.values()))
+        self._log(
+            {
+                "stage": stage.name,
+                "step": state.step,
+                "validation_dice": per_class,
+                "validation_mean_dice": mean,
+            }
+        )
+        for network in self.networks.values():
+            network.train()
+        return mean
+
+    def _predict_baseline(self, case: Any) -> Tensor:
+        image = torch.as_tensor(case.image[...].astype(np.float32), device=self.device)[None, None]
+        small = _grid(
+            image.shape[2:], np.asarray(case.meta.spacing), self.config.train.baseline_spacing
+        )
+        scores = self.networks["unet3d"].eval()(_area(image, small)).float().softmax(1)[0]
+        return upsample(scores, case.meta.shape).argmax(0)
+
+    def _plot(self) -> None:
+        if self.writes:
+            from .plots import plot_metrics
+
+            plot_metrics(self.metrics_path, self.run_dir)
+
+
+def _label(array: Any) -> NDArray[np.uint8]:
+    if array is None:
+        raise ConfigError("data.validation_cases: a validation case has no label")
+    return np.asarray(array[...], dtype=np.uint8)
+
+
+def _grid(shape: tuple[int, ...], spacing: Any, target: Any) -> tuple[int, int, int]:
+    """The grid covering ``shape`` voxels of ``spacing`` at ``target`` mm (scalar or per axis)."""
+    targets = np.broadcast_to(np.asarray(target, dtype=np.float64), (3,))
+    z, y, x = (max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, targets, strict=True))
+    return (z, y, x)
+
+
+def _area(image: Tensor, size: tuple[int, int, int]) -> Tensor:
+    return F.adaptive_avg_pool3d(image, size)
+
+
+def _soft_label(label: Tensor, size: tuple[int, int, int], classes: int) -> Tensor:
+    """Class fractions of each coarse voxel: a soft one-hot target for Dice losses."""
+    onehot = F.one_hot(label.long(), classes).movedim(-1, 1).float()
+    return F.adaptive_avg_pool3d(onehot, size)
+
+
+def _crop(volume: Tensor, origin: list[int], size: tuple[int, ...]) -> Tensor:
+    out = torch.zeros(size, dtype=torch.float32)
+    src, dst = [], []
+    for o, s, n in zip(origin, size, volume.shape, strict=True):
+        low, high = max(o, 0), min(o + s, n)
+        if high <= low:
+            return out
+        src.append(slice(low, high))
+        dst.append(slice(low - o, high - o))
+    out[tuple(dst)] = volume[tuple(src)].float()
+    return out
+
+
+def _weights_hash(network: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, value in network.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _mean(values: list[float | None]) -> float:
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(present)) if present else float("nan")
+
+
+def _first_difference(a: Any, b: Any, *, ignore: set[str], path: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            sub = f"{path}.{key}" if path else str(key)
+            if sub in ignore:
+                continue
+            found = _first_difference(a.get(key), b.get(key), ignore=ignore, path=sub)
+            if found is not None:
+                return found
+        return None
+    return None if a == b else repr(path)
+
+
+def config_as_dict(config: ExperimentConfig) -> dict[str, Any]:
+    """The resolved config as plain JSON types (what checkpoints record)."""
+    plain: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(config)))
+    return plain

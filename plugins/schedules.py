@@ -1,0 +1,87 @@
+"""The paper's four-step schedule (``wang2018``) and its baseline (``baseline_unet3d``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from duoseg.core import Component, ComponentRef, hookimpl
+from duoseg.core.errors import ConfigError
+from duoseg.core.schedule import LossTerm, Schedule, Stage
+
+PAPER_ITERATIONS = 200 * 16  # 200 epochs of 16 iterations per step
+
+
+def wang2018(
+    *,
+    iterations: int | Sequence[int] = PAPER_ITERATIONS,
+    subvolume_sizes: Sequence[int] = (64, 128, 256),
+    k: int = 9,
+    stack_crop: Sequence[int] | None = None,
+    batch_size: int = 1,
+    lr: float = 1e-4,
+    allow_padding: bool = True,
+    omit: Sequence[int] = (),
+) -> Schedule:
+    """The paper's Table 1. ``iterations`` per step (one number or four);
+    ``omit`` drops any of steps 1-3 (the paper's Fig. 2 ablation)."""
+    counts = [iterations] * 4 if isinstance(iterations, int) else list(iterations)
+    if len(counts) != 4:
+        raise ConfigError(f"schedule.params.iterations needs 1 or 4 numbers, got {list(counts)}")
+    bad = sorted(set(omit) - {1, 2, 3})
+    if bad:
+        raise ConfigError(f"schedule.params.omit = {list(omit)}: only steps 1, 2, 3 may be omitted")
+    if k < 3 or k % 2 == 0:
+        raise ConfigError(f"schedule.params.k = {k}: K must be odd and >= 3")
+    patches = ComponentRef(
+        "class_balanced",
+        {"sizes": list(subvolume_sizes), "batch_size": batch_size, "allow_padding": allow_padding},
+    )
+    stack = {"k": k, "batch_size": batch_size, **({"crop": list(stack_crop)} if stack_crop else {})}
+    coarse = LossTerm("net1", "dice_weighted")
+    roi = LossTerm("net1", "dice_foreground")
+    fine = LossTerm("net2", "dice_weighted")
+    stages = [
+        Stage("1_localise", "net1_coarse", ComponentRef("whole_coarse"), ("net1",), (roi,),
+              counts[0], freeze=("net2",), lr=lr),
+        Stage("2_coarse", "net1_subvolume", patches, ("net1",), (roi, coarse), counts[1],
+              freeze=("net2",), lr=lr, batch_size=batch_size),
+        Stage("3_end_to_end", "end_to_end", patches, ("net1", "net2"), (coarse, fine), counts[2],
+              lr=lr, batch_size=batch_size),
+        Stage("4_fine", "net2_stacks", ComponentRef("axial_stack", stack), ("net2",), (fine,),
+              counts[3], freeze=("net1",), lr=lr, batch_size=batch_size),
+    ]  # fmt: skip
+    kept = tuple(s for step, s in enumerate(stages, 1) if step not in omit)
+    return Schedule("wang2018", kept)
+
+
+def baseline_unet3d(
+    *,
+    iterations: int = 4 * PAPER_ITERATIONS,
+    subvolume_sizes: Sequence[int] = (64, 128),
+    batch_size: int = 1,
+    lr: float = 1e-4,
+) -> Schedule:
+    """The paper's comparison: ``unet3d`` on data resampled to 2 mm, multi-class Dice."""
+    patches = ComponentRef(
+        "class_balanced", {"sizes": list(subvolume_sizes), "batch_size": batch_size}
+    )
+    loss = LossTerm("unet3d", "dice_weighted")
+    stage = Stage(
+        "baseline",
+        "baseline",
+        patches,
+        ("unet3d",),
+        (loss,),
+        iterations,
+        lr=lr,
+        batch_size=batch_size,
+    )
+    return Schedule("baseline_unet3d", (stage,))
+
+
+@hookimpl
+def duoseg_schedule() -> list[Component]:
+    return [
+        Component("wang2018", wang2018, "The paper's four training steps (Table 1)"),
+        Component("baseline_unet3d", baseline_unet3d, "unet3d at 2 mm, the paper's baseline"),
+    ]

@@ -1,0 +1,225 @@
+"""The trainer: all four stages, exact resume, bad configs, checkpoints' provenance."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from duoseg.core import ConfigError, load_plugins
+from duoseg.core.cache import open_cache
+from duoseg.core.cache_build import build_cache
+from duoseg.core.checkpoint import load_checkpoint
+from duoseg.core.cli import main
+from duoseg.core.config import load_config
+from duoseg.core.errors import WeightsError
+from duoseg.core.phantom import write_phantoms
+from duoseg.core.trainer import LAST, Trainer, config_as_dict
+
+CONFIG = """
+seed = 3
+[data]
+validation_cases = ["ct_train_1004"]
+[networks.net1]
+component = "net1"
+params = {{ base_width = 4, norm = "instance" }}
+[networks.net2]
+component = "net2"
+params = {{ base_width = 4, k = 3, norm = "instance" }}
+[schedule]
+component = "wang2018"
+[schedule.params]
+iterations = {iterations}
+subvolume_sizes = [16, 24]
+k = 3
+stack_crop = [32, 32]
+batch_size = 2
+lr = 3e-3
+[train]
+checkpoint_every = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    write_phantoms(root / "src", cases=4, size=(48, 40, 32), seed=7)
+    registry = load_plugins(entry_points=False)
+    build_cache(root / "src", root / "cache.zarr", importer=registry.build("importer", "mmwhs"),
+                store=registry.build("store", "zarr", chunks=(8, 16, 16)))  # fmt: skip
+    return root / "cache.zarr"
+
+
+def write_config(tmp_path: Path, iterations: str = "[3, 3, 2, 3]", extra: str = "") -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG.format(iterations=iterations) + extra)
+    return path
+
+
+def trainer(config_path: Path, cache: Path, out: Path, overrides=()) -> Trainer:
+    config = load_config(config_path, [f'data.cache="{cache}"', *overrides])
+    return Trainer(
+        config, load_plugins(), out, source=str(config_path), raw_config=config_as_dict(config)
+    )
+
+
+def losses(run: Path) -> list[tuple[str, int, float]]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["stage"], r["step"], r["loss"]) for r in rows if "loss" in r]
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / LAST, load_plugins()).tensors
+
+
+@pytest.mark.slow
+def test_a_tiny_run_goes_through_all_four_stages_and_beats_chance(cache, tmp_path) -> None:
+    config = write_config(tmp_path, iterations="[25, 25, 15, 30]")
+    assert main(["train", str(config), "--cache", str(cache), "--out", str(tmp_path / "run")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rows if "validation_mean_dice" in r] == [
+        "1_localise", "2_coarse", "3_end_to_end", "4_fine",
+    ]  # fmt: skip
+    final = [r for r in rows if "validation_mean_dice" in r][-1]["validation_mean_dice"]
+    # Chance: labelling voxels at random with the class frequencies gives Dice = frequency.
+    label = open_cache(cache).case("ct_train_1004").label[...]
+    chance = float(np.mean(np.bincount(label.ravel(), minlength=8)[1:] / label.size))
+    assert final > max(5 * chance, 0.05), (final, chance)
+    for name in ("last.safetensors", "best.safetensors", "loss.png", "validation.png"):
+        assert (tmp_path / "run" / name).exists()
+
+
+@pytest.mark.parametrize("stop_after", [4, 3], ids=["mid-stage", "stage-boundary"])
+def test_a_resumed_run_equals_an_uninterrupted_one(
+    cache, tmp_path, monkeypatch, stop_after
+) -> None:
+    config = write_config(tmp_path)
+    trainer(config, cache, tmp_path / "straight").run()
+
+    original = Trainer._after_step
+    calls = {"n": 0}
+
+    def interrupt(self, stage, state, optimizer):
+        original(self, stage, state, optimizer)
+        calls["n"] += 1
+        if calls["n"] == stop_after:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_after_step", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        trainer(config, cache, tmp_path / "resumed").run()
+    monkeypatch.setattr(Trainer, "_after_step", original)
+    trainer(config, cache, tmp_path / "resumed").run(resume=True)
+
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
+    straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    for key in straight:
+        if key.startswith("network."):
+            torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
+
+
+def test_a_finished_run_can_be_extended(cache, tmp_path) -> None:
+    config = write_config(tmp_path, iterations="[1, 1, 1, 1]")
+    trainer(config, cache, tmp_path / "run").run()
+    longer = trainer(config, cache, tmp_path / "run", ["schedule.params.iterations=[1, 1, 1, 3]"])
+    state = longer.run(resume=True)
+    assert state.stage == 4
+
+
+def test_resuming_with_another_config_names_the_key(cache, tmp_path) -> None:
+    config = write_config(tmp_path, iterations="[1, 0, 0, 0]")
+    trainer(config, cache, tmp_path / "run").run()
+    other = trainer(config, cache, tmp_path / "run", ["seed=4"])
+    with pytest.raises(ConfigError, match=r"--resume with another config: key 'seed' differs"):
+        other.run(resume=True)
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+        trainer(config, cache, tmp_path / "run").run()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "networks.net2.component=net3",
+            r"networks.net2.component = 'net3': unknown network 'net3'",
+        ),
+        ("schedule.params.k=4", r"schedule.params.k = 4: K must be odd and >= 3"),
+        ("networks.net2.params.k=4", r"networks.net2.component = 'net2': Net2 needs an odd number"),
+        ("schedule.params.subvolume_sizes=[64]", None),
+        (
+            "data.validation_cases=['nope']",
+            r"data.validation_cases \['nope'\] are not in the cache",
+        ),
+    ],
+)
+def test_bad_configs_fail_before_any_step_naming_the_key(
+    cache, tmp_path, capsys, override, message
+) -> None:
+    config = write_config(tmp_path)
+    extra = ["--set", "schedule.params.allow_padding=false"] if message is None else []
+    code = main(["train", str(config), "--cache", str(cache), "--out", str(tmp_path / "run"),
+                 "--set", override, *extra])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    expected = (
+        message
+        or r"schedule.stages\[1\].sampler.params.sizes: patch size 64 exceeds every training case"
+    )
+    assert re.search(expected, err), err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_stage_that_trains_and_freezes_one_network_is_refused() -> None:
+    from duoseg.core.config import ComponentRef
+    from duoseg.core.schedule import LossTerm, Schedule, Stage
+
+    stage = Stage("s", "net1_coarse", ComponentRef("whole_coarse"), ("net1",),
+                  (LossTerm("net1", "dice_foreground"),), 1, freeze=("net1",))  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"schedule.stages\[0\]: stage 's' both trains and freezes \['net1'\]"
+    ):
+        Schedule("bad", (stage,))
+
+
+def test_an_empty_cache_is_refused(cache, tmp_path) -> None:
+    import shutil
+
+    empty = tmp_path / "empty.zarr"
+    shutil.copytree(cache, empty)
+    record = json.loads((empty / "duoseg-complete.json").read_text())
+    (empty / "duoseg-complete.json").write_text(json.dumps({**record, "cases": []}))
+    with pytest.raises(ConfigError, match=r"data.cache = .*empty.zarr' is empty"):
+        trainer(write_config(tmp_path), empty, tmp_path / "run")
+
+
+def test_a_checkpoint_from_a_missing_plugin_fails_naming_it(cache, tmp_path) -> None:
+    config = write_config(tmp_path, iterations="[1, 0, 0, 0]")
+    trainer(config, cache, tmp_path / "run").run()
+    registry = load_plugins(blocked=["duoseg-example-plugin"])
+    path = tmp_path / "run" / LAST
+    from duoseg.core.weights import read_weights
+
+    tensors, meta = read_weights(path)
+    data = json.loads(meta["duoseg"])
+    example = {"plugin": "example", "distribution": "duoseg-example-plugin", "version": "0.1.0"}
+    data["provenance"]["loss:tversky"] = example
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata={"duoseg": json.dumps(data)})
+    with pytest.raises(
+        WeightsError,
+        match=r"loss 'tversky' came from duoseg-example-plugin 0.1.0, which is not installed",
+    ):
+        load_checkpoint(path, registry)
+    data["provenance"]["loss:tversky"] = {
+        "plugin": "losses",
+        "distribution": "duoseg",
+        "version": "7.0",
+    }
+    data["provenance"]["loss:dice_weighted"] = data["provenance"].pop("loss:tversky")
+    save_file(tensors, str(path), metadata={"duoseg": json.dumps(data)})
+    with pytest.raises(WeightsError, match=r"another distribution or major version"):
+        load_checkpoint(path, registry)
