@@ -94,6 +94,11 @@ class Trainer:
         if not self.training_cases:
             raise ConfigError(f"{source}: data.validation_cases leaves no case to train on")
         self._check_patch_sizes()
+        # One grid per patch size for the whole run, not per batch: every rank of a
+        # distributed run, and every batch composition, sees the same coarse shapes.
+        metas = [self.cache.case(c).meta for c in self.training_cases]
+        self.spacing = np.mean([m.spacing for m in metas], axis=0)
+        self.coarse_spacing = np.mean([m.coarse_spacing for m in metas], axis=0)
         self._net1_outputs: dict[tuple[str, str], Tensor] = {}
         self.metrics_path = self.run_dir / "metrics.jsonl"
 
@@ -284,6 +289,8 @@ class Trainer:
     def _batches(self, stage: Stage, state: TrainState) -> Iterator[dict[str, Any]]:
         sampler: Sampler = self._build("sampler", stage.sampler, f"stage {stage.name} sampler")
         sampler.seed = self.config.seed
+        # Samples of one global batch (all ranks) share the batch-level draws (patch size).
+        sampler.batch_size = stage.batch_size * self.world
         samples = SampleDataset(
             self.cache.path,
             sampler,
@@ -401,10 +408,6 @@ class Trainer:
         loss: SegmentationLoss = self.registry.build("loss", term.component, **term.params)
         return loss
 
-    def _spacing(self, batch: dict[str, Any]) -> NDArray[np.float64]:
-        spacings = [self.cache.case(c).meta.spacing for c in batch["case_id"]]
-        return np.asarray(np.mean(spacings, axis=0), dtype=np.float64)
-
     def _forward(
         self, stage: Stage, image: Tensor, label: Tensor, batch: dict[str, Any]
     ) -> dict[str, tuple[Tensor, Tensor]]:
@@ -412,7 +415,7 @@ class Trainer:
         if stage.mode == "net1_coarse":
             return {"net1": (self.networks["net1"](image), label)}
         if stage.mode == "baseline":
-            small = _grid(image.shape[2:], self._spacing(batch), self.config.train.baseline_spacing)
+            small = _grid(image.shape[2:], self.spacing, self.config.train.baseline_spacing)
             return {
                 "unet3d": (
                     self.networks["unet3d"](_area(image, small)),
@@ -423,7 +426,7 @@ class Trainer:
             foreground = self._stack_foreground(batch, image.shape[2:]).to(image)
             scores = self.networks["net2"](torch.cat((image, foreground), 1))
             return {"net2": (scores, label)}
-        coarse = _grid(image.shape[2:], self._spacing(batch), self._coarse_spacing(batch))
+        coarse = _grid(image.shape[2:], self.spacing, self.coarse_spacing)
         net1_scores = self.networks["net1"](_area(image, coarse))
         outputs = {"net1": (net1_scores, _soft_label(label, coarse, classes))}
         if stage.mode == "end_to_end":
@@ -438,10 +441,6 @@ class Trainer:
             scores = self.networks["net2"](torch.cat((image, foreground.to(image)), 1))
             outputs["net2"] = (scores, label[:, k // 2 : label.shape[1] - k // 2])
         return outputs
-
-    def _coarse_spacing(self, batch: dict[str, Any]) -> NDArray[np.float64]:
-        spacings = [self.cache.case(c).meta.coarse_spacing for c in batch["case_id"]]
-        return np.asarray(np.mean(spacings, axis=0), dtype=np.float64)
 
     def _stack_foreground(self, batch: dict[str, Any], size: tuple[int, ...]) -> Tensor:
         """Net1's foreground probability under each stack, from a per-case cache."""

@@ -11,12 +11,10 @@ import pytest
 import torch
 from duoseg.core import ConfigError, load_plugins
 from duoseg.core.cache import open_cache
-from duoseg.core.cache_build import build_cache
 from duoseg.core.checkpoint import load_checkpoint
 from duoseg.core.cli import main
 from duoseg.core.config import load_config
 from duoseg.core.errors import WeightsError
-from duoseg.core.phantom import write_phantoms
 from duoseg.core.trainer import LAST, Trainer, config_as_dict
 
 CONFIG = """
@@ -41,16 +39,6 @@ lr = 3e-3
 [train]
 checkpoint_every = 1
 """
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("train")
-    write_phantoms(root / "src", cases=4, size=(48, 40, 32), seed=7)
-    registry = load_plugins(entry_points=False)
-    build_cache(root / "src", root / "cache.zarr", importer=registry.build("importer", "mmwhs"),
-                store=registry.build("store", "zarr", chunks=(8, 16, 16)))  # fmt: skip
-    return root / "cache.zarr"
 
 
 def write_config(tmp_path: Path, iterations: str = "[3, 3, 2, 3]", extra: str = "") -> Path:
