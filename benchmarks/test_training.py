@@ -1,0 +1,65 @@
+"""Training figures on CPU: does the data pipeline keep up, and what step 4's cache of
+Net1 outputs saves. The demo-sized config is examples/configs/tiny.toml."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from duoseg.core.checkpoint import TrainState
+
+from benchmarks.training_setup import first_batches, make_trainer, phantom_cache
+
+TINY = Path(__file__).resolve().parents[1] / "examples" / "configs" / "tiny.toml"
+STAGES = {"2_coarse": 1, "3_end_to_end": 2, "4_fine": 3}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return phantom_cache(tmp_path_factory.mktemp("train-bench"), cases=5, size=(160, 128, 80))
+
+
+@pytest.mark.parametrize("stage_name", list(STAGES))
+def test_loader_against_training_step(benchmark, cache, tmp_path, stage_name: str) -> None:
+    """Batches/s that 2 DataLoader workers deliver vs batches/s the training step consumes."""
+    index = STAGES[stage_name]
+    trainer = make_trainer(TINY, cache, tmp_path / "run", ["train.workers=2",
+                           "schedule.params.iterations=[400, 400, 400, 400]"])  # fmt: skip
+    stage = trainer.schedule.stages[index]
+    start = time.perf_counter()
+    batches = first_batches(trainer, index, 30)
+    loader_rate = len(batches) / (time.perf_counter() - start)
+    optimizer = trainer._optimizer(stage)
+    state = TrainState(stage=index)
+    steps = iter(batches * 10)
+
+    def step() -> None:
+        trainer._train_step(stage, next(steps), optimizer, state)
+
+    benchmark.pedantic(step, rounds=10, warmup_rounds=2)
+    step_rate = 1 / benchmark.stats.stats.mean
+    benchmark.extra_info.update(
+        loader_batches_per_s=loader_rate, step_batches_per_s=step_rate,
+        loader_over_step=loader_rate / step_rate,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["cached", "recomputed"])
+def test_step4_with_and_without_cached_net1_outputs(benchmark, cache, tmp_path, cached) -> None:
+    trainer = make_trainer(TINY, cache, tmp_path / "run", [])
+    stage = trainer.schedule.stages[3]
+    batches = first_batches(trainer, 3, 12)
+    optimizer = trainer._optimizer(stage)
+    state = TrainState(stage=3)
+    steps = iter(batches * 10)
+
+    def step() -> None:
+        if not cached:
+            trainer._net1_outputs.clear()
+        trainer._train_step(stage, next(steps), optimizer, state)
+
+    torch.manual_seed(0)
+    benchmark.pedantic(step, rounds=10, warmup_rounds=2)
+    benchmark.extra_info.update(seconds_per_step=benchmark.stats.stats.mean)
