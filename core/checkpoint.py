@@ -45,7 +45,9 @@ def save_checkpoint(
     state: TrainState,
     config: dict[str, Any],
     provenance: dict[str, dict[str, str]],
+    data: dict[str, Any] | None = None,
 ) -> None:
+    """``data`` records how the training cache was made (inference preprocesses alike)."""
     tensors: dict[str, torch.Tensor] = {}
     for role, network in networks.items():
         for key, value in network.state_dict().items():
@@ -68,6 +70,7 @@ def save_checkpoint(
         "rng_python": _python_state(),
         "config": config,
         "provenance": provenance,
+        "data": data or {},
     }
     metadata = {"duoseg": json.dumps(meta, default=_jsonable)}
     write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
@@ -101,6 +104,10 @@ class Checkpoint:
     @property
     def config(self) -> dict[str, Any]:
         return dict(self.meta["config"])
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return dict(self.meta.get("data", {}))
 
     def network_state(self, role: str) -> dict[str, torch.Tensor]:
         prefix = f"network.{role}."

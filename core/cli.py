@@ -35,7 +35,93 @@ def build_parser() -> argparse.ArgumentParser:
     _add_phantom(commands)
     _add_cache(commands)
     _add_train(commands)
+    _add_predict(commands)
+    _add_evaluate(commands)
     return parser
+
+
+def _add_evaluate(commands: Any) -> None:
+    evaluate = commands.add_parser("evaluate", help="Dice, Jaccard, ASD, HD95 against ground truth")
+    evaluate.add_argument("prediction", type=Path, metavar="PRED", help="label file or folder")
+    evaluate.add_argument("truth", type=Path, metavar="GT", help="label file or folder")
+    evaluate.add_argument("--json", type=Path, metavar="FILE", help="write every figure as JSON")
+    evaluate.add_argument("--csv", type=Path, metavar="FILE", help="per-case rows as CSV")
+    evaluate.add_argument("--overlays", type=Path, metavar="DIR", help="PNG overlays per case")
+    evaluate.set_defaults(run=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, format_table, overlays, save_json, write_csv
+
+    result = evaluate(args.prediction, args.truth, load_plugins())
+    print(format_table(result))
+    if args.json:
+        save_json(result, args.json)
+    if args.csv:
+        write_csv(result, args.csv)
+    if args.overlays:
+        for case in result["cases"]:
+            pred = (
+                args.prediction
+                if args.prediction.is_file()
+                else next(args.prediction.glob(f"{case}_label.nii*"))
+            )
+            truth = (
+                args.truth if args.truth.is_file() else next(args.truth.glob(f"{case}_label.nii*"))
+            )
+            image = next(truth.parent.glob(f"{case}_image.nii*"), None)
+            overlays(pred, truth, args.overlays, image)
+    return 0
+
+
+def _add_predict(commands: Any) -> None:
+    predict = commands.add_parser("predict", help="segment volumes at full resolution")
+    predict.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    predict.add_argument("input", type=Path, metavar="INPUT", help="NIfTI file, folder or cache")
+    predict.add_argument("output", type=Path, metavar="OUTPUT", help="folder (NIfTI) or *.zarr")
+    predict.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    predict.add_argument("--case", action="append", help="cache case id(s) to predict")
+    predict.add_argument(
+        "--probabilities", action="store_true", help="also write probabilities (Zarr)"
+    )
+    predict.add_argument("--memory-budget", type=float, default=1024.0, metavar="MiB")
+    predict.add_argument("--threshold", type=float, default=0.5, help="Net1 foreground threshold")
+    predict.add_argument("--margin-mm", type=float, default=10.0, help="ROI margin in mm")
+    predict.add_argument("--tta", action="store_true", help="average with in-plane flips")
+    predict.add_argument("--lcc", action="store_true", help="largest component per class")
+    predict.add_argument("--overwrite", action="store_true", help="replace a complete OUTPUT")
+    predict.set_defaults(run=_predict)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .inference import Options
+    from .predict import predict_paths
+
+    options = Options(
+        threshold=args.threshold,
+        margin_mm=args.margin_mm,
+        memory_budget_mib=args.memory_budget,
+        flip_tta=args.tta,
+        lcc_per_class=args.lcc,
+        probabilities=args.probabilities,
+    )
+    reports = predict_paths(
+        args.run_dir,
+        args.input,
+        args.output,
+        options=options,
+        device=args.device,
+        cases=args.case,
+        overwrite=args.overwrite,
+        registry=load_plugins(),
+        progress=True,
+    )
+    for report in reports:
+        print(
+            f"{report.case_id}: roi {report.roi}, slab {report.slab}, "
+            f"{report.seconds.get('total', 0):.2f} s"
+        )
+    return 0
 
 
 def _add_train(commands: Any) -> None:
@@ -44,10 +130,18 @@ def _add_train(commands: Any) -> None:
     train.add_argument("--cache", help="override data.cache")
     train.add_argument("--out", type=Path, default=Path("runs/latest"), help="run directory")
     train.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override any config value (repeatable)")  # fmt: skip
-    train.add_argument("--deterministic", action="store_true",
-                       help="torch deterministic algorithms (see docs/training.md)")  # fmt: skip
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config value (repeatable)",
+    )
+    train.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="torch deterministic algorithms (see docs/training.md)",
+    )
     train.set_defaults(run=_train)
 
 
@@ -69,8 +163,9 @@ def _train(args: argparse.Namespace) -> int:
     check_components(config, registry, source=str(args.config))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if config.train.device.startswith("cuda") else "gloo")
-    trainer = Trainer(config, registry, args.out, source=str(args.config),
-                      raw_config=config_as_dict(config))  # fmt: skip
+    trainer = Trainer(
+        config, registry, args.out, source=str(args.config), raw_config=config_as_dict(config)
+    )
     state = trainer.run(resume=args.resume)
     print(
         f"{args.out}: finished {state.stage} stage(s); best validation Dice {state.best_score:.4f}"
@@ -87,9 +182,13 @@ def _add_phantom(commands: Any) -> None:
     phantom.add_argument("--modality", choices=("ct", "mr"), default="ct")
     phantom.add_argument("--seed", type=int, default=0)
     phantom.add_argument(
-        "--size", type=int, nargs=3, default=DEFAULT_SIZE, metavar=("X", "Y", "Z"),
+        "--size",
+        type=int,
+        nargs=3,
+        default=DEFAULT_SIZE,
+        metavar=("X", "Y", "Z"),
         help=f"voxels per axis (default {' '.join(map(str, DEFAULT_SIZE))})",
-    )  # fmt: skip
+    )
     phantom.set_defaults(run=_phantom)
 
 
@@ -98,8 +197,14 @@ def _phantom(args: argparse.Namespace) -> int:
 
     if args.cases < 1:
         raise DuosegError(f"--cases must be >= 1, got {args.cases}")
-    pairs = write_phantoms(args.out_dir, cases=args.cases, modality=args.modality,
-                           seed=args.seed, size=tuple(args.size), progress=True)  # fmt: skip
+    pairs = write_phantoms(
+        args.out_dir,
+        cases=args.cases,
+        modality=args.modality,
+        seed=args.seed,
+        size=tuple(args.size),
+        progress=True,
+    )
     print(f"wrote {len(pairs)} {args.modality} phantom cases to {args.out_dir}")
     return 0
 
@@ -139,8 +244,14 @@ def _cache_build(args: argparse.Namespace) -> int:
     registry = load_plugins()
     importer = registry.build("importer", args.importer, **_label_map(args.labels))
     store = registry.build("store", args.format, codec=args.codec)
-    report = build_cache(args.source, args.cache, importer=importer, store=store,
-                         coarse_spacing=args.coarse_spacing, progress=True)  # fmt: skip
+    report = build_cache(
+        args.source,
+        args.cache,
+        importer=importer,
+        store=store,
+        coarse_spacing=args.coarse_spacing,
+        progress=True,
+    )
     print(f"{args.cache}: {describe_report(report)}")
     return 0
 

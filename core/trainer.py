@@ -179,6 +179,20 @@ class Trainer:
                         "allow_padding is false"
                     )
 
+    def data_record(self) -> dict[str, Any]:
+        """How the training cache was made, for inference on new images."""
+        meta = self.cache.case(self.training_cases[0]).meta
+        return {
+            "coarse_spacing": [float(v) for v in self.coarse_spacing],
+            "percentiles": [
+                meta.normalisation["percentile_low"],
+                meta.normalisation["percentile_high"],
+            ],
+            "class_names": list(meta.class_names),
+            "label_values": list(meta.label_values),
+            "baseline_spacing": self.config.train.baseline_spacing,
+        }
+
     @property
     def k(self) -> int:
         """Net2's slices per prediction."""
@@ -350,6 +364,7 @@ class Trainer:
                 state=state,
                 config=self.raw_config,
                 provenance=self.provenance(),
+                data=self.data_record(),
             )
 
     def _log(self, row: dict[str, Any]) -> None:

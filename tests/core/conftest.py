@@ -18,3 +18,45 @@ def cache(tmp_path_factory) -> Path:
     build_cache(root / "src", root / "cache.zarr", importer=registry.build("importer", "mmwhs"),
                 store=registry.build("store", "zarr", chunks=(8, 16, 16)))  # fmt: skip
     return root / "cache.zarr"
+
+
+TWO_STAGE = """
+seed = 2
+[networks.net1]
+component = "net1"
+params = { base_width = 4, norm = "instance" }
+[networks.net2]
+component = "net2"
+params = { base_width = 4, k = 3, norm = "instance" }
+[schedule]
+component = "wang2018"
+params = { iterations = [2, 1, 1, 1], subvolume_sizes = [16], k = 3, stack_crop = [32, 32] }
+"""
+BASELINE = """
+seed = 2
+[networks.unet3d]
+component = "unet3d"
+params = { base_width = 4 }
+[schedule]
+component = "baseline_unet3d"
+params = { iterations = 2, subvolume_sizes = [16] }
+"""
+
+
+def _run(tmp: Path, cache: Path, text: str, name: str) -> Path:
+    from duoseg.core.cli import main
+
+    config = tmp / f"{name}.toml"
+    config.write_text(text)
+    assert main(["train", str(config), "--cache", str(cache), "--out", str(tmp / name)]) == 0
+    return tmp / name
+
+
+@pytest.fixture(scope="session")
+def two_stage_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _run(tmp_path_factory.mktemp("runs"), cache, TWO_STAGE, "two_stage")
+
+
+@pytest.fixture(scope="session")
+def baseline_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _run(tmp_path_factory.mktemp("runs"), cache, BASELINE, "baseline")

@@ -1,0 +1,169 @@
+"""Prediction outputs: a Zarr group written slab by slab, or NIfTI files in the source grid.
+
+Both are complete only when their completion record, written last, says so; an
+interrupted run leaves nothing that reads as complete, and rerunning finishes it
+(Zarr resumes at the first unwritten slab of the case it was on).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import zarr
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from .cache import CaseMeta
+from .inference import LabelSink, PredictError
+from .orientation import to_source
+from .weights import write_atomically
+
+COMPLETE = "duoseg-complete.json"
+MARKER = "duoseg-prediction.json"
+
+
+def largest_components(labels: NDArray[np.uint8], classes: int) -> NDArray[np.uint8]:
+    """Keep each class's largest 26-connected component; the rest becomes background."""
+    out = labels.copy()
+    for c in range(1, classes):
+        components, count = ndimage.label(labels == c, structure=np.ones((3, 3, 3)))
+        if count > 1:
+            keep = int(np.argmax(np.bincount(components.ravel())[1:])) + 1
+            out[(components != keep) & (components > 0)] = 0
+    return out
+
+
+def prepare_output(path: Path, *, overwrite: bool) -> None:
+    """Refuse to replace a finished output (unless ``overwrite``) or anything not ours."""
+    if not path.exists():
+        path.mkdir(parents=True)
+        (path / MARKER).write_text(json.dumps({"format": "duoseg-prediction"}))
+        return
+    if not (path / MARKER).exists():
+        if path.is_dir() and not any(path.iterdir()):
+            (path / MARKER).write_text(json.dumps({"format": "duoseg-prediction"}))
+            return
+        raise PredictError(f"{path}: exists and is not a duoseg prediction; refusing to write")
+    if (path / COMPLETE).exists():
+        if not overwrite:
+            raise PredictError(f"{path}: output exists and is complete; pass --overwrite")
+        for child in path.iterdir():
+            if child.name != MARKER:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+def finish_output(path: Path, cases: list[str], reports: list[dict[str, Any]]) -> None:
+    record = {"format": "duoseg-prediction", "cases": cases, "reports": reports}
+    write_atomically(path / COMPLETE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+
+
+def is_complete(path: Path) -> bool:
+    return (path / COMPLETE).exists()
+
+
+class ZarrSink(LabelSink):
+    """``OUTPUT/cases/<case>/labels`` (uint8, one chunk per slice) and optionally
+    ``probabilities`` (float16), with ``progress.json`` after every slab."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.root = zarr.open_group(str(path), mode="a")
+        self.case: Path | None = None
+
+    def begin(self, meta: CaseMeta, probabilities: bool) -> int:
+        self.case = self.path / "cases" / meta.case_id
+        if (self.case / "complete.json").exists():
+            return meta.shape[0]
+        progress = self.case / "progress.json"
+        group = self.root.require_group(f"cases/{meta.case_id}")
+        chunks = (1, *meta.shape[1:])
+        self.labels = group.require_array(
+            "labels",
+            shape=meta.shape,
+            dtype="uint8",
+            chunks=chunks,
+            fill_value=0,
+            config={"write_empty_chunks": True},
+        )
+        self.probabilities = None
+        if probabilities:
+            self.probabilities = group.require_array(
+                "probabilities",
+                shape=(len(meta.class_names), *meta.shape),
+                dtype="float16",
+                chunks=(len(meta.class_names), *chunks),
+                fill_value=0,
+                config={"write_empty_chunks": True},
+            )
+        return int(json.loads(progress.read_text())["done"]) if progress.exists() else 0
+
+    def write(
+        self, z: int, labels: NDArray[np.uint8], probabilities: NDArray[np.float16] | None
+    ) -> None:
+        assert self.case is not None
+        self.labels[z : z + len(labels)] = labels
+        if self.probabilities is not None and probabilities is not None:
+            self.probabilities[:, z : z + len(labels)] = probabilities
+        done = {"done": z + len(labels)}
+        write_atomically(self.case / "progress.json", lambda tmp: tmp.write_text(json.dumps(done)))
+
+    def end(self, meta: CaseMeta, lcc_box: tuple[slice, ...] | None) -> None:
+        assert self.case is not None
+        if (self.case / "complete.json").exists():
+            return
+        if lcc_box is not None:
+            self.labels[lcc_box] = largest_components(self.labels[lcc_box], len(meta.class_names))
+        info = {
+            "source_affine": meta.source_affine,
+            "label_values": list(meta.label_values),
+            "spacing": list(meta.spacing),
+            "shape": list(meta.shape),
+        }
+        write_atomically(self.case / "complete.json", lambda tmp: tmp.write_text(json.dumps(info)))
+
+
+class NiftiSink(LabelSink):
+    """``OUTPUT/<case>_label.nii.gz`` in the source file's grid, orientation and label values."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.labels: NDArray[np.uint8] | None = None
+
+    def file(self, case_id: str) -> Path:
+        return self.path / f"{case_id}_label.nii.gz"
+
+    def begin(self, meta: CaseMeta, probabilities: bool) -> int:
+        if probabilities:
+            raise PredictError(f"{self.path}: --probabilities needs a Zarr OUTPUT (a .zarr path)")
+        if self.file(meta.case_id).exists():
+            self.labels = None
+            return meta.shape[0]
+        self.labels = np.zeros(meta.shape, np.uint8)
+        return 0
+
+    def write(
+        self, z: int, labels: NDArray[np.uint8], probabilities: NDArray[np.float16] | None
+    ) -> None:
+        assert self.labels is not None
+        self.labels[z : z + len(labels)] = labels
+
+    def end(self, meta: CaseMeta, lcc_box: tuple[slice, ...] | None) -> None:
+        if self.labels is None:
+            return
+        labels = self.labels
+        if lcc_box is not None:
+            labels[lcc_box] = largest_components(labels[lcc_box], len(meta.class_names))
+        values = np.asarray(meta.label_values, dtype=np.int16)[labels]
+        affine = np.asarray(meta.source_affine)
+        image = nib.Nifti1Image(to_source(values, affine), affine)
+        image.header.set_xyzt_units("mm")
+        target = self.file(meta.case_id)
+        partial = target.with_name(f".{meta.case_id}.partial.nii.gz")
+        nib.save(image, partial)  # nibabel picks the format from the name, so no .tmp suffix
+        write_atomically(target, partial.replace)
+        self.labels = None

@@ -1,0 +1,91 @@
+"""``duoseg predict``: inputs (NIfTI file, folder or cache) to outputs (NIfTI or Zarr)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+from .cache import CacheCase, open_cache
+from .errors import DuosegError
+from .importer import SourcePair
+from .inference import Options, PredictError, Report, case_from_image, load_model, predict_case
+from .outputs import NiftiSink, ZarrSink, finish_output, prepare_output
+from .registry import Registry
+
+NIFTI = (".nii.gz", ".nii")
+
+
+def _case_id(path: Path) -> str:
+    name = path.name
+    for suffix in ("_image.nii.gz", "_image.nii", *NIFTI):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    raise PredictError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
+
+
+def _inputs(
+    source: Path, model: object, registry: Registry, cases: list[str] | None
+) -> Iterator[CacheCase]:
+    if source.is_file() or any(source.name.endswith(s) for s in NIFTI):
+        files = [source]
+    elif source.is_dir() and not _is_cache(source, registry):
+        files = sorted(
+            p for p in source.iterdir() if p.name.endswith(NIFTI) and "_label." not in p.name
+        )
+        if not files:
+            raise PredictError(f"{source}: no NIfTI images found")
+    else:
+        cache = open_cache(source, registry)
+        for case_id in cases or cache.cases():
+            yield cache.case(case_id)
+        return
+    importer = registry.build("importer", "nifti", labels=_label_map(model), require_labels=False)
+    for path in files:
+        if not path.exists():
+            raise PredictError(f"{path}: input not found")
+        image = importer.load(SourcePair(_case_id(path), path, None))
+        yield case_from_image(image.case_id, image, model)  # type: ignore[arg-type]
+
+
+def _label_map(model: object) -> dict[str, int]:
+    data = model.data  # type: ignore[attr-defined]
+    return dict(zip(data["class_names"][1:], data["label_values"][1:], strict=True))
+
+
+def _is_cache(path: Path, registry: Registry) -> bool:
+    try:
+        open_cache(path, registry).close()
+    except DuosegError:
+        return False
+    return True
+
+
+def predict_paths(
+    run_dir: Path,
+    source: Path,
+    output: Path,
+    *,
+    options: Options,
+    device: str,
+    cases: list[str] | None,
+    overwrite: bool,
+    registry: Registry,
+    progress: bool = False,
+) -> list[Report]:
+    """Predict every input case into ``output``; the completion record comes last."""
+    from tqdm import tqdm
+
+    model = load_model(run_dir, registry, device)
+    if not source.exists():
+        raise PredictError(f"{source}: input not found")
+    zarr_output = output.suffix == ".zarr"
+    prepare_output(output, overwrite=overwrite)
+    sink = ZarrSink(output) if zarr_output else NiftiSink(output)
+    reports = []
+    for case in _inputs(source, model, registry, cases):
+        bar = tqdm(total=case.meta.shape[0], desc=case.case_id, unit="slice", disable=not progress)
+        reports.append(predict_case(model, case, sink, options, progress=bar.update))
+        bar.close()
+    finish_output(output, [r.case_id for r in reports], [dataclasses.asdict(r) for r in reports])
+    return reports

@@ -1,0 +1,288 @@
+"""Streaming inference: exactness against a per-slice loop, the ROI, outputs, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from duoseg.core import load_plugins
+from duoseg.core.cache import open_cache
+from duoseg.core.cli import main
+from duoseg.core.inference import (
+    Options,
+    PredictError,
+    dynamic_tile,
+    foreground_slab,
+    load_model,
+    predict_case,
+)
+from duoseg.core.outputs import NiftiSink, ZarrSink, is_complete, prepare_output
+from duoseg.core.predict import predict_paths
+from duoseg.core.sampler import IMAGE_PAD, read_padded
+
+
+class Collect(NiftiSink):
+    """Keeps the labels in memory instead of writing a file."""
+
+    def __init__(self) -> None:
+        super().__init__(Path("/nonexistent"))
+        self.result = None
+
+    def begin(self, meta, probabilities):
+        self.labels = np.zeros(meta.shape, np.uint8)
+        self.scores = np.zeros((len(meta.class_names), *meta.shape), np.float16)
+        return 0
+
+    def write(self, z, labels, probabilities):
+        self.labels[z : z + len(labels)] = labels
+        if probabilities is not None:
+            self.scores[:, z : z + len(labels)] = probabilities
+
+    def end(self, meta, lcc_box):
+        self.result = self.labels
+
+
+def test_foreground_slabs_equal_the_full_upsampling() -> None:
+    coarse = torch.rand(7, 9, 11)
+    shape = (40, 50, 60)
+    full = F.interpolate(coarse[None, None], size=shape, mode="trilinear", align_corners=False)[
+        0, 0
+    ]
+    slab = foreground_slab(coarse, shape, (-2, 13), slice(5, 30), slice(0, 60))
+    torch.testing.assert_close(slab[2:], full[0:13, 5:30], atol=1e-5, rtol=0)
+    assert torch.all(slab[:2] == 0)  # slices before the volume: no foreground
+
+
+def test_streaming_equals_a_per_slice_k_slab_loop(two_stage_run, cache) -> None:
+    registry = load_plugins()
+    model = load_model(two_stage_run, registry)
+    case = open_cache(cache, registry).case("ct_train_1002")
+    sink = Collect()
+    options = Options(memory_budget_mib=2, probabilities=True)
+    report = predict_case(model, case, sink, options)
+    assert 1 <= report.slab < case.meta.shape[0]  # several slabs
+
+    # The straightforward way: every slice on its own, K slices around it.
+    net1, net2, k = model.networks["net1"], model.networks["net2"], model.k
+    with torch.no_grad():
+        probabilities = net1(
+            torch.as_tensor(case.coarse_image[...].astype(np.float32))[None, None]
+        ).softmax(1)
+        foreground = (
+            1
+            - F.interpolate(
+                probabilities[:, :1], size=case.meta.shape, mode="trilinear", align_corners=False
+            )[0, 0]
+        )
+        roi, _ = dynamic_tile(1 - probabilities[0, 0].numpy(), case.meta, options)
+        expected = np.zeros(case.meta.shape, np.uint8)
+        scores = np.zeros((model.classes, *case.meta.shape), np.float32)
+        for z in range(roi[0].start, roi[0].stop):
+            origin = (z - k // 2, roi[1].start, roi[2].start)
+            size = (k, roi[1].stop - roi[1].start, roi[2].stop - roi[2].start)
+            image = torch.as_tensor(
+                read_padded(case.image, origin, size, IMAGE_PAD), dtype=torch.float32
+            )
+            fg = torch.zeros(size)
+            lo, hi = max(z - k // 2, 0), min(z + k // 2 + 1, case.meta.shape[0])
+            fg[lo - origin[0] : hi - origin[0]] = foreground[lo:hi, roi[1], roi[2]]
+            out = net2(torch.stack((image, fg))[None]).softmax(1)[0, :, 0]
+            expected[z, roi[1], roi[2]] = out.argmax(0).numpy()
+            scores[:, z, roi[1], roi[2]] = out.numpy()
+    agreement = (sink.result == expected).mean()
+    assert agreement >= 0.9999
+    inside = (slice(None), roi[0], roi[1], roi[2])
+    np.testing.assert_allclose(sink.scores[inside].astype(np.float32), scores[inside], atol=1e-3)
+
+
+def test_an_empty_foreground_falls_back_to_the_whole_volume(two_stage_run, cache, caplog) -> None:
+    case = open_cache(cache, load_plugins()).case("ct_train_1001")
+    box, empty = dynamic_tile(np.zeros(case.meta.coarse_shape), case.meta, Options())
+    assert empty and box == tuple(slice(0, n) for n in case.meta.shape)
+    assert "found no foreground" in caplog.text
+
+
+def test_the_roi_is_the_largest_component_plus_the_margin(cache) -> None:
+    meta = open_cache(cache, load_plugins()).case("ct_train_1001").meta
+    foreground = np.zeros(meta.coarse_shape)
+    foreground[2:4, 3:6, 4:7] = 1
+    foreground[-1, -1, -1] = 1  # a stray voxel, not the largest component
+    box, empty = dynamic_tile(foreground, meta, Options(margin_mm=0.0))
+    scale = np.asarray(meta.shape) / np.asarray(meta.coarse_shape)
+    assert not empty
+    assert box[0] == slice(int(np.floor(2 * scale[0])), int(np.ceil(4 * scale[0])))
+
+
+def test_nifti_output_is_in_the_source_grid_with_mmwhs_values(
+    two_stage_run, cache, tmp_path
+) -> None:
+    source = Path(cache).parent / "src" / "ct_train_1003_image.nii.gz"
+    assert main(["predict", str(two_stage_run), str(source), str(tmp_path / "out")]) == 0
+    written = nib.load(tmp_path / "out" / "ct_train_1003_label.nii.gz")
+    original = nib.load(source)
+    assert written.shape == original.shape
+    np.testing.assert_allclose(written.affine, original.affine)
+    assert set(np.unique(np.asarray(written.dataobj))) <= {0, 205, 420, 500, 550, 600, 820, 850}
+    assert is_complete(tmp_path / "out")
+
+
+def test_an_interrupted_zarr_output_is_incomplete_and_a_rerun_finishes_identically(
+    two_stage_run, cache, tmp_path, monkeypatch
+) -> None:
+    registry = load_plugins()
+    options = Options(memory_budget_mib=2)
+    reference = tmp_path / "reference.zarr"
+    predict_paths(
+        two_stage_run,
+        cache,
+        reference,
+        options=options,
+        device="cpu",
+        cases=["ct_train_1002"],
+        overwrite=False,
+        registry=registry,
+    )
+    original = ZarrSink.write
+    calls = {"n": 0}
+
+    def crash(self, z, labels, probabilities):
+        original(self, z, labels, probabilities)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ZarrSink, "write", crash)
+    target = tmp_path / "out.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        predict_paths(
+            two_stage_run,
+            cache,
+            target,
+            options=options,
+            device="cpu",
+            cases=["ct_train_1002"],
+            overwrite=False,
+            registry=registry,
+        )
+    assert not is_complete(target)
+    monkeypatch.setattr(ZarrSink, "write", original)
+    predict_paths(
+        two_stage_run,
+        cache,
+        target,
+        options=options,
+        device="cpu",
+        cases=["ct_train_1002"],
+        overwrite=False,
+        registry=registry,
+    )
+    import zarr
+
+    a = zarr.open_group(str(reference))["cases/ct_train_1002/labels"][...]
+    b = zarr.open_group(str(target))["cases/ct_train_1002/labels"][...]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_the_baseline_predicts_at_2mm_and_resamples_back(baseline_run, cache) -> None:
+    registry = load_plugins()
+    model = load_model(baseline_run, registry)
+    case = open_cache(cache, registry).case("ct_train_1001")
+    sink = Collect()
+    report = predict_case(model, case, sink, Options(memory_budget_mib=1))
+    assert sink.result.shape == case.meta.shape and report.slab >= 1
+    assert set(np.unique(sink.result)) <= set(range(8))
+
+
+def test_evaluate_prints_the_papers_table(two_stage_run, cache, tmp_path, capsys) -> None:
+    source = Path(cache).parent / "src"
+    assert main(["predict", str(two_stage_run), str(source), str(tmp_path / "pred")]) == 0
+    capsys.readouterr()
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "pred"),
+            str(source),
+            "--json",
+            str(tmp_path / "e.json"),
+            "--csv",
+            str(tmp_path / "e.csv"),
+            "--overlays",
+            str(tmp_path / "png"),
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "| metric | LV | Myo | RV | LA | RA | AA | PA | WH |"
+    assert " ± " in out  # four cases: mean ± sd
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert len(result["cases"]) == 4
+    assert len(list((tmp_path / "png").glob("*_overlay.png"))) == 4
+
+
+# ----------------------------------------------------------------- bad inputs
+
+
+def test_a_run_without_a_checkpoint(tmp_path, capsys) -> None:
+    assert main(["predict", str(tmp_path), str(tmp_path), str(tmp_path / "o")]) == 2
+    assert (
+        "no complete checkpoint (best.safetensors or last.safetensors)" in capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize("shape", [(20, 20), (20, 20, 20, 2)])
+def test_non_3d_inputs(two_stage_run, tmp_path, capsys, shape) -> None:
+    path = tmp_path / "x_image.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), path)
+    assert main(["predict", str(two_stage_run), str(path), str(tmp_path / "o")]) == 2
+    assert (
+        f"x_image.nii.gz: field dim: a 3-D volume is required, got shape {shape}"
+        in capsys.readouterr().err
+    )
+
+
+def test_non_finite_inputs(two_stage_run, tmp_path, capsys) -> None:
+    data = np.zeros((30, 30, 30), np.float32)
+    data[1, 2, 3] = np.nan
+    path = tmp_path / "x_image.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    assert main(["predict", str(two_stage_run), str(path), str(tmp_path / "o")]) == 2
+    assert "x_image.nii.gz: field data: 1 NaN/Inf intensity values" in capsys.readouterr().err
+
+
+def test_a_volume_too_small_for_net1(two_stage_run, tmp_path, capsys) -> None:
+    path = tmp_path / "x_image.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((40, 40, 5), np.float32), np.eye(4)), path)
+    assert main(["predict", str(two_stage_run), str(path), str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "x: spacing" in err and "Net1 needs at least 4 voxels per axis" in err
+
+
+def test_an_existing_output_is_refused_unless_overwrite(tmp_path) -> None:
+    out = tmp_path / "o"
+    prepare_output(out, overwrite=False)
+    (out / "duoseg-complete.json").write_text("{}")
+    with pytest.raises(PredictError, match="output exists and is complete; pass --overwrite"):
+        prepare_output(out, overwrite=False)
+    prepare_output(out, overwrite=True)
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "data.txt").write_text("x")
+    with pytest.raises(PredictError, match="exists and is not a duoseg prediction"):
+        prepare_output(other, overwrite=True)
+
+
+def test_evaluate_refuses_grids_that_differ(tmp_path, capsys) -> None:
+    nib.save(
+        nib.Nifti1Image(np.zeros((10, 10, 10), np.int16), np.eye(4)), tmp_path / "a_label.nii.gz"
+    )
+    nib.save(
+        nib.Nifti1Image(np.zeros((10, 10, 12), np.int16), np.eye(4)), tmp_path / "b_label.nii.gz"
+    )
+    code = main(["evaluate", str(tmp_path / "a_label.nii.gz"), str(tmp_path / "b_label.nii.gz")])
+    assert code == 2
+    assert "grids differ: shape (10, 10, 10) vs (10, 10, 12)" in capsys.readouterr().err
