@@ -155,6 +155,7 @@ class Options:
     flip_tta: bool = False  # average Net2 scores with the in-plane flipped input
     lcc_per_class: bool = False  # keep each class's largest connected component
     probabilities: bool = False
+    precision: str = "fp32"  # "bf16": autocast on CUDA (CPU always runs fp32)
 
 
 @dataclass
@@ -282,9 +283,28 @@ def predict_case(
     case: CacheCase,
     sink: LabelSink,
     options: Options,
+    *,
     progress: Callable[[int], None] | None = None,
+    roi: tuple[slice, slice, slice] | None = None,
 ) -> Report:
-    """Predict one case into ``sink``, slab by slab."""
+    """Predict one case into ``sink``, slab by slab. ``roi`` replaces Net1's dynamic
+    tile (Net1 still runs: its output is Net2's second channel)."""
+    if options.precision not in ("fp32", "bf16"):
+        raise PredictError(f"precision must be 'fp32' or 'bf16', got {options.precision!r}")
+    enabled = options.precision == "bf16" and model.device.type == "cuda"
+    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=enabled):
+        return _predict_case(model, case, sink, options, progress=progress, given_roi=roi)
+
+
+def _predict_case(
+    model: Model,
+    case: CacheCase,
+    sink: LabelSink,
+    options: Options,
+    *,
+    progress: Callable[[int], None] | None,
+    given_roi: tuple[slice, slice, slice] | None,
+) -> Report:
     import time
 
     timings: dict[str, float] = {}
@@ -296,6 +316,8 @@ def predict_case(
         )
         foreground = 1 - probabilities[0]
         roi, empty = dynamic_tile(foreground.cpu().numpy(), meta, options)
+        if given_roi is not None:
+            roi, empty = given_roi, False
         timings["net1"] = time.perf_counter() - start
         in_plane = (roi[1].stop - roi[1].start, roi[2].stop - roi[2].start)
         depth = slab_depth(
@@ -312,7 +334,7 @@ def predict_case(
                 // (meta.shape[1] * meta.shape[2] * model.classes * 16)
             ),
         )
-        step = _baseline_slab(model, case)
+        step = _baseline_slab(model, case, options.probabilities)
         timings["baseline_2mm"] = time.perf_counter() - start
     done = sink.begin(meta, options.probabilities)
     report = Report(meta.case_id, tuple((s.start, s.stop) for s in roi), depth, empty)
@@ -320,7 +342,7 @@ def predict_case(
     for z0 in range(done, meta.shape[0], depth):
         z1 = min(z0 + depth, meta.shape[0])
         labels, scores = step(z0, z1)
-        sink.write(z0, labels, scores if options.probabilities else None)
+        sink.write(z0, labels, scores)
         if progress is not None:
             progress(z1 - z0)
     timings["stream"] = time.perf_counter() - stream
@@ -340,10 +362,12 @@ def _two_stage_slab(
     meta, k, half = case.meta, model.k, model.k // 2
     net2 = model.networks["net2"]
 
-    def step(z0: int, z1: int) -> tuple[NDArray[np.uint8], NDArray[np.float16]]:
+    def step(z0: int, z1: int) -> tuple[NDArray[np.uint8], NDArray[np.float16] | None]:
         labels = np.zeros((z1 - z0, *meta.shape[1:]), np.uint8)
-        scores = np.zeros((model.classes, z1 - z0, *meta.shape[1:]), np.float16)
-        scores[0] = 1
+        scores = None
+        if options.probabilities:  # outside the ROI: certainly background
+            scores = np.zeros((model.classes, z1 - z0, *meta.shape[1:]), np.float16)
+            scores[0] = 1
         lo, hi = max(z0, roi[0].start), min(z1, roi[0].stop)
         if hi > lo:
             size = (hi - lo + k - 1, roi[1].stop - roi[1].start, roi[2].stop - roi[2].start)
@@ -357,13 +381,16 @@ def _two_stage_slab(
             probabilities = flip_averaged(net2, x, options.flip_tta)[0]
             box = (slice(lo - z0, hi - z0), roi[1], roi[2])
             labels[box] = probabilities.argmax(0).to(torch.uint8).cpu().numpy()
-            scores[(slice(None), *box)] = probabilities.half().cpu().numpy()
+            if scores is not None:
+                scores[(slice(None), *box)] = probabilities.half().cpu().numpy()
         return labels, scores
 
     return step
 
 
-def _baseline_slab(model: Model, case: CacheCase) -> Callable[[int, int], tuple[Any, Any]]:
+def _baseline_slab(
+    model: Model, case: CacheCase, keep_probabilities: bool
+) -> Callable[[int, int], tuple[Any, Any]]:
     """unet3d at the baseline spacing; probabilities back with order-2 B-splines per slab."""
     meta = case.meta
     target = float(model.data.get("baseline_spacing", 2.0))
@@ -380,7 +407,7 @@ def _baseline_slab(model: Model, case: CacheCase) -> Callable[[int, int], tuple[
     ]
     ratio = [c / n for c, n in zip(small, meta.shape, strict=True)]
 
-    def step(z0: int, z1: int) -> tuple[NDArray[np.uint8], NDArray[np.float16]]:
+    def step(z0: int, z1: int) -> tuple[NDArray[np.uint8], NDArray[np.float16] | None]:
         axes = [
             (np.arange(lo, hi) + 0.5) * r - 0.5
             for (lo, hi), r in zip(
@@ -394,6 +421,7 @@ def _baseline_slab(model: Model, case: CacheCase) -> Callable[[int, int], tuple[
                 for c in coefficients
             ]
         )
-        return probabilities.argmax(0).astype(np.uint8), probabilities.astype(np.float16)
+        kept = probabilities.astype(np.float16) if keep_probabilities else None
+        return probabilities.argmax(0).astype(np.uint8), kept
 
     return step
