@@ -54,3 +54,19 @@ def big_cache(registry: Registry, store: str = "zarr", cases: int = BIG_CASES) -
     build_cache(source, target, importer=registry.build("importer", "mmwhs"),
                 store=registry.build("store", store), progress=True)  # fmt: skip
     return target
+
+
+def depth_cache(registry: Registry, depth: int, seed: int = 77) -> Path:
+    """One 512 x 512 x ``depth`` phantom; one seed for all depths, so the anatomy (and the
+    in-plane ROI) is the same and only the number of slices changes."""
+    target = data_root() / f"depth-{depth}.zarr"
+    try:
+        open_cache(target, registry).close()
+        return target
+    except DataError:
+        pass
+    source = data_root() / f"depth-{depth}-src"
+    write_phantoms(source, cases=1, size=(512, 512, depth), seed=seed, compress=False)
+    build_cache(source, target, importer=registry.build("importer", "mmwhs"),
+                store=registry.build("store", "zarr"))  # fmt: skip
+    return target

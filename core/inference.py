@@ -34,6 +34,7 @@ from .errors import DuosegError
 from .evaluation import net1_probabilities
 from .network import SegmentationNetwork
 from .registry import Registry
+from .resample import BSplineUpsampler
 from .sampler import IMAGE_PAD, read_padded
 
 log = logging.getLogger("duoseg.inference")
@@ -401,27 +402,11 @@ def _baseline_slab(
     smaller = F.adaptive_avg_pool3d(image, (small[0], small[1], small[2]))
     scores = model.networks["unet3d"](smaller).float().softmax(1)[0]
     del image
-    # The spline coefficients once per class (small, at 2 mm); each slab then only evaluates.
-    coefficients = [
-        ndimage.spline_filter(c, order=2, output=np.float32) for c in scores.cpu().numpy()
-    ]
-    ratio = [c / n for c, n in zip(small, meta.shape, strict=True)]
+    upsampler = BSplineUpsampler(scores.cpu().numpy(), meta.shape)
 
     def step(z0: int, z1: int) -> tuple[NDArray[np.uint8], NDArray[np.float16] | None]:
-        axes = [
-            (np.arange(lo, hi) + 0.5) * r - 0.5
-            for (lo, hi), r in zip(
-                ((z0, z1), (0, meta.shape[1]), (0, meta.shape[2])), ratio, strict=True
-            )
-        ]
-        grid = np.meshgrid(*axes, indexing="ij")
-        probabilities = np.stack(
-            [
-                ndimage.map_coordinates(c, grid, order=2, prefilter=False, mode="nearest")
-                for c in coefficients
-            ]
-        )
-        kept = probabilities.astype(np.float16) if keep_probabilities else None
-        return probabilities.argmax(0).astype(np.uint8), kept
+        probabilities = upsampler.slab(z0, z1)
+        kept = probabilities.half().numpy() if keep_probabilities else None
+        return probabilities.argmax(0).to(torch.uint8).numpy(), kept
 
     return step

@@ -286,3 +286,21 @@ def test_evaluate_refuses_grids_that_differ(tmp_path, capsys) -> None:
     code = main(["evaluate", str(tmp_path / "a_label.nii.gz"), str(tmp_path / "b_label.nii.gz")])
     assert code == 2
     assert "grids differ: shape (10, 10, 10) vs (10, 10, 12)" in capsys.readouterr().err
+
+
+def test_slab_bspline_resampling_equals_scipy_order_2() -> None:
+    from duoseg.core.resample import BSplineUpsampler, fine_coordinates
+    from scipy import ndimage
+
+    coarse = np.random.default_rng(0).random((3, 7, 9, 11)).astype(np.float32)
+    shape = (20, 25, 30)
+    upsampler = BSplineUpsampler(coarse, shape)
+    slabs = np.concatenate([upsampler.slab(z, min(z + 6, 20)).numpy() for z in range(0, 20, 6)], 1)
+    axes = [fine_coordinates(f, c) for f, c in zip(shape, coarse.shape[1:], strict=True)]
+    grid = np.meshgrid(*axes, indexing="ij")
+    expected = np.stack([
+        ndimage.map_coordinates(ndimage.spline_filter(c, order=2, mode="mirror"), grid, order=2,
+                                prefilter=False, mode="mirror")
+        for c in coarse
+    ])  # fmt: skip
+    np.testing.assert_allclose(slabs, expected, atol=1e-5)

@@ -1,0 +1,148 @@
+"""One inference run in its own process, for peak-memory figures (VmHWM).
+
+    python benchmarks/inference_run.py two_stage|baseline|monai CACHE OUT [--budget MiB]
+
+Prints one JSON line: seconds, voxels, voxels/s, FLOPs per voxel, peak RSS and the
+RSS once libraries, model and case metadata are loaded (the difference is the
+working memory). Networks have random weights: the figures are about cost, not
+accuracy; the two-stage ROI is the phantom heart's box, as a trained Net1 gives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def rss_mib(field: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+DATA = {
+    "class_names": ["background", "Myo", "LA", "LV", "RA", "RV", "AA", "PA"],
+    "label_values": [0, 205, 420, 500, 550, 600, 820, 850],
+    "percentiles": [0.5, 99.5],
+    "coarse_spacing": [3.0, 3.0, 3.0],
+    "baseline_spacing": 2.0,
+}
+
+
+def duoseg_run(mode: str, cache: Path, out: Path, budget: float) -> dict[str, object]:
+    from duoseg.core import load_plugins, network_cost
+    from duoseg.core.cache import open_cache
+    from duoseg.core.inference import Model, Options, dynamic_tile, predict_case
+    from duoseg.core.outputs import ZarrSink, finish_output, prepare_output
+
+    torch.manual_seed(0)
+    registry = load_plugins(entry_points=False)
+    names = ("net1", "net2") if mode == "two_stage" else ("unet3d",)
+    model = Model(
+        {n: registry.build("network", n).eval() for n in names}, DATA, torch.device("cpu")
+    )
+    reader = open_cache(cache, registry)
+    case = reader.case(reader.cases()[0])
+    roi = None
+    if mode == "two_stage":
+        heart = (case.coarse_label[...] > 0).astype(np.float32)
+        roi, _ = dynamic_tile(heart, case.meta, Options())
+    prepare_output(out, overwrite=True)
+    loaded = rss_mib("VmRSS")
+    start = time.perf_counter()
+    report = predict_case(model, case, ZarrSink(out), Options(memory_budget_mib=budget), roi=roi)
+    finish_output(out, [case.case_id], [])
+    seconds = time.perf_counter() - start
+    voxels = int(np.prod(case.meta.shape))
+    if mode == "two_stage":
+        box = [hi - lo for lo, hi in report.roi]
+        net2 = network_cost(model.networks["net2"], (1, 2, report.slab + 8, box[1], box[2]))
+        net1 = network_cost(model.networks["net1"], (1, 1, *case.meta.coarse_shape))
+        flops = net2.flops_per_output_voxel * int(np.prod(box)) + net1.flops
+    else:
+        small = tuple(
+            max(1, round(n * s / 2.0))
+            for n, s in zip(case.meta.shape, case.meta.spacing, strict=True)
+        )
+        flops = network_cost(model.networks["unet3d"], (1, 1, *small)).flops
+    return {
+        "mode": mode,
+        "shape": list(case.meta.shape),
+        "seconds": seconds,
+        "voxels_per_s": voxels / seconds,
+        "flops_per_voxel": flops / voxels,
+        "slab": report.slab,
+        "roi": report.roi,
+        "timings": report.seconds,
+        "rss_loaded_mib": loaded,
+        "peak_rss_mib": rss_mib("VmHWM"),
+        "working_mib": rss_mib("VmHWM") - loaded,
+    }
+
+
+def monai_run(cache: Path) -> dict[str, object]:
+    from duoseg.core import load_plugins
+    from duoseg.core.cache import open_cache
+    from monai.inferers import sliding_window_inference
+    from monai.networks.nets import UNet
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    net = UNet(
+        spatial_dims=3, in_channels=1, out_channels=8, channels=(16, 32, 64, 128), strides=(2, 2, 2)
+    ).eval()
+    reader = open_cache(cache, load_plugins(entry_points=False))
+    case = reader.case(reader.cases()[0])
+    loaded = rss_mib("VmRSS")
+    start = time.perf_counter()
+    image = torch.from_numpy(case.image[...].astype(np.float32))[None, None]
+    with torch.no_grad():
+        scores = sliding_window_inference(
+            image, (96, 96, 96), 1, net, overlap=0.25, mode="gaussian"
+        )
+        labels = scores.argmax(1).to(torch.uint8)
+    seconds = time.perf_counter() - start
+    voxels = int(np.prod(case.meta.shape))
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(torch.zeros(1, 1, 96, 96, 96))
+    windows = np.prod([int(np.ceil((n - 96) / (96 * 0.75))) + 1 for n in case.meta.shape])
+    del labels
+    return {
+        "mode": "monai",
+        "shape": list(case.meta.shape),
+        "seconds": seconds,
+        "voxels_per_s": voxels / seconds,
+        "flops_per_voxel": counter.get_total_flops() * windows / voxels,
+        "windows": int(windows),
+        "rss_loaded_mib": loaded,
+        "peak_rss_mib": rss_mib("VmHWM"),
+        "working_mib": rss_mib("VmHWM") - loaded,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=("two_stage", "baseline", "monai"))
+    parser.add_argument("cache", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--budget", type=float, default=256.0, help="Net2 slab budget, MiB")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    result = (
+        monai_run(args.cache)
+        if args.mode == "monai"
+        else duoseg_run(args.mode, args.cache, args.out, args.budget)
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

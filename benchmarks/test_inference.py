@@ -1,0 +1,53 @@
+"""Full-resolution inference on CPU: memory against depth, the MONAI peer, the baseline's
+B-spline resampling. Each run is its own process (peak RSS = VmHWM)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from duoseg.core import Registry
+
+from benchmarks.data_fixtures import depth_cache
+
+HERE = Path(__file__).parent
+
+
+def run(mode: str, cache: Path, out: Path, budget: float = 256.0) -> dict[str, object]:
+    command = [sys.executable, str(HERE / "inference_run.py"), mode, str(cache), str(out),
+               "--budget", str(budget)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("depth", [64, 128, 256, 512])
+def test_memory_does_not_grow_with_depth(benchmark, registry: Registry, tmp_path, depth) -> None:
+    """Zarr in, Zarr out, 512 x 512 x depth; target: peak RSS(512) <= 1.15 x peak RSS(64)."""
+    cache = depth_cache(registry, depth)
+    figures = benchmark.pedantic(
+        run, args=("two_stage", cache, tmp_path / "out.zarr"), rounds=1, iterations=1
+    )
+    benchmark.extra_info.update(figures)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("monai") is None, reason="peers extra not installed")
+def test_peer_monai_sliding_window(benchmark, registry: Registry, tmp_path) -> None:
+    """MONAI's 3D U-Net (16-128, roi 96^3, overlap 0.25, gaussian) on 512 x 512 x 256."""
+    cache = depth_cache(registry, 256)
+    figures = benchmark.pedantic(
+        run, args=("monai", cache, tmp_path / "unused"), rounds=1, iterations=1
+    )
+    benchmark.extra_info.update(figures)
+
+
+def test_baseline_resampling_in_slabs(benchmark, registry: Registry, tmp_path) -> None:
+    """unet3d at 2 mm, probabilities back to 512 x 512 x 128 with order-2 B-splines per slab."""
+    cache = depth_cache(registry, 128)
+    figures = benchmark.pedantic(
+        run, args=("baseline", cache, tmp_path / "out.zarr"), rounds=1, iterations=1
+    )
+    benchmark.extra_info.update(figures)
