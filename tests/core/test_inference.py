@@ -304,3 +304,16 @@ def test_slab_bspline_resampling_equals_scipy_order_2() -> None:
         for c in coarse
     ])  # fmt: skip
     np.testing.assert_allclose(slabs, expected, atol=1e-5)
+
+
+def test_predict_and_evaluate_a_baseline_run(baseline_run, cache, tmp_path, capsys) -> None:
+    source = Path(cache).parent / "src"
+    image = source / "ct_train_1001_image.nii.gz"
+    assert main(["predict", str(baseline_run), str(image), str(tmp_path / "pred")]) == 0
+    written = nib.load(tmp_path / "pred" / "ct_train_1001_label.nii.gz")
+    assert written.shape == nib.load(image).shape
+    capsys.readouterr()
+    truth = source / "ct_train_1001_label.nii.gz"
+    pred = tmp_path / "pred" / "ct_train_1001_label.nii.gz"
+    assert main(["evaluate", str(pred), str(truth)]) == 0
+    assert "| Dice |" in capsys.readouterr().out
