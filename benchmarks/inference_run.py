@@ -10,6 +10,11 @@ accuracy; the two-stage ROI is the phantom heart's box, as a trained Net1 gives.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import json
 import time
@@ -18,14 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-def rss_mib(field: str) -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
+from benchmarks.memory import rss_mib
 
 DATA = {
     "class_names": ["background", "Myo", "LA", "LV", "RA", "RV", "AA", "PA"],

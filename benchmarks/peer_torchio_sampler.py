@@ -7,18 +7,16 @@ Prints one JSON line; needs the ``peers`` extra (torchio).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import json
 import time
 
-
-def peak_rss_mib() -> float:
-    """This process's peak RSS (VmHWM). Unlike ru_maxrss it is not inherited across exec."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+from benchmarks.memory import rss_mib
 
 
 def main() -> None:
@@ -29,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     import torchio as tio
 
-    before = peak_rss_mib()
+    before = rss_mib()
     start = time.perf_counter()
     subject = tio.Subject(image=tio.ScalarImage(args.image), label=tio.LabelMap(args.label))
     sampler = tio.data.LabelSampler(args.size, label_name="label")
@@ -38,7 +36,7 @@ def main() -> None:
     print(json.dumps({
         "first_patch_s": first,
         "patch_shape": list(patch["image"].shape),
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": rss_mib(),
         "rss_before_mib": before,
     }))  # fmt: skip
 

@@ -7,6 +7,11 @@ Prints one JSON line. Run as its own process so ru_maxrss is this workload's.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import json
 import time
@@ -14,14 +19,7 @@ import time
 from duoseg.core import load_plugins
 from duoseg.core.cache import open_cache
 
-
-def peak_rss_mib() -> float:
-    """This process's peak RSS (VmHWM). Unlike ru_maxrss it is not inherited across exec."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+from benchmarks.memory import rss_mib
 
 
 def main() -> None:
@@ -32,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     registry = load_plugins(entry_points=False)
     sampler = registry.build("sampler", "class_balanced", sizes=[args.size], seed=1)
-    baseline = peak_rss_mib()
+    baseline = rss_mib()
     first, start, drawn = [], time.perf_counter(), 0
     cache = open_cache(args.cache, registry)
     for number, case_id in enumerate(cache.cases()):
@@ -50,7 +48,7 @@ def main() -> None:
         "patches_per_s": drawn / elapsed,
         "first_patch_s_max": max(first),
         "first_patch_s_median": sorted(first)[len(first) // 2],
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": rss_mib(),
         "rss_before_cache_mib": baseline,
     }))  # fmt: skip
 

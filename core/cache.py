@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -149,6 +149,18 @@ class CacheCase:
     coarse_image: ChunkedArray
     coarse_label: ChunkedArray | None
     class_counts: NDArray[np.int64]  # (blocks z, y, x, classes)
+
+    @classmethod
+    def from_arrays(cls, meta: CaseMeta, array: Callable[[str], ChunkedArray]) -> CacheCase:
+        """Open a case's arrays by name with ``array`` (a store's reader)."""
+        return cls(
+            meta=meta,
+            image=array("image"),
+            label=array("label") if meta.has_label else None,
+            coarse_image=array("coarse_image"),
+            coarse_label=array("coarse_label") if meta.has_label else None,
+            class_counts=array("class_counts")[...].astype(np.int64),
+        )
 
     @property
     def case_id(self) -> str:

@@ -40,19 +40,29 @@ class Sample:
     level: str
 
 
+def overlap(
+    origin: Sequence[int], size: Sequence[int], shape: Sequence[int]
+) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+    """Where a box at ``origin`` of ``size`` meets an array of ``shape``: (in the array,
+    in the box), or None when they do not meet."""
+    inside, box = [], []
+    for o, s, n in zip(origin, size, shape, strict=True):
+        low, high = max(o, 0), min(o + s, n)
+        if high <= low:
+            return None
+        inside.append(slice(low, high))
+        box.append(slice(low - o, high - o))
+    return tuple(inside), tuple(box)
+
+
 def read_padded(
     array: ChunkedArray, origin: Sequence[int], size: Sequence[int], fill: float
 ) -> NDArray[Any]:
     """Read the box at ``origin`` of ``size``, padding with ``fill`` where it leaves the array."""
     out = np.full(tuple(size), fill, dtype=array.dtype)
-    src, dst = [], []
-    for o, s, n in zip(origin, size, array.shape, strict=True):
-        low, high = max(o, 0), min(o + s, n)
-        if high <= low:
-            return out
-        src.append(slice(low, high))
-        dst.append(slice(low - o, high - o))
-    out[tuple(dst)] = array.read(src)
+    where = overlap(origin, size, array.shape)
+    if where is not None:
+        out[where[1]] = array.read(where[0])
     return out
 
 

@@ -39,7 +39,7 @@ from .evaluation import dice_per_class, net1_probabilities, net2_labels, upsampl
 from .loss import SegmentationLoss
 from .network import SegmentationNetwork
 from .registry import Registry
-from .sampler import Sampler
+from .sampler import Sampler, overlap
 from .schedule import LossTerm, Schedule, Stage
 
 LAST = "last.safetensors"
@@ -554,15 +554,11 @@ def _soft_label(label: Tensor, size: tuple[int, int, int], classes: int) -> Tens
 
 
 def _crop(volume: Tensor, origin: list[int], size: tuple[int, ...]) -> Tensor:
+    """The box of ``volume`` at ``origin``, zero (no foreground) past its edges."""
     out = torch.zeros(size, dtype=torch.float32)
-    src, dst = [], []
-    for o, s, n in zip(origin, size, volume.shape, strict=True):
-        low, high = max(o, 0), min(o + s, n)
-        if high <= low:
-            return out
-        src.append(slice(low, high))
-        dst.append(slice(low - o, high - o))
-    out[tuple(dst)] = volume[tuple(src)].float()
+    where = overlap(origin, size, volume.shape)
+    if where is not None:
+        out[where[1]] = volume[where[0]].float()
     return out
 
 

@@ -50,29 +50,37 @@ def surface_distances(
     return to_t[surface_p], to_p[surface_t]
 
 
-class AverageSurfaceDistance(Metric):
-    name = "ASD"
+class _SurfaceMetric(Metric):
+    """A summary of the two directed surface-distance sets; infinite if a mask is empty."""
+
     unit = "mm"
     higher_is_better = False
 
-    def _compute(self, prediction: NDArray[np.bool_], target: NDArray[np.bool_],
-                 spacing: tuple[float, ...]) -> float:  # fmt: skip
+    def _compute(
+        self, prediction: NDArray[np.bool_], target: NDArray[np.bool_], spacing: tuple[float, ...]
+    ) -> float:
         if not prediction.any() or not target.any():
             return float("inf")
-        a, b = surface_distances(prediction, target, spacing)
+        return self._summarise(*surface_distances(prediction, target, spacing))
+
+    @staticmethod
+    def _summarise(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
+        raise NotImplementedError
+
+
+class AverageSurfaceDistance(_SurfaceMetric):
+    name = "ASD"
+
+    @staticmethod
+    def _summarise(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
         return float(np.concatenate((a, b)).mean())
 
 
-class HausdorffDistance95(Metric):
+class HausdorffDistance95(_SurfaceMetric):
     name = "HD95"
-    unit = "mm"
-    higher_is_better = False
 
-    def _compute(self, prediction: NDArray[np.bool_], target: NDArray[np.bool_],
-                 spacing: tuple[float, ...]) -> float:  # fmt: skip
-        if not prediction.any() or not target.any():
-            return float("inf")
-        a, b = surface_distances(prediction, target, spacing)
+    @staticmethod
+    def _summarise(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
         return float(max(np.percentile(a, 95), np.percentile(b, 95)))
 
 

@@ -181,15 +181,7 @@ class ZarrCacheReader(CacheReader):
         def array(name: str) -> ZarrArray:
             return ZarrArray(directory / name, f"{where}, array {name}")
 
-        counts = array("class_counts")
-        return CacheCase(
-            meta=meta,
-            image=array("image"),
-            label=array("label") if meta.has_label else None,
-            coarse_image=array("coarse_image"),
-            coarse_label=array("coarse_label") if meta.has_label else None,
-            class_counts=counts[...].astype(np.int64),
-        )
+        return CacheCase.from_arrays(meta, array)
 
 
 class ZarrCacheWriter(CacheWriter):
@@ -355,15 +347,7 @@ class HDF5CacheReader(CacheReader):
                 raise DataError(f"{where}: dataset {name} is missing")
             return HDF5Array(dataset, f"{where}, array {name}")
 
-        counts = array("class_counts")
-        return CacheCase(
-            meta=meta,
-            image=array("image"),
-            label=array("label") if meta.has_label else None,
-            coarse_image=array("coarse_image"),
-            coarse_label=array("coarse_label") if meta.has_label else None,
-            class_counts=counts[...].astype(np.int64),
-        )
+        return CacheCase.from_arrays(meta, array)
 
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():
