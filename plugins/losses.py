@@ -31,18 +31,19 @@ def soft_dice(
     return (2 * intersection + smooth) / (total + smooth), counts
 
 
-def inverse_count_weights(counts: Tensor, power: float) -> Tensor:
+def inverse_count_weights(counts: Tensor, power: float, *, absent: str) -> Tensor:
     """``1 / N_c**power`` normalised to sum to 1 per sample.
 
-    A class absent from the target (``N_c = 0``) gets the largest weight of the
-    present classes, so predicting it anyway is penalised like an error on the
-    rarest present class; a sample with no class present weighs classes equally.
+    A class absent from the target (``N_c = 0``) gets weight 0 (``absent="zero"``) or
+    the largest weight of the present classes (``absent="largest"``); a sample with no
+    class present weighs classes equally.
     """
     present = counts > 0
     weights = torch.where(present, counts.clamp_min(1) ** -power, torch.zeros_like(counts))
-    largest = weights.amax(1, keepdim=True)
-    largest = torch.where(largest > 0, largest, torch.ones_like(largest))
-    weights = torch.where(present, weights, largest)
+    if absent == "largest":
+        largest = weights.amax(1, keepdim=True)
+        weights = torch.where(present, weights, largest)
+    weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, torch.ones_like(weights))
     return weights / weights.sum(1, keepdim=True)
 
 
@@ -54,8 +55,12 @@ class WeightedDiceLoss(SegmentationLoss):
 
     Eq. 1 writes the weights as ``1/N_c``; taken literally the loss is not bounded,
     so we read them as normalised to sum to 1, which puts the loss in [0, 1] (0 for
-    a perfect prediction). ``N_c`` counts class ``c`` in each sample's target; absent
-    classes are handled as in :func:`inverse_count_weights`. ``include_background``
+    a perfect prediction). ``N_c`` counts class ``c`` in each sample's target; a class
+    absent from it has no ``1/N_c`` and gets weight 0: giving it a large weight instead
+    makes the loss demand that its summed probability over the whole patch fall below
+    the smooth term, which dominated and stalled training on small patches (measured:
+    the weighted loss stayed at 0.98 for 150 steps). False alarms of absent classes
+    still lower the present classes' Dice. ``include_background``
     (default True, the paper's sum over all classes) keeps class 0 in the sum; its
     weight is small since background is the largest class.
     """
@@ -78,7 +83,7 @@ class WeightedDiceLoss(SegmentationLoss):
             self.probabilities(scores), target, smooth=self.smooth, batch_dice=self.batch_dice
         )
         dice, counts = dice[:, self.first_class :], counts[:, self.first_class :]
-        weights = inverse_count_weights(counts, power=1.0)
+        weights = inverse_count_weights(counts, power=1.0, absent="zero")
         return (1 - (weights * dice).sum(1)).mean()
 
 
@@ -137,7 +142,7 @@ class GeneralizedDiceLoss(SegmentationLoss):
         if self.batch_dice:
             dims = (0, *dims)
         counts = target.sum(dims).reshape(-1, target.shape[1])
-        weights = inverse_count_weights(counts, power=2.0)
+        weights = inverse_count_weights(counts, power=2.0, absent="largest")
         intersection = (probabilities * target).sum(dims).reshape(weights.shape)
         total = (probabilities + target).sum(dims).reshape(weights.shape)
         numerator = 2 * (weights * intersection).sum(1) + self.smooth

@@ -47,12 +47,12 @@ def test_weighted_dice_matches_eq1_with_normalised_inverse_counts(registry: Regi
     assert float(without_background(one_hot(PREDICTED, 3), TARGET)) == pytest.approx(2 / 9)
 
 
-def test_weighted_dice_penalises_an_absent_class_like_the_rarest(registry: Registry) -> None:
+def test_weighted_dice_gives_absent_classes_no_weight(registry: Registry) -> None:
     predicted = PREDICTED.clone()
     predicted[0, 1, 3] = 3  # class 3 is absent from the target but predicted once
     loss = build(registry, "dice_weighted", smooth=1.0)
-    # S = (1, 1, 3/4, 1/2); weights (1/2, 1/4, 1/2, max=1/2) normalised by 7/4
-    expected = 1 - (2 * 1 + 1 * 1 + 2 * 0.75 + 2 * 0.5) / 7
+    # S = (1, 1, 3/4) for the present classes; weights (1/2, 1/4, 1/2) normalised by 5/4
+    expected = 1 - (2 * 1 + 1 * 1 + 2 * 0.75) / 5
     assert float(loss(one_hot(predicted, 4), TARGET)) == pytest.approx(expected)
 
 
