@@ -100,6 +100,7 @@ class Trainer:
         self.spacing = np.mean([m.spacing for m in metas], axis=0)
         self.coarse_spacing = np.mean([m.coarse_spacing for m in metas], axis=0)
         self._net1_outputs: dict[tuple[str, str], Tensor] = {}
+        self._losses: dict[tuple[str, str], SegmentationLoss] = {}
         self.metrics_path = self.run_dir / "metrics.jsonl"
 
     # ------------------------------------------------------------------ setup
@@ -420,8 +421,11 @@ class Trainer:
                     param.grad /= self.world
 
     def _loss(self, term: LossTerm) -> SegmentationLoss:
-        loss: SegmentationLoss = self.registry.build("loss", term.component, **term.params)
-        return loss
+        """The loss module of a term, built once (not on every step)."""
+        key = (term.component, json.dumps(term.params, sort_keys=True))
+        if key not in self._losses:
+            self._losses[key] = self.registry.build("loss", term.component, **term.params)
+        return self._losses[key]
 
     def _forward(
         self, stage: Stage, image: Tensor, label: Tensor, batch: dict[str, Any]
