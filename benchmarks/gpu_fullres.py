@@ -29,15 +29,9 @@ from duoseg.core import load_plugins
 from duoseg.core.cache import open_cache
 from duoseg.core.inference import Model, Options, dynamic_tile, predict_case
 from duoseg.core.outputs import ZarrSink, finish_output, prepare_output
+from duoseg.core.phantom import phantom_cache
 
-from benchmarks.training_setup import phantom_cache
-
-DATA = {
-    "class_names": ["background", "Myo", "LA", "LV", "RA", "RV", "AA", "PA"],
-    "label_values": [0, 205, 420, 500, 550, 600, 820, 850],
-    "percentiles": [0.5, 99.5],
-    "coarse_spacing": [3.0, 3.0, 3.0],
-}
+from benchmarks.training_setup import MMWHS_DATA
 
 
 def run(model: Model, cache: Path, out: Path, options: Options, roi) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -78,7 +72,7 @@ def main() -> int:
     torch.backends.cuda.matmul.allow_tf32 = False
     registry = load_plugins(entry_points=False)
     networks = {name: registry.build("network", name).cuda().eval() for name in ("net1", "net2")}
-    model = Model(networks, DATA, torch.device("cuda"))
+    model = Model(networks, MMWHS_DATA, torch.device("cuda"))
     root = Path(tempfile.mkdtemp(prefix="duoseg-gpu-fullres-"))
     rows = []
     for depth in args.depths:

@@ -25,8 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from duoseg.core.checkpoint import TrainState
+from duoseg.core.phantom import phantom_cache
 
-from benchmarks.training_setup import make_trainer, phantom_cache
+from benchmarks.training_setup import make_trainer
 
 CONFIG = """
 seed = 0

@@ -18,20 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from benchmarks.memory import rss_mib
-
-DATA = {
-    "class_names": ["background", "Myo", "LA", "LV", "RA", "RV", "AA", "PA"],
-    "label_values": [0, 205, 420, 500, 550, 600, 820, 850],
-    "percentiles": [0.5, 99.5],
-    "coarse_spacing": [3.0, 3.0, 3.0],
-    "baseline_spacing": 2.0,
-}
+from benchmarks.training_setup import MMWHS_DATA
 
 
 def duoseg_run(mode: str, cache: Path, out: Path, budget: float) -> dict[str, object]:
@@ -44,7 +36,7 @@ def duoseg_run(mode: str, cache: Path, out: Path, budget: float) -> dict[str, ob
     registry = load_plugins(entry_points=False)
     names = ("net1", "net2") if mode == "two_stage" else ("unet3d",)
     model = Model(
-        {n: registry.build("network", n).eval() for n in names}, DATA, torch.device("cpu")
+        {n: registry.build("network", n).eval() for n in names}, MMWHS_DATA, torch.device("cpu")
     )
     reader = open_cache(cache, registry)
     case = reader.case(reader.cases()[0])

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from duoseg.core.checkpoint import TrainState
+from duoseg.core.phantom import phantom_cache
 
-from benchmarks.training_setup import first_batches, make_trainer, phantom_cache
+from benchmarks.training_setup import first_batches, make_trainer
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "configs" / "tiny.toml"
 STAGES = {"2_coarse": 1, "3_end_to_end": 2, "4_fine": 3}

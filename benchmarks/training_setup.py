@@ -5,19 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from duoseg.core import load_plugins
-from duoseg.core.cache_build import build_cache
 from duoseg.core.checkpoint import TrainState
 from duoseg.core.config import load_config
-from duoseg.core.phantom import write_phantoms
 from duoseg.core.trainer import Trainer, config_as_dict
 
-
-def phantom_cache(root: Path, *, cases: int, size: tuple[int, int, int], seed: int = 0) -> Path:
-    registry = load_plugins(entry_points=False)
-    write_phantoms(root / "src", cases=cases, size=size, seed=seed, compress=False)
-    build_cache(root / "src", root / "cache.zarr", importer=registry.build("importer", "mmwhs"),
-                store=registry.build("store", "zarr"))  # fmt: skip
-    return root / "cache.zarr"
+# How phantom data are prepared, for models built with random weights.
+MMWHS_DATA = {
+    "class_names": ["background", "Myo", "LA", "LV", "RA", "RV", "AA", "PA"],
+    "label_values": [0, 205, 420, 500, 550, 600, 820, 850],
+    "percentiles": [0.5, 99.5],
+    "coarse_spacing": [3.0, 3.0, 3.0],
+    "baseline_spacing": 2.0,
+}
 
 
 def make_trainer(config: Path, cache: Path, out: Path, overrides: list[str]) -> Trainer:

@@ -376,3 +376,27 @@ def write_phantoms(
     out.mkdir(parents=True, exist_ok=True)
     numbers = tqdm(range(cases), desc="phantoms", unit="case", disable=not progress)
     return [write_case(make_case(seed, n, modality, size), out, compress=compress) for n in numbers]
+
+
+def phantom_cache(
+    root: str | Path,
+    *,
+    cases: int,
+    size: tuple[int, int, int] = DEFAULT_SIZE,
+    seed: int = 0,
+    modality: Modality = "ct",
+    chunks: tuple[int, int, int] | None = None,
+) -> Path:
+    """Phantom NIfTI pairs in ``root/src`` built into the Zarr cache ``root/cache.zarr``."""
+    from .cache_build import build_cache
+    from .registry import load_plugins
+
+    root = Path(root)
+    write_phantoms(root / "src", cases=cases, modality=modality, seed=seed, size=size,
+                   compress=max(size) < 256)  # fmt: skip
+    registry = load_plugins(entry_points=False)
+    store = registry.build("store", "zarr", **({"chunks": chunks} if chunks else {}))
+    build_cache(
+        root / "src", root / "cache.zarr", importer=registry.build("importer", "mmwhs"), store=store
+    )
+    return root / "cache.zarr"

@@ -185,16 +185,12 @@ class SamplerConformance(_ComponentSuite):
     def phantom_cache(cls, tmp_path_factory: pytest.TempPathFactory) -> Any:
         """A Zarr cache of two small phantom cases, built once per class."""
         from .cache import open_cache
-        from .cache_build import build_cache
-        from .phantom import write_phantoms
+        from .phantom import phantom_cache
 
         root = tmp_path_factory.mktemp("sampler-cache")
-        write_phantoms(root / "src", cases=2, size=(48, 40, 32), seed=5)
-        registry = load_plugins()
-        build_cache(root / "src", root / "cache.zarr",
-                    importer=registry.build("importer", "mmwhs"),
-                    store=registry.build("store", "zarr", chunks=(8, 16, 16)))  # fmt: skip
-        return open_cache(root / "cache.zarr", registry)
+        return open_cache(
+            phantom_cache(root, cases=2, size=(48, 40, 32), seed=5, chunks=(8, 16, 16))
+        )
 
     @pytest.fixture
     def sampler(self, registry: Registry, component_name: str) -> Sampler:

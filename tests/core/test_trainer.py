@@ -23,7 +23,7 @@ seed = 3
 validation_cases = ["ct_train_1004"]
 [networks.net1]
 component = "net1"
-params = {{ base_width = 4, norm = "instance" }}
+params = {{ base_width = 4 }}
 [networks.net2]
 component = "net2"
 params = {{ base_width = 4, k = 3, norm = "instance" }}

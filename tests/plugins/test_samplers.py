@@ -7,23 +7,16 @@ import pytest
 import torch
 from duoseg.core import Registry
 from duoseg.core.cache import open_cache
-from duoseg.core.cache_build import build_cache
 from duoseg.core.data import SampleDataset
 from duoseg.core.importer import DataError
-from duoseg.core.phantom import write_phantoms
+from duoseg.core.phantom import phantom_cache
 from torch.utils.data import DataLoader
 
 
 @pytest.fixture(scope="module")
 def cache_path(tmp_path_factory) -> Path:
-    from duoseg.core import load_plugins
-
     root = tmp_path_factory.mktemp("samplers")
-    write_phantoms(root / "src", cases=3, size=(64, 56, 40), seed=2)
-    registry = load_plugins(entry_points=False)
-    build_cache(root / "src", root / "cache.zarr", importer=registry.build("importer", "mmwhs"),
-                store=registry.build("store", "zarr", chunks=(8, 32, 32)))  # fmt: skip
-    return root / "cache.zarr"
+    return phantom_cache(root, cases=3, size=(64, 56, 40), seed=2, chunks=(8, 32, 32))
 
 
 @pytest.mark.slow
