@@ -14,7 +14,7 @@ MMWHS_DATA = {
     "class_names": ["background", "Myo", "LA", "LV", "RA", "RV", "AA", "PA"],
     "label_values": [0, 205, 420, 500, 550, 600, 820, 850],
     "percentiles": [0.5, 99.5],
-    "coarse_spacing": [3.0, 3.0, 3.0],
+    "coarse_spacing": 3.0,
     "baseline_spacing": 2.0,
 }
 

@@ -60,6 +60,7 @@ class CaseMeta:
     checksums: dict[str, str]
     has_label: bool
     digests: dict[str, str] = field(default_factory=dict)
+    coarse_target: float = 3.0  # the spacing asked for; coarse_spacing is what the grid gives
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

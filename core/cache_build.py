@@ -159,6 +159,7 @@ def prepare_case(
         normalisation=normalisation,
         checksums=checksums,
         has_label=label is not None,
+        coarse_target=coarse_spacing,
         digests={k: array_digest(v, chunks) for k, v in arrays.items() if v is not None},
     )
     return CaseArrays(meta, image, label, coarse, coarse_label, counts)

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .accounting import network_cost
 from .cache import CacheCase, CaseMeta, ChunkedArray
-from .cache_build import downsample_image, normalise
+from .cache_build import coarse_shape, downsample_image, normalise
 from .checkpoint import load_checkpoint
 from .errors import DuosegError
 from .evaluation import net1_probabilities
@@ -105,17 +105,14 @@ def case_from_image(case_id: str, image: Any, model: Model) -> CacheCase:
     low, high = model.data["percentiles"]
     normalised, parameters = normalise(image.image, (low, high))
     spacing = np.asarray(image.spacing)
-    coarse_spacing = np.asarray(model.data["coarse_spacing"])
-    small = tuple(
-        max(1, round(n * s / c))
-        for n, s, c in zip(normalised.shape, spacing, coarse_spacing, strict=True)
-    )
+    # As the cache build did, so Net1 sees new images on the grid it was trained on.
+    target = float(model.data["coarse_spacing"])
+    small = coarse_shape(normalised.shape, image.spacing, target)
     if min(small) < MIN_COARSE:
         raise PredictError(
             f"{case_id}: spacing {tuple(np.round(spacing, 3))} mm x shape {normalised.shape} "
-            "gives a "
-            f"coarse volume {small} at {tuple(np.round(coarse_spacing, 2))} mm; Net1 needs at "
-            f"least {MIN_COARSE} voxels per axis"
+            f"gives a coarse volume {small} at {target} mm; Net1 needs at least "
+            f"{MIN_COARSE} voxels per axis"
         )
     coarse = downsample_image(normalised, (small[0], small[1], small[2]))
     extent = spacing * np.asarray(normalised.shape)
@@ -133,6 +130,7 @@ def case_from_image(case_id: str, image: Any, model: Model) -> CacheCase:
         normalisation=parameters,
         checksums={},
         has_label=False,
+        coarse_target=target,
     )
     where = f"input {case_id}"
     return CacheCase(

@@ -35,9 +35,11 @@ from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .config import ComponentRef, ExperimentConfig
 from .data import SampleDataset
 from .errors import ConfigError
-from .evaluation import dice_per_class, net1_probabilities, net2_labels, upsample
+from .evaluation import dice_per_class, net1_probabilities, upsample
+from .inference import Model, Options, predict_case
 from .loss import SegmentationLoss
 from .network import SegmentationNetwork
+from .outputs import MemorySink
 from .registry import Registry
 from .sampler import Sampler, overlap
 from .schedule import LossTerm, Schedule, Stage
@@ -184,7 +186,7 @@ class Trainer:
         """How the training cache was made, for inference on new images."""
         meta = self.cache.case(self.training_cases[0]).meta
         return {
-            "coarse_spacing": [float(v) for v in self.coarse_spacing],
+            "coarse_spacing": meta.coarse_target,
             "percentiles": [
                 meta.normalisation["percentile_low"],
                 meta.normalisation["percentile_high"],
@@ -487,22 +489,27 @@ class Trainer:
     def _validate(self, stage: Stage, state: TrainState) -> float | None:
         if not self.validation or not self.writes:
             return None
+        for network in self.networks.values():
+            network.eval()
         scores = []
         for case_id in self.validation:
             case = self.cache.case(case_id)
             classes = case.meta.classes
-            if stage.mode == "baseline":
-                prediction, target = self._predict_baseline(case), _label(case.label)
-            elif "net2" in stage.train or stage.mode == "net2_stacks":
-                image = torch.as_tensor(case.image[...].astype(np.float32), device=self.device)
-                foreground = self._foreground(case_id).to(self.device)
-                prediction = net2_labels(self.networks["net2"], image, foreground, self.k)
-                target = _label(case.label)
+            if stage.mode == "baseline" or "net2" in stage.train or stage.mode == "net2_stacks":
+                # The inference pipeline itself (Net1, the dynamic tile, Net2 streamed; or
+                # the baseline at 2 mm resampled back), so validation measures what predict does.
+                model = Model(dict(self.networks), self.data_record(), self.device)
+                sink = MemorySink()
+                predict_case(model, case, sink, Options())
+                prediction, target = sink.labels, _label(case.label)
             else:
                 probabilities = net1_probabilities(
                     self.networks["net1"], case.coarse_image[...], str(self.device)
                 )
-                prediction, target = probabilities.argmax(0), _label(case.coarse_label)
+                prediction, target = (
+                    probabilities.argmax(0).cpu().numpy(),
+                    _label(case.coarse_label),
+                )
             scores.append(dice_per_class(prediction, target, classes))
         names = self.cache.case(self.validation[0]).meta.class_names[1:]
         per_class = {n: _mean([s[i] for s in scores]) for i, n in enumerate(names)}
@@ -518,14 +525,6 @@ class Trainer:
         for network in self.networks.values():
             network.train()
         return mean
-
-    def _predict_baseline(self, case: Any) -> Tensor:
-        image = torch.as_tensor(case.image[...].astype(np.float32), device=self.device)[None, None]
-        small = _grid(
-            image.shape[2:], np.asarray(case.meta.spacing), self.config.train.baseline_spacing
-        )
-        scores = self.networks["unet3d"].eval()(_area(image, small)).float().softmax(1)[0]
-        return upsample(scores, case.meta.shape).argmax(0)
 
     def _plot(self) -> None:
         if self.writes:

@@ -21,30 +21,9 @@ from duoseg.core.inference import (
     load_model,
     predict_case,
 )
-from duoseg.core.outputs import NiftiSink, ZarrSink, is_complete, prepare_output
+from duoseg.core.outputs import MemorySink, ZarrSink, is_complete, prepare_output
 from duoseg.core.predict import predict_paths
 from duoseg.core.sampler import IMAGE_PAD, read_padded
-
-
-class Collect(NiftiSink):
-    """Keeps the labels in memory instead of writing a file."""
-
-    def __init__(self) -> None:
-        super().__init__(Path("/nonexistent"))
-        self.result = None
-
-    def begin(self, meta, probabilities):
-        self.labels = np.zeros(meta.shape, np.uint8)
-        self.scores = np.zeros((len(meta.class_names), *meta.shape), np.float16)
-        return 0
-
-    def write(self, z, labels, probabilities):
-        self.labels[z : z + len(labels)] = labels
-        if probabilities is not None:
-            self.scores[:, z : z + len(labels)] = probabilities
-
-    def end(self, meta, lcc_box):
-        self.result = self.labels
 
 
 def test_foreground_slabs_equal_the_full_upsampling() -> None:
@@ -62,7 +41,7 @@ def test_streaming_equals_a_per_slice_k_slab_loop(two_stage_run, cache) -> None:
     registry = load_plugins()
     model = load_model(two_stage_run, registry)
     case = open_cache(cache, registry).case("ct_train_1002")
-    sink = Collect()
+    sink = MemorySink()
     options = Options(memory_budget_mib=2, probabilities=True)
     report = predict_case(model, case, sink, options)
     assert 1 <= report.slab < case.meta.shape[0]  # several slabs
@@ -94,10 +73,12 @@ def test_streaming_equals_a_per_slice_k_slab_loop(two_stage_run, cache) -> None:
             out = net2(torch.stack((image, fg))[None]).softmax(1)[0, :, 0]
             expected[z, roi[1], roi[2]] = out.argmax(0).numpy()
             scores[:, z, roi[1], roi[2]] = out.numpy()
-    agreement = (sink.result == expected).mean()
+    agreement = (sink.labels == expected).mean()
     assert agreement >= 0.9999
     inside = (slice(None), roi[0], roi[1], roi[2])
-    np.testing.assert_allclose(sink.scores[inside].astype(np.float32), scores[inside], atol=1e-3)
+    np.testing.assert_allclose(
+        sink.probabilities[inside].astype(np.float32), scores[inside], atol=1e-3
+    )
 
 
 def test_an_empty_foreground_falls_back_to_the_whole_volume(two_stage_run, cache, caplog) -> None:
@@ -192,10 +173,10 @@ def test_the_baseline_predicts_at_2mm_and_resamples_back(baseline_run, cache) ->
     registry = load_plugins()
     model = load_model(baseline_run, registry)
     case = open_cache(cache, registry).case("ct_train_1001")
-    sink = Collect()
+    sink = MemorySink()
     report = predict_case(model, case, sink, Options(memory_budget_mib=1))
-    assert sink.result.shape == case.meta.shape and report.slab >= 1
-    assert set(np.unique(sink.result)) <= set(range(8))
+    assert sink.labels.shape == case.meta.shape and report.slab >= 1
+    assert set(np.unique(sink.labels)) <= set(range(8))
 
 
 def test_evaluate_prints_the_papers_table(two_stage_run, cache, tmp_path, capsys) -> None:
