@@ -7,6 +7,7 @@ Nothing here imports :mod:`duoseg.plugins`; components are reached through a
 from __future__ import annotations
 
 from .accounting import NetworkCost, network_cost
+from .cache import open_cache
 from .components import KINDS, Component, ComponentInfo, Kind, PluginSource
 from .config import ComponentRef, ExperimentConfig, check_components, load_config
 from .errors import (
@@ -51,6 +52,7 @@ __all__ = [
     "load_plugins",
     "load_weights",
     "network_cost",
+    "open_cache",
     "read_weights",
     "save_weights",
 ]
