@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from duoseg.core import load_plugins
 from duoseg.core.cache import open_cache
-from duoseg.core.inference import Model, Options, dynamic_tile, predict_case
+from duoseg.core.inference import Model, Options, dynamic_tile, predict_case, whole_volume
 from duoseg.core.outputs import ZarrSink, finish_output, prepare_output
 from duoseg.core.phantom import phantom_cache
 
@@ -81,7 +81,7 @@ def main() -> int:
         case = reader.case(reader.cases()[0])
         heart = (case.coarse_label[...] > 0).astype(np.float32)
         roi, _ = dynamic_tile(heart, case.meta, Options())
-        whole = tuple(slice(0, n) for n in case.meta.shape)
+        whole = whole_volume(case.meta.shape)
         runs = [("fp32", roi), ("bf16", roi)] + ([("bf16", whole)] if depth == 256 else [])
         for precision, box in runs:
             options = Options(memory_budget_mib=args.budget_mib, precision=precision)

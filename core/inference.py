@@ -166,6 +166,10 @@ class Report:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def whole_volume(shape: tuple[int, ...]) -> tuple[slice, slice, slice]:
+    return (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
+
+
 def dynamic_tile(
     foreground: NDArray[np.floating], meta: CaseMeta, options: Options
 ) -> tuple[tuple[slice, slice, slice], bool]:
@@ -183,7 +187,7 @@ def dynamic_tile(
             meta.case_id,
             options.threshold,
         )
-        return tuple(slice(0, n) for n in meta.shape), True  # type: ignore[return-value]
+        return whole_volume(meta.shape), True
     box = []
     for axis, (n, c, s) in enumerate(zip(meta.shape, meta.coarse_shape, meta.spacing, strict=True)):
         hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
@@ -324,7 +328,7 @@ def _predict_case(
         )
         step = _two_stage_slab(model, case, foreground, roi, options)
     else:
-        roi, empty = tuple(slice(0, n) for n in meta.shape), False  # type: ignore[assignment]
+        roi, empty = whole_volume(meta.shape), False
         depth = max(
             1,
             int(

@@ -9,7 +9,15 @@ from pathlib import Path
 from .cache import CacheCase, open_cache
 from .errors import DuosegError
 from .importer import SourcePair
-from .inference import Options, PredictError, Report, case_from_image, load_model, predict_case
+from .inference import (
+    Model,
+    Options,
+    PredictError,
+    Report,
+    case_from_image,
+    load_model,
+    predict_case,
+)
 from .outputs import NiftiSink, ZarrSink, finish_output, prepare_output
 from .registry import Registry
 
@@ -25,7 +33,7 @@ def _case_id(path: Path) -> str:
 
 
 def _inputs(
-    source: Path, model: object, registry: Registry, cases: list[str] | None
+    source: Path, model: Model, registry: Registry, cases: list[str] | None
 ) -> Iterator[CacheCase]:
     if source.is_file() or any(source.name.endswith(s) for s in NIFTI):
         files = [source]
@@ -45,11 +53,11 @@ def _inputs(
         if not path.exists():
             raise PredictError(f"{path}: input not found")
         image = importer.load(SourcePair(_case_id(path), path, None))
-        yield case_from_image(image.case_id, image, model)  # type: ignore[arg-type]
+        yield case_from_image(image.case_id, image, model)
 
 
-def _label_map(model: object) -> dict[str, int]:
-    data = model.data  # type: ignore[attr-defined]
+def _label_map(model: Model) -> dict[str, int]:
+    data = model.data
     return dict(zip(data["class_names"][1:], data["label_values"][1:], strict=True))
 
 
