@@ -136,9 +136,15 @@ def overlays(prediction: Path, truth: Path, out_dir: Path, image: Path | None = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    predicted, _ = _load(prediction)
+    # Shown in RAS+ (anterior up in axial slices) whatever the files' orientation.
+    predicted = _ras(*_load(prediction))
     target, t_image = _load(truth)
-    background = np.asarray(nib.load(image).dataobj, dtype=np.float32) if image else None
+    target = _ras(target, t_image)
+    background = None
+    if image is not None:
+        loaded = nib.load(image)
+        background = _ras(np.asarray(loaded.dataobj, dtype=np.float32), loaded)
+    t_image = nib.as_closest_canonical(t_image)
     centre = (
         np.argwhere(target > 0).mean(0).astype(int) if target.any() else np.array(target.shape) // 2
     )
@@ -179,6 +185,13 @@ def overlays(prediction: Path, truth: Path, out_dir: Path, image: Path | None = 
     figure.savefig(path, dpi=70)
     plt.close(figure)
     return path
+
+
+def _ras(data: NDArray[Any], image: Any) -> NDArray[Any]:
+    transform = nib.orientations.ornt_transform(
+        nib.io_orientation(image.affine), nib.orientations.axcodes2ornt("RAS")
+    )
+    return np.asarray(nib.orientations.apply_orientation(data, transform))
 
 
 def save_json(result: dict[str, Any], path: Path) -> None:
