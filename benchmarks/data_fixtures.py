@@ -14,7 +14,7 @@ from duoseg.core import Registry
 from duoseg.core.cache import open_cache
 from duoseg.core.cache_build import build_cache
 from duoseg.core.importer import DataError
-from duoseg.core.phantom import write_phantoms
+from duoseg.core.phantom import phantom_cache, write_phantoms
 
 BIG = (512, 512, 256)
 BIG_CASES = 20
@@ -37,11 +37,8 @@ def big_cache(registry: Registry, store: str = "zarr", cases: int = BIG_CASES) -
     """A complete cache of the first ``cases`` big phantoms in ``store`` format."""
     suffix = {"zarr": "zarr", "hdf5": "h5"}[store]
     target = data_root() / f"big-{cases}.{suffix}"
-    try:
-        open_cache(target, registry).close()
+    if _complete(target, registry):
         return target
-    except DataError:
-        pass
     source = big_source()
     if cases < BIG_CASES:
         subset = data_root() / f"big-src-{cases}"
@@ -59,14 +56,16 @@ def big_cache(registry: Registry, store: str = "zarr", cases: int = BIG_CASES) -
 def depth_cache(registry: Registry, depth: int, seed: int = 77) -> Path:
     """One 512 x 512 x ``depth`` phantom; one seed for all depths, so the anatomy (and the
     in-plane ROI) is the same and only the number of slices changes."""
-    target = data_root() / f"depth-{depth}.zarr"
+    root = data_root() / f"depth-{depth}"
+    if _complete(root / "cache.zarr", registry):
+        return root / "cache.zarr"
+    return phantom_cache(root, cases=1, size=(512, 512, depth), seed=seed)
+
+
+def _complete(target: Path, registry: Registry) -> bool:
+    """Whether ``target`` is a cache that opens as complete (so it can be reused)."""
     try:
         open_cache(target, registry).close()
-        return target
     except DataError:
-        pass
-    source = data_root() / f"depth-{depth}-src"
-    write_phantoms(source, cases=1, size=(512, 512, depth), seed=seed, compress=False)
-    build_cache(source, target, importer=registry.build("importer", "mmwhs"),
-                store=registry.build("store", "zarr"))  # fmt: skip
-    return target
+        return False
+    return True

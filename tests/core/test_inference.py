@@ -116,18 +116,20 @@ def test_an_interrupted_zarr_output_is_incomplete_and_a_rerun_finishes_identical
     two_stage_run, cache, tmp_path, monkeypatch
 ) -> None:
     registry = load_plugins()
-    options = Options(memory_budget_mib=2)
-    reference = tmp_path / "reference.zarr"
-    predict_paths(
-        two_stage_run,
-        cache,
-        reference,
-        options=options,
-        device="cpu",
-        cases=["ct_train_1002"],
-        overwrite=False,
-        registry=registry,
-    )
+
+    def predict(target: Path) -> None:
+        predict_paths(
+            two_stage_run,
+            cache,
+            target,
+            options=Options(memory_budget_mib=2),
+            device="cpu",
+            cases=["ct_train_1002"],
+            overwrite=False,
+            registry=registry,
+        )
+
+    predict(tmp_path / "reference.zarr")
     original = ZarrSink.write
     calls = {"n": 0}
 
@@ -140,31 +142,13 @@ def test_an_interrupted_zarr_output_is_incomplete_and_a_rerun_finishes_identical
     monkeypatch.setattr(ZarrSink, "write", crash)
     target = tmp_path / "out.zarr"
     with pytest.raises(KeyboardInterrupt):
-        predict_paths(
-            two_stage_run,
-            cache,
-            target,
-            options=options,
-            device="cpu",
-            cases=["ct_train_1002"],
-            overwrite=False,
-            registry=registry,
-        )
+        predict(target)
     assert not is_complete(target)
     monkeypatch.setattr(ZarrSink, "write", original)
-    predict_paths(
-        two_stage_run,
-        cache,
-        target,
-        options=options,
-        device="cpu",
-        cases=["ct_train_1002"],
-        overwrite=False,
-        registry=registry,
-    )
+    predict(target)
     import zarr
 
-    a = zarr.open_group(str(reference))["cases/ct_train_1002/labels"][...]
+    a = zarr.open_group(str(tmp_path / "reference.zarr"))["cases/ct_train_1002/labels"][...]
     b = zarr.open_group(str(target))["cases/ct_train_1002/labels"][...]
     np.testing.assert_array_equal(a, b)
 
