@@ -32,6 +32,7 @@ from .cache_build import coarse_shape, downsample_image, normalise
 from .checkpoint import load_checkpoint
 from .errors import DuosegError
 from .evaluation import net1_probabilities
+from .guidance import Guidance, guidance_of, guide
 from .network import SegmentationNetwork
 from .registry import Registry
 from .resample import BSplineUpsampler
@@ -65,6 +66,11 @@ class Model:
     @property
     def classes(self) -> int:
         return len(self.data["class_names"])
+
+    @property
+    def guidance(self) -> Guidance:
+        net2 = self.networks["net2"]
+        return guidance_of(net2.in_channels, net2.out_channels)
 
 
 def load_model(run_dir: Path, registry: Registry, device: str = "cpu") -> Model:
@@ -198,20 +204,24 @@ def dynamic_tile(
     return (box[0], box[1], box[2]), False
 
 
-def foreground_slab(
-    foreground: Tensor, shape: tuple[int, ...], z: tuple[int, int], y: slice, x: slice
+def guidance_slab(
+    guidance: Tensor, shape: tuple[int, ...], z: tuple[int, int], y: slice, x: slice
 ) -> Tensor:
-    """Trilinear upsampling of the coarse foreground at full-resolution voxels
-    ``z[0]..z[1]`` (may reach past the volume: zero there) x ``y`` x ``x``.
+    """Trilinear upsampling of Net1's coarse guidance channels (c, z, y, x) at
+    full-resolution voxels ``z[0]..z[1]`` (may reach past the volume: zero there)
+    x ``y`` x ``x``.
 
     Equals ``F.interpolate(..., size=shape, mode="trilinear", align_corners=False)``
     restricted to the box, without ever building the full-resolution volume."""
+    device = guidance.device
     z0, z1 = max(z[0], 0), min(z[1], shape[0])
-    out = torch.zeros((z[1] - z[0], y.stop - y.start, x.stop - x.start), device=foreground.device)
+    out = torch.zeros(
+        (guidance.shape[0], z[1] - z[0], y.stop - y.start, x.stop - x.start), device=device
+    )
     if z1 <= z0:
         return out
     axes = [
-        (torch.arange(lo, hi, device=foreground.device, dtype=torch.float32) * 2 + 1) / n - 1
+        (torch.arange(lo, hi, device=device, dtype=torch.float32) * 2 + 1) / n - 1
         for lo, hi, n in (
             (z0, z1, shape[0]),
             (y.start, y.stop, shape[1]),
@@ -221,13 +231,13 @@ def foreground_slab(
     gz, gy, gx = torch.meshgrid(*axes, indexing="ij")
     grid = torch.stack((gx, gy, gz), -1)[None]
     sampled = F.grid_sample(
-        foreground[None, None].float(),
+        guidance[None].float(),
         grid,
         mode="bilinear",
         padding_mode="border",
         align_corners=False,
-    )[0, 0]
-    out[z0 - z[0] : z1 - z[0]] = sampled
+    )[0]
+    out[:, z0 - z[0] : z1 - z[0]] = sampled
     return out
 
 
@@ -319,6 +329,7 @@ def _predict_case(
         )
         foreground = 1 - probabilities[0]
         roi, empty = dynamic_tile(foreground.cpu().numpy(), meta, options)
+        guidance = guide(probabilities, model.guidance)
         if given_roi is not None:
             roi, empty = given_roi, False
         timings["net1"] = time.perf_counter() - start
@@ -326,7 +337,7 @@ def _predict_case(
         depth = slab_depth(
             model.networks["net2"], in_plane, options.memory_budget_mib, model.k, model.classes
         )
-        step = _two_stage_slab(model, case, foreground, roi, options)
+        step = _two_stage_slab(model, case, guidance, roi, options)
     else:
         roi, empty = whole_volume(meta.shape), False
         depth = max(
@@ -358,7 +369,7 @@ def _predict_case(
 def _two_stage_slab(
     model: Model,
     case: CacheCase,
-    foreground: Tensor,
+    guidance: Tensor,
     roi: tuple[slice, slice, slice],
     options: Options,
 ) -> Callable[[int, int], tuple[Any, Any]]:
@@ -377,10 +388,9 @@ def _two_stage_slab(
             image = read_padded(
                 case.image, (lo - half, roi[1].start, roi[2].start), size, IMAGE_PAD
             )
-            fg = foreground_slab(foreground, meta.shape, (lo - half, hi + half), roi[1], roi[2])
-            x = torch.stack((torch.as_tensor(image, dtype=torch.float32, device=model.device), fg))[
-                None
-            ]
+            pixels = torch.as_tensor(image, dtype=torch.float32, device=model.device)
+            guides = guidance_slab(guidance, meta.shape, (lo - half, hi + half), roi[1], roi[2])
+            x = torch.cat((pixels[None], guides))[None]
             probabilities = flip_averaged(net2, x, options.flip_tta)[0]
             box = (slice(lo - z0, hi - z0), roi[1], roi[2])
             labels[box] = probabilities.argmax(0).to(torch.uint8).cpu().numpy()

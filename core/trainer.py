@@ -36,6 +36,7 @@ from .config import ComponentRef, ExperimentConfig
 from .data import SampleDataset
 from .errors import ConfigError
 from .evaluation import dice_per_class, net1_probabilities, upsample
+from .guidance import Guidance, guidance_of, guide
 from .inference import Model, Options, predict_case
 from .loss import SegmentationLoss
 from .network import SegmentationNetwork
@@ -137,6 +138,10 @@ class Trainer:
                 f"{self.source}: schedule {self.config.schedule.component!r} "
                 f"returned {type(schedule).__name__}, not a Schedule"
             )
+        for stage in schedule.stages:
+            for term in stage.losses:
+                ref = ComponentRef(term.component, term.params)
+                self._build("loss", ref, f"schedule stage {stage.name!r}: loss of {term.network}")
         return schedule
 
     def _build_networks(self) -> dict[str, SegmentationNetwork]:
@@ -158,6 +163,10 @@ class Trainer:
                 )
             networks[role] = network
         if "net2" in networks:
+            try:
+                guidance_of(networks["net2"].in_channels, classes)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.source}: {exc}") from None
             net2_k = getattr(networks["net2"], "k", None)
             for index, stage in enumerate(self.schedule.stages):
                 k = stage.sampler.params.get("k")
@@ -200,6 +209,12 @@ class Trainer:
     def k(self) -> int:
         """Net2's slices per prediction."""
         return int(getattr(self.networks["net2"], "k"))  # noqa: B009 - Net2 is a plugin class
+
+    @property
+    def guidance(self) -> Guidance:
+        """What Net2 sees of Net1's output."""
+        net2 = self.networks["net2"]
+        return guidance_of(net2.in_channels, net2.out_channels)
 
     def provenance(self) -> dict[str, dict[str, str]]:
         used: list[tuple[str, str]] = [("schedule", self.config.schedule.component)]  # type: ignore[union-attr]
@@ -444,8 +459,8 @@ class Trainer:
                 )
             }
         if stage.mode == "net2_stacks":
-            foreground = self._stack_foreground(batch, image.shape[2:]).to(image)
-            scores = self.networks["net2"](torch.cat((image, foreground), 1))
+            guidance = self._stack_guidance(batch, image.shape[2:]).to(image)
+            scores = self.networks["net2"](torch.cat((image, guidance), 1))
             return {"net2": (scores, label)}
         coarse = _grid(image.shape[2:], self.spacing, self.coarse_spacing)
         net1_scores = self.networks["net1"](_area(image, coarse))
@@ -458,30 +473,30 @@ class Trainer:
                 mode="trilinear",
                 align_corners=False,
             )
-            foreground = 1 - probabilities[:, :1]
-            scores = self.networks["net2"](torch.cat((image, foreground.to(image)), 1))
+            guidance = guide(probabilities, self.guidance)
+            scores = self.networks["net2"](torch.cat((image, guidance.to(image)), 1))
             outputs["net2"] = (scores, label[:, k // 2 : label.shape[1] - k // 2])
         return outputs
 
-    def _stack_foreground(self, batch: dict[str, Any], size: tuple[int, ...]) -> Tensor:
-        """Net1's foreground probability under each stack, from a per-case cache."""
+    def _stack_guidance(self, batch: dict[str, Any], size: tuple[int, ...]) -> Tensor:
+        """Net1's guidance channels under each stack, from a per-case cache."""
         key = _weights_hash(self.networks["net1"])
         crops = []
         for case_id, origin in zip(batch["case_id"], batch["origin"].tolist(), strict=True):
             if (key, case_id) not in self._net1_outputs:
                 self._net1_outputs = {k: v for k, v in self._net1_outputs.items() if k[0] == key}
-                self._net1_outputs[(key, case_id)] = self._foreground(case_id)
+                self._net1_outputs[(key, case_id)] = self._guidance(case_id)
             full = self._net1_outputs[(key, case_id)]
             crops.append(_crop(full, origin, size))
-        return torch.stack(crops)[:, None]
+        return torch.stack(crops)
 
     @torch.no_grad()
-    def _foreground(self, case_id: str) -> Tensor:
+    def _guidance(self, case_id: str) -> Tensor:
         case = self.cache.case(case_id)
         probabilities = net1_probabilities(
             self.networks["net1"], case.coarse_image[...], str(self.device)
         )
-        return (1 - upsample(probabilities[:1], case.meta.shape)[0]).half().cpu()
+        return guide(upsample(probabilities, case.meta.shape), self.guidance).half().cpu()
 
     # ------------------------------------------------------------------ validation
 
@@ -557,11 +572,11 @@ def _soft_label(label: Tensor, size: tuple[int, int, int], classes: int) -> Tens
 
 
 def _crop(volume: Tensor, origin: list[int], size: tuple[int, ...]) -> Tensor:
-    """The box of ``volume`` at ``origin``, zero (no foreground) past its edges."""
-    out = torch.zeros(size, dtype=torch.float32)
-    where = overlap(origin, size, volume.shape)
+    """The box of ``volume`` (c, z, y, x) at ``origin`` (z, y, x), zero past its edges."""
+    out = torch.zeros((volume.shape[0], *size), dtype=torch.float32)
+    where = overlap(origin, size, volume.shape[1:])
     if where is not None:
-        out[where[1]] = volume[where[0]].float()
+        out[(slice(None), *where[1])] = volume[(slice(None), *where[0])].float()
     return out
 
 

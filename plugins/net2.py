@@ -3,7 +3,7 @@
 Layout (``k = 9``, ``base_width = 16``; widths 16, 32, 64, 128 at in-plane scales
 1, 1/2, 1/4, 1/8)::
 
-    input  (b, 2, Z+8, y, x)                       image + Net1 foreground probability
+    input  (b, 2, Z+8, y, x)                       image + Net1 foreground (or C+1 probabilities)
     E1     3x3x3, 3x3x3 z-valid      Z+8 -> Z+4    skip1 = collapse(5x1x1) -> Z
     E2     3x3x3, 3x3x3 z-valid      Z+4 -> Z      skip2 = identity
     E3, E4 3x3 per slice                            skip3 = identity, bottom = identity
@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from duoseg.core import InputShapeError, SegmentationNetwork
+from duoseg.core.guidance import GUIDANCES, Guidance, guidance_channels
 from torch import Tensor, nn
 
 from .blocks import (
@@ -48,9 +49,11 @@ class Net2(SegmentationNetwork):
     """Labels the central slice of every K consecutive axial slices.
 
     Args:
-        in_channels: 2 (image + Net1 foreground probability) by default; 1 + C + 1
-            when Net1's full class probabilities are fed.
         classes: output classes, background included (8 for MM-WHS).
+        guidance: what of Net1's output Net2 sees beside the image:
+            ``"foreground"`` (1 - p_background, one channel; the paper's two-channel
+            input) or ``"probabilities"`` (all ``classes`` channels, so Net2 refines
+            Net1's labelling rather than re-deriving which structure is which).
         k: slices per prediction, odd and >= 3 (the paper's K = 9).
         base_width: channels of the first level, doubled per level.
         z_valid_convs: how many encoder convolutions (in order) are 3x3x3 z-valid,
@@ -66,9 +69,9 @@ class Net2(SegmentationNetwork):
 
     def __init__(
         self,
-        in_channels: int = 2,
         classes: int = 8,
         *,
+        guidance: Guidance = "foreground",
         k: int = 9,
         base_width: int = 16,
         z_valid_convs: int | None = None,
@@ -76,6 +79,9 @@ class Net2(SegmentationNetwork):
         norm: Norm = "none",
         channels_last: bool = True,
     ) -> None:
+        if guidance not in GUIDANCES:
+            raise InputShapeError(f"guidance must be one of {list(GUIDANCES)}, got {guidance!r}")
+        in_channels = 1 + guidance_channels(guidance, classes)
         super().__init__(in_channels, classes)
         if k < 3 or k % 2 == 0:
             raise InputShapeError(

@@ -17,7 +17,7 @@ from duoseg.core.inference import (
     Options,
     PredictError,
     dynamic_tile,
-    foreground_slab,
+    guidance_slab,
     load_model,
     predict_case,
 )
@@ -26,15 +26,14 @@ from duoseg.core.predict import predict_paths
 from duoseg.core.sampler import IMAGE_PAD, read_padded
 
 
-def test_foreground_slabs_equal_the_full_upsampling() -> None:
-    coarse = torch.rand(7, 9, 11)
+@pytest.mark.parametrize("channels", [1, 8])
+def test_guidance_slabs_equal_the_full_upsampling(channels: int) -> None:
+    coarse = torch.rand(channels, 7, 9, 11)
     shape = (40, 50, 60)
-    full = F.interpolate(coarse[None, None], size=shape, mode="trilinear", align_corners=False)[
-        0, 0
-    ]
-    slab = foreground_slab(coarse, shape, (-2, 13), slice(5, 30), slice(0, 60))
-    torch.testing.assert_close(slab[2:], full[0:13, 5:30], atol=1e-5, rtol=0)
-    assert torch.all(slab[:2] == 0)  # slices before the volume: no foreground
+    full = F.interpolate(coarse[None], size=shape, mode="trilinear", align_corners=False)[0]
+    slab = guidance_slab(coarse, shape, (-2, 13), slice(5, 30), slice(0, 60))
+    torch.testing.assert_close(slab[:, 2:], full[:, 0:13, 5:30], atol=1e-5, rtol=0)
+    assert torch.all(slab[:, :2] == 0)  # slices before the volume: no guidance
 
 
 def test_streaming_equals_a_per_slice_k_slab_loop(two_stage_run, cache) -> None:

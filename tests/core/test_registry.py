@@ -153,7 +153,7 @@ def test_bad_parameters_name_the_component_and_what_it_accepts(registry: Registr
         registry.build("network", "net2", kay=9)
     message = str(caught.value)
     assert "network 'net2'" in message and "kay" in message
-    assert "accepted parameters: in_channels, classes, k, base_width" in message
+    assert "accepted parameters: classes, guidance, k, base_width" in message
 
 
 def test_listing_components_builds_no_network(monkeypatch) -> None:

@@ -67,5 +67,11 @@ def test_defaults_are_the_papers_configuration(registry: Registry) -> None:
 
 
 def test_full_class_probabilities_as_input(registry: Registry) -> None:
-    net = registry.build("network", "net2", in_channels=9, base_width=8).eval()
+    net = registry.build("network", "net2", guidance="probabilities", base_width=8).eval()
+    assert net.in_channels == 1 + 8
     assert net(torch.zeros(1, 9, 9, 16, 16)).shape == (1, 8, 1, 16, 16)
+
+
+def test_unknown_guidance_is_refused(registry: Registry) -> None:
+    with pytest.raises(InputShapeError, match=r"guidance must be one of .*, got 'labels'"):
+        registry.build("network", "net2", guidance="labels")
