@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_predict(commands)
     _add_evaluate(commands)
+    _add_demo(commands)
     return parser
 
 
@@ -70,7 +71,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 args.truth if args.truth.is_file() else next(args.truth.glob(f"{case}_label.nii*"))
             )
             image = next(truth.parent.glob(f"{case}_image.nii*"), None)
-            overlays(pred, truth, args.overlays, image)
+            overlays(truth, {"prediction": pred}, args.overlays / f"{case}_overlay.png", image)
     return 0
 
 
@@ -89,6 +90,9 @@ def _add_predict(commands: Any) -> None:
     predict.add_argument("--margin-mm", type=float, default=10.0, help="ROI margin in mm")
     predict.add_argument("--tta", action="store_true", help="average with in-plane flips")
     predict.add_argument("--lcc", action="store_true", help="largest component per class")
+    predict.add_argument(
+        "--net1-only", action="store_true", help="Net1's upsampled labels only (no Net2)"
+    )
     predict.add_argument("--overwrite", action="store_true", help="replace a complete OUTPUT")
     predict.set_defaults(run=_predict)
 
@@ -104,6 +108,7 @@ def _predict(args: argparse.Namespace) -> int:
         flip_tta=args.tta,
         lcc_per_class=args.lcc,
         probabilities=args.probabilities,
+        net1_only=args.net1_only,
     )
     reports = predict_paths(
         args.run_dir,
@@ -170,6 +175,32 @@ def _train(args: argparse.Namespace) -> int:
     print(
         f"{args.out}: finished {state.stage} stage(s); best validation Dice {state.best_score:.4f}"
     )
+    return 0
+
+
+def _add_demo(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo", help="phantoms -> cache -> wang2018 and baseline -> prediction -> report.md"
+    )
+    demo.add_argument("--out", type=Path, default=Path("duoseg-demo"), metavar="DIR",
+                      help="output folder, absent or empty (default ./duoseg-demo)")  # fmt: skip
+    demo.add_argument("--quick", action="store_true", help="a smoke run of about 2 minutes")
+    demo.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                      help="cuda trains with the bigger cuda budget")  # fmt: skip
+    demo.set_defaults(run=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import preset_for, run_demo
+
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DuosegError("--device cuda: torch sees no CUDA device")
+    preset = preset_for(quick=args.quick, device=args.device)
+    report = run_demo(args.out, preset=preset, device=args.device, registry=load_plugins())
+    print(f"report: {report}")
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,59 +130,58 @@ def write_csv(result: dict[str, Any], path: Path) -> None:
                 writer.writerow([case, structure, *(values[m] for m in METRICS)])
 
 
-def overlays(prediction: Path, truth: Path, out_dir: Path, image: Path | None = None) -> Path:
-    """One PNG: ground truth (left) and prediction (right) on three planes through the heart."""
+def overlays(
+    truth: Path,
+    predictions: Mapping[str, Path],
+    path: Path,
+    image: Path | None = None,
+    planes: Sequence[str] = ("axial", "coronal", "sagittal"),
+) -> Path:
+    """One PNG at ``path``: the ground truth and each named prediction (columns) on
+    ``planes`` (rows) through the centre of the heart, over the image if given."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     # Shown in RAS+ (anterior up in axial slices) whatever the files' orientation.
-    predicted = _ras(*_load(prediction))
     target, t_image = _load(truth)
-    target = _ras(target, t_image)
+    columns = {"ground truth": _ras(target, t_image)}
+    columns |= {name: _ras(*_load(p)) for name, p in predictions.items()}
     background = None
     if image is not None:
         loaded = nib.load(image)
         background = _ras(np.asarray(loaded.dataobj, dtype=np.float32), loaded)
-    t_image = nib.as_closest_canonical(t_image)
+    target = columns["ground truth"]
     centre = (
         np.argwhere(target > 0).mean(0).astype(int) if target.any() else np.array(target.shape) // 2
     )
-    zooms = t_image.header.get_zooms()[:3]
-    figure, axes = plt.subplots(3, 2, figsize=(8, 12))
-    lookup = np.zeros(int(max(target.max(), predicted.max(), 1)) + 1)
+    zooms = nib.as_closest_canonical(t_image).header.get_zooms()[:3]
+    lookup = np.zeros(int(max(int(c.max()) for c in columns.values()) + 1))
     for index, value in enumerate(sorted(STRUCTURES.values()), 1):
         if value < lookup.size:
             lookup[value] = index
-    for row, axis in enumerate((2, 1, 0)):  # axial, coronal, sagittal in (i, j, k) files
+    axes_of = {"axial": 2, "coronal": 1, "sagittal": 0}  # (i, j, k) axis held fixed
+    figure, axes = plt.subplots(
+        len(planes), len(columns), figsize=(3.2 * len(columns), 3.4 * len(planes)), squeeze=False
+    )
+    for row, plane in enumerate(planes):
+        axis = axes_of[plane]
         take: list[slice | int] = [slice(None)] * 3
         take[axis] = int(centre[axis])
         others = [a for a in range(3) if a != axis]
         aspect = zooms[others[1]] / zooms[others[0]]
-        for column, labels in enumerate((target, predicted)):
+        for column, (name, labels) in enumerate(columns.items()):
             ax = axes[row, column]
             if background is not None:
                 ax.imshow(background[tuple(take)].T, cmap="gray", origin="lower", aspect=1 / aspect)
             shown = np.ma.masked_equal(lookup[labels[tuple(take)]], 0)
-            ax.imshow(
-                shown.T,
-                cmap="tab10",
-                vmin=0,
-                vmax=9,
-                alpha=0.6,
-                origin="lower",
-                aspect=1 / aspect,
-                interpolation="nearest",
-            )
-            ax.set_title(
-                ("ground truth", "prediction")[column]
-                + f" ({('axial', 'coronal', 'sagittal')[row]})"
-            )
+            ax.imshow(shown.T, cmap="tab10", vmin=0, vmax=9, alpha=0.6, origin="lower",
+                      aspect=1 / aspect, interpolation="nearest")  # fmt: skip
+            ax.set_title(f"{name} ({plane})")
             ax.axis("off")
     figure.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{_case(truth)}_overlay.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=70)
     plt.close(figure)
     return path

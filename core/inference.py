@@ -161,6 +161,7 @@ class Options:
     lcc_per_class: bool = False  # keep each class's largest connected component
     probabilities: bool = False
     precision: str = "fp32"  # "bf16": autocast on CUDA (CPU always runs fp32)
+    net1_only: bool = False  # Net1's upsampled labels (the paper's "Net1" rows), no Net2
 
 
 @dataclass
@@ -334,20 +335,20 @@ def _predict_case(
             roi, empty = given_roi, False
         timings["net1"] = time.perf_counter() - start
         in_plane = (roi[1].stop - roi[1].start, roi[2].stop - roi[2].start)
-        depth = slab_depth(
-            model.networks["net2"], in_plane, options.memory_budget_mib, model.k, model.classes
-        )
-        step = _two_stage_slab(model, case, guidance, roi, options)
+        if options.net1_only:
+            roi = whole_volume(meta.shape)
+            depth = _per_slice_depth(meta.shape, model.classes, options.memory_budget_mib)
+            step = _net1_slab(probabilities, meta.shape, options.probabilities)
+        else:
+            depth = slab_depth(
+                model.networks["net2"], in_plane, options.memory_budget_mib, model.k, model.classes
+            )
+            step = _two_stage_slab(model, case, guidance, roi, options)
     else:
+        if options.net1_only:
+            raise PredictError(f"{case.case_id}: net1_only needs a two-stage model (net1 + net2)")
         roi, empty = whole_volume(meta.shape), False
-        depth = max(
-            1,
-            int(
-                options.memory_budget_mib
-                * 2**20
-                // (meta.shape[1] * meta.shape[2] * model.classes * 16)
-            ),
-        )
+        depth = _per_slice_depth(meta.shape, model.classes, options.memory_budget_mib)
         step = _baseline_slab(model, case, options.probabilities)
         timings["baseline_2mm"] = time.perf_counter() - start
     done = sink.begin(meta, options.probabilities)
@@ -397,6 +398,26 @@ def _two_stage_slab(
             if scores is not None:
                 scores[(slice(None), *box)] = probabilities.half().cpu().numpy()
         return labels, scores
+
+    return step
+
+
+def _per_slice_depth(shape: tuple[int, ...], classes: int, budget_mib: float) -> int:
+    """Slices per slab when each full-resolution slice holds ``classes`` float
+    probability planes and their working copies (16 bytes per voxel and class)."""
+    return max(1, int(budget_mib * 2**20 // (shape[1] * shape[2] * classes * 16)))
+
+
+def _net1_slab(
+    probabilities: Tensor, shape: tuple[int, ...], keep_probabilities: bool
+) -> Callable[[int, int], tuple[Any, Any]]:
+    """Net1's coarse probabilities upsampled trilinearly, slab by slab, and labelled."""
+    y, x = slice(0, shape[1]), slice(0, shape[2])
+
+    def step(z0: int, z1: int) -> tuple[NDArray[np.uint8], NDArray[np.float16] | None]:
+        slab = guidance_slab(probabilities, shape, (z0, z1), y, x)
+        labels = slab.argmax(0).to(torch.uint8).cpu().numpy()
+        return labels, slab.half().cpu().numpy() if keep_probabilities else None
 
     return step
 

@@ -368,13 +368,15 @@ def write_phantoms(
     size: tuple[int, int, int] = DEFAULT_SIZE,
     compress: bool = True,
     progress: bool = False,
+    first: int = 0,
 ) -> list[tuple[Path, Path]]:
-    """Generate and write ``cases`` phantom cases; return the (image, label) paths."""
+    """Generate and write cases ``first .. first + cases - 1``; return the (image, label)
+    paths."""
     from tqdm import tqdm
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    numbers = tqdm(range(cases), desc="phantoms", unit="case", disable=not progress)
+    numbers = tqdm(range(first, first + cases), desc="phantoms", unit="case", disable=not progress)
     return [write_case(make_case(seed, n, modality, size), out, compress=compress) for n in numbers]
 
 

@@ -52,5 +52,12 @@ def two_stage_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 @pytest.fixture(scope="session")
+def guided_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Net2 guided by all of Net1's class probabilities."""
+    text = TWO_STAGE.replace("k = 3, norm", 'k = 3, guidance = "probabilities", norm')
+    return _run(tmp_path_factory.mktemp("runs"), cache, text, "guided")
+
+
+@pytest.fixture(scope="session")
 def baseline_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _run(tmp_path_factory.mktemp("runs"), cache, BASELINE, "baseline")

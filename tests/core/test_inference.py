@@ -36,9 +36,10 @@ def test_guidance_slabs_equal_the_full_upsampling(channels: int) -> None:
     assert torch.all(slab[:, :2] == 0)  # slices before the volume: no guidance
 
 
-def test_streaming_equals_a_per_slice_k_slab_loop(two_stage_run, cache) -> None:
+@pytest.mark.parametrize("run", ["two_stage_run", "guided_run"])
+def test_streaming_equals_a_per_slice_k_slab_loop(run, cache, request) -> None:
     registry = load_plugins()
-    model = load_model(two_stage_run, registry)
+    model = load_model(request.getfixturevalue(run), registry)
     case = open_cache(cache, registry).case("ct_train_1002")
     sink = MemorySink()
     options = Options(memory_budget_mib=2, probabilities=True)
@@ -51,12 +52,8 @@ def test_streaming_equals_a_per_slice_k_slab_loop(two_stage_run, cache) -> None:
         probabilities = net1(
             torch.as_tensor(case.coarse_image[...].astype(np.float32))[None, None]
         ).softmax(1)
-        foreground = (
-            1
-            - F.interpolate(
-                probabilities[:, :1], size=case.meta.shape, mode="trilinear", align_corners=False
-            )[0, 0]
-        )
+        full = F.interpolate(probabilities, size=case.meta.shape, mode="trilinear")[0]
+        guidance = full if net2.in_channels > 2 else 1 - full[:1]
         roi, _ = dynamic_tile(1 - probabilities[0, 0].numpy(), case.meta, options)
         expected = np.zeros(case.meta.shape, np.uint8)
         scores = np.zeros((model.classes, *case.meta.shape), np.float32)
@@ -66,10 +63,10 @@ def test_streaming_equals_a_per_slice_k_slab_loop(two_stage_run, cache) -> None:
             image = torch.as_tensor(
                 read_padded(case.image, origin, size, IMAGE_PAD), dtype=torch.float32
             )
-            fg = torch.zeros(size)
+            guides = torch.zeros((guidance.shape[0], *size))
             lo, hi = max(z - k // 2, 0), min(z + k // 2 + 1, case.meta.shape[0])
-            fg[lo - origin[0] : hi - origin[0]] = foreground[lo:hi, roi[1], roi[2]]
-            out = net2(torch.stack((image, fg))[None]).softmax(1)[0, :, 0]
+            guides[:, lo - origin[0] : hi - origin[0]] = guidance[:, lo:hi, roi[1], roi[2]]
+            out = net2(torch.cat((image[None], guides))[None]).softmax(1)[0, :, 0]
             expected[z, roi[1], roi[2]] = out.argmax(0).numpy()
             scores[:, z, roi[1], roi[2]] = out.numpy()
     agreement = (sink.labels == expected).mean()
@@ -78,6 +75,27 @@ def test_streaming_equals_a_per_slice_k_slab_loop(two_stage_run, cache) -> None:
     np.testing.assert_allclose(
         sink.probabilities[inside].astype(np.float32), scores[inside], atol=1e-3
     )
+
+
+def test_net1_only_labels_are_net1s_upsampled_argmax(two_stage_run, cache) -> None:
+    registry = load_plugins()
+    model = load_model(two_stage_run, registry)
+    case = open_cache(cache, registry).case("ct_train_1002")
+    sink = MemorySink()
+    predict_case(model, case, sink, Options(net1_only=True, memory_budget_mib=1))
+    with torch.no_grad():
+        coarse = torch.as_tensor(case.coarse_image[...].astype(np.float32))[None, None]
+        probabilities = model.networks["net1"](coarse).softmax(1)
+        full = F.interpolate(probabilities, size=case.meta.shape, mode="trilinear")[0]
+    assert (sink.labels == full.argmax(0).numpy()).mean() >= 0.9999
+
+
+def test_net1_only_needs_a_two_stage_model(baseline_run, cache) -> None:
+    registry = load_plugins()
+    model = load_model(baseline_run, registry)
+    case = open_cache(cache, registry).case("ct_train_1002")
+    with pytest.raises(PredictError, match="ct_train_1002: net1_only needs a two-stage model"):
+        predict_case(model, case, MemorySink(), Options(net1_only=True))
 
 
 def test_an_empty_foreground_falls_back_to_the_whole_volume(two_stage_run, cache, caplog) -> None:

@@ -136,6 +136,10 @@ def test_resuming_with_another_config_names_the_key(cache, tmp_path) -> None:
         ),
         ("schedule.params.k=4", r"schedule.params.k = 4: K must be odd and >= 3"),
         ("networks.net2.params.k=4", r"networks.net2.component = 'net2': Net2 needs an odd number"),
+        (
+            'schedule.params.loss="dice_wieghted"',
+            r"schedule stage '2_coarse': loss of net1 = 'dice_wieghted': unknown loss",
+        ),
         ("schedule.params.subvolume_sizes=[64]", None),
         (
             "data.validation_cases=['nope']",

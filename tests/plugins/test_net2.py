@@ -32,6 +32,26 @@ def test_equivariance_holds_for_every_slice_collapse_layout(registry, z_valid_co
         assert (net(x) - separate_calls(net, x, 9)).abs().max() <= 1e-5
 
 
+def test_residual_guidance_keeps_equivariance_and_adds_net1s_log_probabilities(registry) -> None:
+    torch.manual_seed(0)
+    net = registry.build(
+        "network", "net2", k=5, base_width=8, guidance="probabilities", residual=True
+    ).eval()
+    guidance = torch.rand(1, 8, 10, 24, 24).softmax(1)
+    x = torch.cat((torch.randn(1, 1, 10, 24, 24), guidance), 1)
+    with torch.no_grad():
+        scores = net(x)
+        assert (scores - separate_calls(net, x, 5)).abs().max() <= 1e-5
+        net.residual = False
+        plain = net(x)
+    torch.testing.assert_close(scores - plain, guidance[:, :, 2:8].log())
+
+
+def test_residual_needs_the_full_probabilities(registry: Registry) -> None:
+    with pytest.raises(InputShapeError, match=r"needs guidance='probabilities', got guidance="):
+        registry.build("network", "net2", residual=True)
+
+
 def test_a_slice_only_influences_the_predictions_within_k(registry: Registry) -> None:
     net = registry.build("network", "net2", base_width=8).eval()
     x = torch.randn(1, 2, 20, 16, 16)

@@ -24,3 +24,23 @@ def test_tversky_with_equal_weights_is_the_soft_dice() -> None:
     loss = TverskyLoss("probabilities", alpha=0.5, beta=0.5, smooth=0.0)
     # foreground: tp = 1, fp = 1, fn = 1 -> Dice 2 / 4
     assert float(loss(scores, target)) == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_the_example_config_trains_and_predicts_with_the_plugins_components(tmp_path) -> None:
+    from pathlib import Path
+
+    from duoseg.core.cli import main
+    from duoseg.core.phantom import phantom_cache
+
+    config = Path(__file__).resolve().parents[1] / "config.toml"
+    cache = phantom_cache(tmp_path / "data", cases=5, size=(64, 56, 40), seed=3)
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--cache", str(cache), "--out", str(run),
+                 "--set", "schedule.params.iterations=3",
+                 "--set", "schedule.params.subvolume_sizes=[32]"]) == 0  # fmt: skip
+    header = (run / "last.safetensors").read_bytes()[:200_000]
+    assert b"duoseg-example-plugin" in header  # the provenance names the plugin
+    source = tmp_path / "data" / "src" / "ct_train_1005_image.nii.gz"
+    assert main(["predict", str(run), str(source), str(tmp_path / "pred")]) == 0
+    assert (tmp_path / "pred" / "ct_train_1005_label.nii.gz").exists()
