@@ -70,11 +70,16 @@ PRESETS = {
         train_cases=12,
         test_cases=4,
         two_stage=(
-            "schedule.params.iterations=[300, 3000, 200, 8000]",
+            "schedule.params.iterations=[200, 2000, 100, 4000]",
             "schedule.params.batch_size=4",
             "schedule.params.stack_crop=[160, 128]",
+            "train.workers=8",
         ),
-        baseline=("schedule.params.iterations=12000", "schedule.params.batch_size=4"),
+        baseline=(
+            "schedule.params.iterations=6000",
+            "schedule.params.batch_size=4",
+            "train.workers=8",
+        ),
     ),
 }
 METHODS = {  # report name -> (run, prediction options)
