@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,19 @@ ARRAYS: Final = ("image", "label", "coarse_image", "coarse_label", "class_counts
 # random 64^3 image+label pairs/s and 325 K=9 stacks of 512^2 slices/s on 2 cores.
 DEFAULT_CHUNKS: Final = (16, 128, 128)
 Region = tuple[slice, slice, slice]
+
+
+SAFE_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
+
+
+def check_case_id(case_id: str, where: Path) -> str:
+    """Case ids become path components: refuse anything that could leave the cache."""
+    if not SAFE_CASE_ID.match(case_id) or ".." in case_id:
+        raise DataError(
+            f"{where}: case id {case_id!r} is not a safe name "
+            "(letters, digits, '_', '-', '.'; no leading '.', no '..')"
+        )
+    return case_id
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from .errors import DuosegError
 from .registry import load_plugins
 
 EXIT_BAD_INPUT = 2
+EXIT_ENVIRONMENT = 1  # the disk, permissions: not the input's fault
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -252,8 +253,10 @@ def _add_cache(commands: Any) -> None:
     build.add_argument("--codec", default="none", help="chunk codec (zarr: none, lz4, zstd)")
     build.add_argument("--coarse-spacing", type=float, default=3.0, help="Net1 grid in mm")
     build.set_defaults(run=_cache_build)
-    verify = actions.add_parser("verify", help="read every chunk and check every digest")
-    verify.add_argument("cache", type=Path, metavar="CACHE")
+    verify = actions.add_parser(
+        "verify", help="read every chunk (and check every digest) of a cache or Zarr prediction"
+    )
+    verify.add_argument("cache", type=Path, metavar="CACHE_OR_PREDICTION")
     verify.set_defaults(run=_cache_verify)
 
 
@@ -289,10 +292,15 @@ def _cache_build(args: argparse.Namespace) -> int:
 
 def _cache_verify(args: argparse.Namespace) -> int:
     from .cache import open_cache
+    from .outputs import MARKER, PredictionReader
 
-    with open_cache(args.cache) as cache:
-        problems = cache.verify()
-        count = len(cache.cases())
+    if (args.cache / MARKER).exists():
+        prediction = PredictionReader(args.cache)
+        problems, count = prediction.verify(), len(prediction.cases())
+    else:
+        with open_cache(args.cache) as cache:
+            problems = cache.verify()
+            count = len(cache.cases())
     for problem in problems:
         print(problem)
     print(f"{args.cache}: {count} cases, {len(problems)} problem(s)")
@@ -324,6 +332,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split())
         print(f"duoseg: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as exc:  # a full disk, a read-only folder: the environment, not the input
+        if args.verbose:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"duoseg: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
 
 
 if __name__ == "__main__":

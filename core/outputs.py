@@ -18,10 +18,12 @@ import zarr
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from .cache import CaseMeta
+from .cache import CaseMeta, check_case_id
+from .importer import DataError
 from .inference import LabelSink, PredictError
 from .orientation import to_source
 from .weights import write_atomically
+from .zarr_arrays import ZarrArray
 
 COMPLETE = "duoseg-complete.json"
 MARKER = "duoseg-prediction.json"
@@ -66,6 +68,46 @@ def is_complete(path: Path) -> bool:
     return (path / COMPLETE).exists()
 
 
+class PredictionReader:
+    """A finished Zarr prediction, read chunk file by chunk file like the cache: a
+    missing or truncated chunk raises naming the output, case, array and chunk."""
+
+    def __init__(self, path: Path) -> None:
+        if not (path / MARKER).exists():
+            raise PredictError(f"{path}: not a duoseg prediction (no {MARKER})")
+        if not is_complete(path):
+            raise PredictError(f"{path}: prediction is incomplete (no {COMPLETE}); rerun predict")
+        self.path = path
+        record = json.loads((path / COMPLETE).read_text())
+        self._cases = [check_case_id(c, path) for c in record["cases"]]
+
+    def cases(self) -> list[str]:
+        return list(self._cases)
+
+    def array(self, case_id: str, name: str = "labels") -> ZarrArray:
+        """``labels`` (z, y, x) uint8 class indices or ``probabilities`` (c, z, y, x)."""
+        if case_id not in self._cases:
+            raise PredictError(f"{self.path}: no case {case_id!r} (cases: {self._cases})")
+        directory = self.path / "cases" / case_id / name
+        return ZarrArray(directory, f"prediction {self.path}, case {case_id}, array {name}")
+
+    def verify(self) -> list[str]:
+        """Read every chunk of every case; the problems found, one line each."""
+        problems = []
+        for case_id in self._cases:
+            names = ["labels"]
+            if (self.path / "cases" / case_id / "probabilities").exists():
+                names.append("probabilities")
+            for name in names:
+                try:
+                    array = self.array(case_id, name)
+                    for index in array.chunks_touched(tuple(slice(0, n) for n in array.shape)):
+                        array.chunk(index)
+                except DataError as exc:
+                    problems.append(str(exc))
+        return problems
+
+
 class ZarrSink(LabelSink):
     """``OUTPUT/cases/<case>/labels`` (uint8, one chunk per slice) and optionally
     ``probabilities`` (float16), with ``progress.json`` after every slab."""
@@ -76,7 +118,10 @@ class ZarrSink(LabelSink):
         self.case: Path | None = None
 
     def begin(self, meta: CaseMeta, probabilities: bool) -> int:
-        self.case = self.path / "cases" / meta.case_id
+        self.case = self.path / "cases" / check_case_id(meta.case_id, self.path)
+        for part in (self.path / "cases", self.case):
+            if part.is_symlink():  # writing through it would land outside OUTPUT
+                raise PredictError(f"{self.path}: {part} is a symbolic link; refusing to write")
         if (self.case / "complete.json").exists():
             return meta.shape[0]
         progress = self.case / "progress.json"
@@ -88,6 +133,7 @@ class ZarrSink(LabelSink):
             dtype="uint8",
             chunks=chunks,
             fill_value=0,
+            compressors=None,  # read back by ZarrArray, which refuses missing chunks
             config={"write_empty_chunks": True},
         )
         self.probabilities = None
@@ -98,6 +144,7 @@ class ZarrSink(LabelSink):
                 dtype="float16",
                 chunks=(len(meta.class_names), *chunks),
                 fill_value=0,
+                compressors=None,
                 config={"write_empty_chunks": True},
             )
         return int(json.loads(progress.read_text())["done"]) if progress.exists() else 0
@@ -135,7 +182,7 @@ class NiftiSink(LabelSink):
         self.labels: NDArray[np.uint8] | None = None
 
     def file(self, case_id: str) -> Path:
-        return self.path / f"{case_id}_label.nii.gz"
+        return self.path / f"{check_case_id(case_id, self.path)}_label.nii.gz"
 
     def begin(self, meta: CaseMeta, probabilities: bool) -> int:
         if probabilities:

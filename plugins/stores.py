@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Final
@@ -34,26 +33,16 @@ from duoseg.core.cache import (
     CaseMeta,
     ChunkedArray,
     VolumeStore,
+    check_case_id,
     check_record,
 )
 from duoseg.core.importer import DataError
 from duoseg.core.weights import write_atomically
+from duoseg.core.zarr_arrays import ZarrArray, read_json
 from numpy.typing import NDArray
 
-SAFE_CASE_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
-ALLOWED_DTYPES: Final = {"float16", "float32", "uint8", "uint16", "int16", "int32", "int64"}
 COMPLETION_FILE: Final = "duoseg-complete.json"
 CODECS: Final = ("none", "lz4", "zstd")
-
-
-def check_case_id(case_id: str, where: Path) -> str:
-    """Case ids become path components: refuse anything that could leave the cache."""
-    if not SAFE_CASE_ID.match(case_id) or ".." in case_id:
-        raise DataError(
-            f"{where}: case id {case_id!r} is not a safe name "
-            "(letters, digits, '_', '-', '.'; no leading '.', no '..')"
-        )
-    return case_id
 
 
 def _array_chunks(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
@@ -72,108 +61,11 @@ def _arrays(case: CaseArrays) -> dict[str, NDArray[Any]]:
 # --------------------------------------------------------------------------- zarr
 
 
-class ZarrArray(ChunkedArray):
-    """A Zarr v3 array read chunk file by chunk file."""
-
-    def __init__(self, directory: Path, where: str) -> None:
-        meta = _read_json(directory / "zarr.json", where)
-        self.directory = directory
-        shape, dtype, chunks, self.blosc = _checked_zarr_meta(meta, where)
-        super().__init__(shape, dtype, chunks, where)
-        self.chunk_bytes = int(np.prod(chunks)) * self.dtype.itemsize
-
-    def _read(self, region: tuple[slice, ...]) -> NDArray[Any]:
-        out = np.empty([s.stop - s.start for s in region], self.dtype)
-        for index in self.chunks_touched(region):
-            chunk = self.chunk(index)
-            src, dst = [], []
-            for i, s, c in zip(index, region, self.chunks, strict=True):
-                low, high = max(s.start, i * c), min(s.stop, (i + 1) * c)
-                src.append(slice(low - i * c, high - i * c))
-                dst.append(slice(low - s.start, high - s.start))
-            out[tuple(dst)] = chunk[tuple(src)]
-        return out
-
-    def chunk(self, index: tuple[int, ...]) -> NDArray[Any]:
-        """One whole chunk (edge chunks are stored padded to the full chunk shape)."""
-        path = self.directory.joinpath("c", *map(str, index))
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise DataError(f"{self.where}: chunk {index} is missing ({path})") from None
-        if self.blosc:
-            raw = self._decompress(raw, index, path)
-        if len(raw) != self.chunk_bytes:
-            raise DataError(
-                f"{self.where}: chunk {index} is truncated: {len(raw)} of "
-                f"{self.chunk_bytes} bytes ({path})"
-            )
-        return np.frombuffer(raw, self.dtype).reshape(self.chunks)
-
-    def _decompress(self, raw: bytes, index: tuple[int, ...], path: Path) -> bytes:
-        from numcodecs import blosc
-
-        try:
-            return bytes(blosc.decompress(raw))
-        except Exception as exc:  # numcodecs raises RuntimeError/ValueError for bad input
-            raise DataError(
-                f"{self.where}: chunk {index} is corrupt or truncated ({path}): {exc}"
-            ) from exc
-
-
-def _read_json(path: Path, where: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{where}: {path.name} is missing ({path})") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{where}: {path} is not valid JSON: {exc}") from exc
-
-
-def _checked_zarr_meta(
-    meta: Any, where: str
-) -> tuple[tuple[int, ...], np.dtype[Any], tuple[int, ...], bool]:
-    """Validate array metadata before any chunk is read; return shape, dtype, chunks, blosc."""
-    try:
-        if meta["zarr_format"] != 3 or meta["node_type"] != "array":
-            raise DataError(f"{where}: not a Zarr v3 array")
-        dtype = meta["data_type"]
-        if dtype not in ALLOWED_DTYPES:
-            raise DataError(
-                f"{where}: data type {dtype!r} is refused (allowed: {sorted(ALLOWED_DTYPES)})"
-            )
-        grid = meta["chunk_grid"]
-        encoding = meta["chunk_key_encoding"]
-        if (
-            grid["name"] != "regular"
-            or encoding["name"] != "default"
-            or encoding.get("configuration", {}).get("separator", "/") != "/"
-        ):
-            raise DataError(
-                f"{where}: chunk grid or key encoding {grid['name']}/{encoding} is refused"
-            )
-        if meta.get("storage_transformers"):
-            raise DataError(f"{where}: storage transformers are refused")
-        codecs = [c["name"] for c in meta["codecs"]]
-        if codecs not in (["bytes"], ["bytes", "blosc"]):
-            raise DataError(f"{where}: codecs {codecs} are refused (only bytes, optionally blosc)")
-        endian = meta["codecs"][0].get("configuration", {}).get("endian", "little")
-        if endian != "little":
-            raise DataError(f"{where}: {endian}-endian chunks are refused")
-        shape = tuple(int(n) for n in meta["shape"])
-        chunks = tuple(int(n) for n in grid["configuration"]["chunk_shape"])
-    except (KeyError, TypeError) as exc:
-        raise DataError(f"{where}: array metadata is malformed: missing {exc}") from exc
-    if len(shape) != len(chunks) or min(chunks, default=1) < 1:
-        raise DataError(f"{where}: chunk shape {chunks} does not fit shape {shape}")
-    return shape, np.dtype(dtype), chunks, codecs[-1] == "blosc"
-
-
 class ZarrCacheReader(CacheReader):
     def _case(self, case_id: str) -> CacheCase:
         directory = self.path / "cases" / check_case_id(case_id, self.path)
         where = f"cache {self.path}, case {case_id}"
-        group = _read_json(directory / "zarr.json", where)
+        group = read_json(directory / "zarr.json", where)
         meta = CaseMeta.from_json(
             json.dumps(group.get("attributes", {}).get("duoseg", {})), where=where
         )
@@ -201,7 +93,7 @@ class ZarrCacheWriter(CacheWriter):
     def case_checksums(self) -> dict[str, dict[str, str]]:
         found = {}
         for directory in sorted(p for p in self.cases.iterdir() if not p.name.startswith(".")):
-            group = _read_json(directory / "zarr.json", f"cache {self.path}, case {directory.name}")
+            group = read_json(directory / "zarr.json", f"cache {self.path}, case {directory.name}")
             found[directory.name] = (
                 group.get("attributes", {}).get("duoseg", {}).get("checksums", {})
             )
@@ -284,7 +176,7 @@ class ZarrStore(VolumeStore):
             raise DataError(
                 f"{path}: cache is incomplete (no completion record); rerun duoseg cache build"
             )
-        record = check_record(_read_json(record_path, str(path)), path)
+        record = check_record(read_json(record_path, str(path)), path)
         return ZarrCacheReader(path, record)
 
     def writer(self, path: Path) -> CacheWriter:
