@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .cache import CacheCase, open_cache
@@ -80,8 +80,10 @@ def predict_paths(
     overwrite: bool,
     registry: Registry,
     progress: bool = False,
+    on_case: Callable[[Report], None] | None = None,
 ) -> list[Report]:
-    """Predict every input case into ``output``; the completion record comes last."""
+    """Predict every input case into ``output``; the completion record comes last.
+    ``on_case`` is called with each case's report as soon as the case is written."""
     from tqdm import tqdm
 
     model = load_model(run_dir, registry, device)
@@ -95,5 +97,7 @@ def predict_paths(
         bar = tqdm(total=case.meta.shape[0], desc=case.case_id, unit="slice", disable=not progress)
         reports.append(predict_case(model, case, sink, options, progress=bar.update))
         bar.close()
+        if on_case is not None:
+            on_case(reports[-1])
     finish_output(output, [r.case_id for r in reports], [dataclasses.asdict(r) for r in reports])
     return reports

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -47,6 +48,8 @@ from .schedule import LossTerm, Schedule, Stage
 
 LAST = "last.safetensors"
 BEST = "best.safetensors"
+
+log = logging.getLogger("duoseg.trainer")
 
 
 class _StageData(Dataset[dict[str, Any]]):
@@ -120,6 +123,12 @@ class Trainer:
                 f"{self.source}: data.validation_cases {unknown} are not in the cache"
             )
         return cache
+
+    def _remove_interrupted_writes(self) -> None:
+        """A killed run can leave ``.<name>.tmp`` files; their final names are intact."""
+        for stale in self.run_dir.glob(".*.tmp"):
+            log.warning("%s: removing %s left by an interrupted write", self.run_dir, stale.name)
+            stale.unlink()
 
     def _build(self, kind: str, ref: ComponentRef, key: str) -> Any:
         try:
@@ -244,6 +253,8 @@ class Trainer:
         from tqdm import tqdm
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.writes:
+            self._remove_interrupted_writes()
         state, checkpoint = TrainState(), None
         if resume:
             checkpoint = self._resume_checkpoint()
@@ -252,6 +263,8 @@ class Trainer:
             raise ConfigError(
                 f"{self.run_dir}: already holds a run; pass --resume or another --out"
             )
+        elif self.writes:  # rows of a run killed before its first checkpoint belong to nothing
+            self.metrics_path.unlink(missing_ok=True)
         torch.use_deterministic_algorithms(self.config.train.deterministic, warn_only=True)
         while state.stage < len(self.schedule.stages):
             stage = self.schedule.stages[state.stage]
@@ -305,7 +318,10 @@ class Trainer:
         order = {stage.name: index for index, stage in enumerate(self.schedule.stages)}
 
         def position(line: str) -> tuple[int, int]:
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line a kill cut short: after the checkpoint
+                return (len(order), 0)
             return (order.get(row["stage"], -1), row["step"])
 
         lines = self.metrics_path.read_text().splitlines()

@@ -18,18 +18,28 @@ from .errors import WeightsError
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 
 
+def temporary_path(path: Path) -> Path:
+    """Where :func:`write_atomically` writes ``path`` before renaming it."""
+    return path.with_name(f".{path.name}.tmp")
+
+
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)``, fsync the file, then rename it over ``path``.
 
-    A reader never sees a half-written file under the final name; a crash leaves at
-    most a ``.tmp`` sibling, which the next write replaces.
+    A reader never sees a half-written file under the final name. An exception removes
+    the temporary file; only a killed process leaves a ``.tmp`` sibling, which the next
+    write replaces (and the trainer removes on start).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    tmp = temporary_path(path)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or an error leaves no temporary behind
+        raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)

@@ -8,7 +8,7 @@ before anything is written to a cache.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ from duoseg.core import Component, hookimpl
 from duoseg.core.importer import DataError, ImportedCase, Importer, SourcePair
 from duoseg.core.orientation import canonical_affine, to_canonical
 from numpy.typing import NDArray
+
+MAX_VOXELS = 2**31  # 8 GiB as float32: far beyond any cardiac CT, short of exhausting memory
 
 MMWHS_LABELS: dict[str, int] = {
     "Myo": 205, "LA": 420, "LV": 500, "RA": 550, "RV": 600, "AA": 820, "PA": 850,
@@ -108,7 +110,7 @@ class NiftiPairImporter(Importer):
 
     def load(self, pair: SourcePair) -> ImportedCase:
         image = read_nifti(pair.image)
-        data = np.asarray(image.get_fdata(dtype=np.float32))
+        data = read_voxels(pair.image, lambda: image.get_fdata(dtype=np.float32))
         bad = int(data.size - np.count_nonzero(np.isfinite(data)))
         if bad:
             raise DataError(f"{pair.image}: field data: {bad} NaN/Inf intensity values")
@@ -133,7 +135,7 @@ class NiftiPairImporter(Importer):
         )
 
     def _class_indices(self, path: Path, image: Any) -> NDArray[np.uint8]:
-        raw = np.asanyarray(image.dataobj)
+        raw = read_voxels(path, lambda: image.dataobj)
         if np.issubdtype(raw.dtype, np.floating):
             if not np.isfinite(raw).all() or not np.array_equal(raw, np.round(raw)):
                 examples = np.unique(raw[raw != np.round(raw)])[:5].tolist()
@@ -175,15 +177,16 @@ def read_nifti(path: Path) -> Any:
     try:
         image = nib.load(path)
     except Exception as exc:  # nibabel raises many types for corrupt files
-        raise DataError(f"{path}: not a readable NIfTI file: {exc}") from exc
+        raise DataError(f"{path}: field header: not a readable NIfTI file: {exc}") from exc
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
-        raise DataError(f"{path}: not a NIfTI image ({type(image).__name__})")
+        raise DataError(f"{path}: field header: not a NIfTI image ({type(image).__name__})")
     shape = tuple(int(n) for n in image.shape)
     if len(shape) > 3 and all(n == 1 for n in shape[3:]):
         image = nib.funcs.squeeze_image(image)
         shape = shape[:3]
     if len(shape) != 3 or min(shape) < 1:
         raise DataError(f"{path}: field dim: a 3-D volume is required, got shape {shape}")
+    _check_size(path, image, shape)
     zooms = _raw_pixdim(path, image)
     if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
         raise DataError(
@@ -195,10 +198,43 @@ def read_nifti(path: Path) -> Any:
     return image
 
 
+def _check_size(path: Path, image: Any, shape: tuple[int, ...]) -> None:
+    """Refuse volumes too big to hold and (uncompressed) files shorter than their header
+    says, before any voxel is read or any buffer allocated."""
+    voxels = int(np.prod(shape, dtype=np.float64))
+    if voxels > MAX_VOXELS:
+        raise DataError(
+            f"{path}: field dim: shape {shape} is {voxels} voxels; at most {MAX_VOXELS} are read"
+        )
+    if path.name.endswith(".gz"):
+        return  # gzip sizes are only known by decompressing; a short stream fails the read
+    needed = int(image.header["vox_offset"]) + voxels * image.get_data_dtype().itemsize
+    size = path.stat().st_size
+    if size < needed:
+        raise DataError(
+            f"{path}: field dim/datatype: the header describes {needed} bytes of voxels and "
+            f"header, the file holds {size} (truncated?)"
+        )
+
+
+def read_voxels(path: Path, read: Callable[[], Any]) -> NDArray[Any]:
+    """The voxels, or duoseg's error naming the file: nibabel raises many types for data
+    it cannot decode (short gzip streams, unusual datatypes)."""
+    try:
+        return np.asanyarray(read())
+    except MemoryError:
+        raise DataError(f"{path}: field data: the voxels do not fit in memory") from None
+    except Exception as exc:
+        raise DataError(f"{path}: field data: cannot read the voxels: {exc}") from exc
+
+
 def _raw_pixdim(path: Path, image: Any) -> NDArray[np.float64]:
     """pixdim[1:4] as stored: nibabel's loader silently replaces negatives by their abs."""
-    with nib.openers.ImageOpener(path) as handle:
-        raw = type(image.header).from_fileobj(handle, check=False)
+    try:
+        with nib.openers.ImageOpener(path) as handle:
+            raw = type(image.header).from_fileobj(handle, check=False)
+    except Exception as exc:
+        raise DataError(f"{path}: field pixdim: cannot read the header: {exc}") from exc
     return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
 
 
