@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from .errors import WeightsError
@@ -73,7 +73,9 @@ def save_checkpoint(
         "data": data or {},
     }
     metadata = {"duoseg": json.dumps(meta, default=_jsonable)}
-    write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    # Serialised in memory and written by Python, so a full disk is an OSError naming the
+    # file (safetensors' own writer raises its own error type).
+    write_atomically(path, lambda tmp: tmp.write_bytes(save(tensors, metadata=metadata)))
 
 
 def _python_state() -> list[Any]:

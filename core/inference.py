@@ -155,7 +155,7 @@ class Options:
 
     threshold: float = 0.5  # foreground probability that makes Net1's ROI
     margin_mm: float = 10.0  # added around the ROI on every side
-    largest_component: bool = True  # ROI from Net1's largest foreground component only
+    largest_component: bool = False  # ROI from Net1's largest foreground component only
     memory_budget_mib: float = 1024.0  # Net2 slab sizing
     flip_tta: bool = False  # average Net2 scores with the in-plane flipped input
     lcc_per_class: bool = False  # keep each class's largest connected component

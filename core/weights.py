@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import Tensor, nn
 
 from .errors import WeightsError
@@ -53,7 +53,7 @@ def save_weights(
     """Save ``module``'s state dict (any memory layout, any device) to ``path``."""
     state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
     meta = {"format": "duoseg-weights-1", **(metadata or {})}
-    write_atomically(Path(path), lambda tmp: save_file(state, str(tmp), metadata=meta))
+    write_atomically(Path(path), lambda tmp: tmp.write_bytes(save(state, metadata=meta)))
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:

@@ -150,7 +150,7 @@ def test_unknown_label_values_are_named_unless_mapped(source: Path) -> None:
 
 def test_a_file_that_is_not_nifti(source: Path) -> None:
     image_path(source).write_bytes(b"not a nifti file at all")
-    with pytest.raises(DataError, match=r"image.nii.gz: not a readable NIfTI file"):
+    with pytest.raises(DataError, match=r"image.nii.gz: field header: not a readable NIfTI file"):
         load(source)
 
 

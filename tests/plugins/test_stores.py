@@ -105,7 +105,9 @@ def test_a_failed_build_leaves_no_complete_cache_and_a_rerun_finishes(
     bad = source / "ct_train_1003_label.nii.gz"
     good = bad.read_bytes()
     bad.write_bytes(b"garbage")
-    with pytest.raises(DataError, match=r"ct_train_1003_label\.nii\.gz: not a readable NIfTI file"):
+    with pytest.raises(
+        DataError, match=r"ct_train_1003_label\.nii\.gz: field header: not a readable NIfTI file"
+    ):
         build(registry, source, target, store)
     if target.exists():
         with pytest.raises(DataError, match="cache is incomplete"):

@@ -1,0 +1,95 @@
+"""``kill -9`` at random points of cache builds, training and prediction: nothing
+interrupted reads as complete, and rerunning gives what an uninterrupted run gives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from duoseg.core import load_plugins
+from duoseg.core.cache import ARRAYS, open_cache
+from duoseg.core.checkpoint import load_checkpoint
+from duoseg.core.importer import DataError
+from duoseg.core.inference import PredictError
+from duoseg.core.outputs import PredictionReader, is_complete
+
+from .conftest import TWO_STAGE, kill_at, kill_points, run, timed_run
+
+pytestmark = pytest.mark.slow
+
+
+def _arrays(cache: Path) -> dict[tuple[str, str], bytes]:
+    with open_cache(cache) as reader:
+        cases = {case_id: reader.case(case_id) for case_id in reader.cases()}
+        return {
+            (case_id, name): np.ascontiguousarray(getattr(case, name)[...]).tobytes()
+            for case_id, case in cases.items()
+            for name in ARRAYS
+        }
+
+
+def test_a_killed_cache_build_never_opens_complete_and_a_rerun_is_identical(
+    source: Path, tmp_path: Path
+) -> None:
+    reference = tmp_path / "reference.zarr"
+    seconds = timed_run(["cache", "build", str(source), str(reference)])
+    expected = _arrays(reference)
+    landed = 0
+    for index, delay in enumerate(kill_points(seconds, seed=1)):
+        target = tmp_path / f"killed-{index}.zarr"
+        status = kill_at(["cache", "build", str(source), str(target)], delay)
+        if status != 0:
+            landed += 1
+            with pytest.raises(DataError):
+                open_cache(target, load_plugins()).close()
+        result = run(["cache", "build", str(source), str(target)])
+        assert result.returncode == 0, result.stderr
+        assert _arrays(target) == expected, f"kill after {delay:.2f} s"
+    assert landed >= 1  # the kills did interrupt builds
+
+
+def test_a_killed_training_resumes_from_its_newest_complete_checkpoint(
+    small_cache: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(TWO_STAGE)
+    args = ["train", str(config), "--cache", str(small_cache), "--out"]
+    seconds = timed_run([*args, str(tmp_path / "reference")])
+    for index, delay in enumerate(kill_points(seconds, seed=2)):
+        out = tmp_path / f"killed-{index}"
+        if kill_at([*args, str(out)], delay) == 0:
+            continue  # it finished before the kill
+        if not (out / "last.safetensors").exists():  # killed before its first checkpoint
+            result = run([*args, str(out)])
+            assert result.returncode == 0, result.stderr
+            continue
+        # Whatever the kill interrupted, the checkpoint under the final name is whole.
+        newest = load_checkpoint(out / "last.safetensors", load_plugins()).state
+        result = run([*args, str(out), "--resume"])
+        assert result.returncode == 0, result.stderr
+        assert not list(out.glob(".*.tmp")), "temporary files left behind"
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        steps = [(r["stage"], r["step"]) for r in rows if "loss" in r]
+        assert len(steps) == len(set(steps)) == 3 + 6 + 2 + 9, (newest, steps)
+
+
+def test_a_killed_zarr_prediction_never_reads_complete_and_a_rerun_is_identical(
+    trained_run: Path, small_cache: Path, tmp_path: Path
+) -> None:
+    args = ["predict", str(trained_run), str(small_cache), "--memory-budget", "8"]
+    seconds = timed_run([*args, str(tmp_path / "reference.zarr")])
+    reference = PredictionReader(tmp_path / "reference.zarr")
+    expected = {c: reference.array(c)[...] for c in reference.cases()}
+    for index, delay in enumerate(kill_points(seconds, seed=3)):
+        out = tmp_path / f"killed-{index}.zarr"
+        if kill_at([*args, str(out)], delay) != 0 and out.exists():
+            assert not is_complete(out)
+            with pytest.raises(PredictError, match="prediction is incomplete"):
+                PredictionReader(out)
+        result = run([*args, str(out)])
+        assert result.returncode == 0, result.stderr
+        resumed = PredictionReader(out)
+        for case_id, labels in expected.items():
+            np.testing.assert_array_equal(resumed.array(case_id)[...], labels)
