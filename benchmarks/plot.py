@@ -31,7 +31,9 @@ Runs = dict[str, dict[str, dict[str, Any]]]  # run label -> benchmark name -> ex
 
 def load(paths: list[Path]) -> Runs:
     return {
-        path.stem: {b["name"]: b.get("extra_info", {}) for b in json.loads(path.read_text())["benchmarks"]}
+        path.stem: {
+            b["name"]: b.get("extra_info", {}) for b in json.loads(path.read_text())["benchmarks"]
+        }
         for path in paths
     }
 
@@ -127,7 +129,9 @@ def plot_accuracy(runs: Runs, out: Path) -> Path | None:
     return _save(figure, out / "accuracy.png", ax)
 
 
-def _bars(ax: Any, data: dict[str, dict[str, dict[str, Any]]], value: Callable[[dict[str, Any]], float]) -> None:
+def _bars(
+    ax: Any, data: dict[str, dict[str, dict[str, Any]]], value: Callable[[dict[str, Any]], float]
+) -> None:
     width = 0.8 / max(len(data), 1)
     for index, (label, hits) in enumerate(data.items()):
         keys = list(hits)

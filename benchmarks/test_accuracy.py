@@ -97,18 +97,25 @@ def monai_unet(data: DemoData, out: Path, registry: Registry) -> Predictor:
 
 
 MODELS: dict[str, tuple[Callable[..., Predictor], str | None]] = {
-    "duoseg wang2018": (duoseg_model("two_stage", [f"schedule.params.iterations={list(STEPS)}"]), None),
-    "duoseg baseline": (duoseg_model("baseline", [f"schedule.params.iterations={ITERATIONS}"]), None),
+    "duoseg wang2018": (
+        duoseg_model("two_stage", [f"schedule.params.iterations={list(STEPS)}"]),
+        None,
+    ),
+    "duoseg baseline": (
+        duoseg_model("baseline", [f"schedule.params.iterations={ITERATIONS}"]),
+        None,
+    ),
     "MONAI UNet": (monai_unet, "monai"),
 }
 
 
 @pytest.mark.parametrize("model", list(MODELS))
-def test_peer_accuracy(benchmark, registry: Registry, data, test_cases, tmp_path, model) -> None:
+def test_peer_accuracy(benchmark, registry: Registry, data, test_cases, model) -> None:
     fit, needs = MODELS[model]
     if needs and importlib.util.find_spec(needs) is None:
         pytest.skip("peers extra not installed")
-    predict = benchmark.pedantic(fit, args=(data, tmp_path, registry), rounds=1, iterations=1)
+    out = data.cache.parent / "runs"
+    predict = benchmark.pedantic(fit, args=(data, out, registry), rounds=1, iterations=1)
     dice: dict[str, list[float]] = {s: [] for s in STRUCTURES}
     for case in test_cases:
         scores = dice_per_class(predict(case), case.label[...], len(case.meta.class_names))
