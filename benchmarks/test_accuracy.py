@@ -28,7 +28,7 @@ from duoseg.core.inference import Options, load_model, predict_case
 from duoseg.core.outputs import MemorySink
 from duoseg.core.phantom import DEFAULT_SIZE
 
-STEPS = (30, 150, 5, 300)  # wang2018's four steps; the others train sum(STEPS) iterations
+STEPS = (15, 80, 3, 150)  # wang2018's four steps; the others train sum(STEPS) iterations
 ITERATIONS = sum(STEPS)
 PRESET = Preset("accuracy", DEFAULT_SIZE, train_cases=4, test_cases=2)
 Predictor = Callable[[CacheCase], np.ndarray]

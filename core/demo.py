@@ -70,13 +70,13 @@ PRESETS = {
         train_cases=12,
         test_cases=4,
         two_stage=(
-            "schedule.params.iterations=[200, 2000, 100, 4000]",
+            "schedule.params.iterations=[200, 1500, 100, 2000]",
             "schedule.params.batch_size=4",
             "schedule.params.stack_crop=[160, 128]",
             "train.workers=8",
         ),
         baseline=(
-            "schedule.params.iterations=6000",
+            "schedule.params.iterations=3000",
             "schedule.params.batch_size=4",
             "train.workers=8",
         ),

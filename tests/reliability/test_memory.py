@@ -55,4 +55,5 @@ def test_peak_memory_after_30_cases_is_within_10_percent_of_after_5(
     assert result.returncode == 0, result.stderr[-2000:]
     peaks = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(peaks) == CASES
+    print(f"peak RSS after case 5: {peaks[4]:.0f} MiB, after case 30: {peaks[-1]:.0f} MiB")
     assert peaks[-1] <= 1.1 * peaks[4], peaks
