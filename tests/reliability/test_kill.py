@@ -96,18 +96,16 @@ def test_a_killed_zarr_prediction_never_reads_complete_and_a_rerun_is_identical(
     landed = 0
     for index, delay in enumerate(kill_points(seconds, seed=3)):
         out = tmp_path / f"killed-{index}.zarr"
-        if kill_at([*args, str(out)], delay) != 0 and out.exists():
-            landed += 1
-            if is_complete(out):  # killed after its completion record: it must be whole
-                done = PredictionReader(out)
-                for case_id, labels in expected.items():
-                    np.testing.assert_array_equal(done.array(case_id)[...], labels)
-            else:
+        landed += kill_at([*args, str(out)], delay) != 0
+        if not is_complete(out):  # interrupted: refused as incomplete, then finished
+            if out.exists():
                 with pytest.raises(PredictError, match="prediction is incomplete"):
                     PredictionReader(out)
-        result = run([*args, str(out)])
-        assert result.returncode == 0, result.stderr
+            result = run([*args, str(out)])
+            assert result.returncode == 0, result.stderr
+        # Complete - by the rerun, or because the kill came after the completion
+        # record - it must equal the uninterrupted output.
         finished = PredictionReader(out)
         for case_id, labels in expected.items():
             np.testing.assert_array_equal(finished.array(case_id)[...], labels)
-    print(f"prediction: {landed} kills landed after the output was created")
+    print(f"prediction: {landed} of {REPEATS} kills landed before the process ended")
