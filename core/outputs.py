@@ -127,7 +127,7 @@ class ZarrSink(LabelSink):
         progress = self.case / "progress.json"
         group = self.root.require_group(f"cases/{meta.case_id}")
         chunks = (1, *meta.shape[1:])
-        self.labels = group.require_array(
+        group.require_array(  # metadata only: chunks are written by _write_slices
             "labels",
             shape=meta.shape,
             dtype="uint8",
@@ -136,9 +136,9 @@ class ZarrSink(LabelSink):
             compressors=None,  # read back by ZarrArray, which refuses missing chunks
             config={"write_empty_chunks": True},
         )
-        self.probabilities = None
+        self.probabilities = probabilities
         if probabilities:
-            self.probabilities = group.require_array(
+            group.require_array(
                 "probabilities",
                 shape=(len(meta.class_names), *meta.shape),
                 dtype="float16",
@@ -153,18 +153,36 @@ class ZarrSink(LabelSink):
         self, z: int, labels: NDArray[np.uint8], probabilities: NDArray[np.float16] | None
     ) -> None:
         assert self.case is not None
-        self.labels[z : z + len(labels)] = labels
-        if self.probabilities is not None and probabilities is not None:
-            self.probabilities[:, z : z + len(labels)] = probabilities
+        self._write_slices("labels", z, labels)
+        if self.probabilities and probabilities is not None:
+            self._write_slices("probabilities", z, probabilities)
         done = {"done": z + len(labels)}
         write_atomically(self.case / "progress.json", lambda tmp: tmp.write_text(json.dumps(done)))
+
+    def _write_slices(self, name: str, z: int, data: NDArray[Any]) -> None:
+        """Write the chunk files of slices ``z ..`` (one uncompressed little-endian chunk per
+        slice, as the array's metadata says) ourselves: zarr-python writes from an event
+        loop thread, so a full disk surfaced as a traceback from that thread."""
+        assert self.case is not None
+        chunks = self.case / name / "c"
+        for offset in range(data.shape[-3]):
+            if name == "labels":
+                path, chunk = chunks / str(z + offset) / "0" / "0", data[offset]
+            else:  # (classes, z, y, x): one chunk holds every class of a slice
+                path, chunk = chunks / "0" / str(z + offset) / "0" / "0", data[:, offset]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(np.ascontiguousarray(chunk, chunk.dtype.newbyteorder("<")).tobytes())
 
     def end(self, meta: CaseMeta, lcc_box: tuple[slice, ...] | None) -> None:
         assert self.case is not None
         if (self.case / "complete.json").exists():
             return
         if lcc_box is not None:
-            self.labels[lcc_box] = largest_components(self.labels[lcc_box], len(meta.class_names))
+            slices = ZarrArray(self.case / "labels", f"prediction {self.path}, case {meta.case_id}")
+            labels = slices[lcc_box[0]]
+            box = (slice(None), *lcc_box[1:])
+            labels[box] = largest_components(labels[box], len(meta.class_names))
+            self._write_slices("labels", lcc_box[0].start, labels)
         info = {
             "source_affine": meta.source_affine,
             "label_values": list(meta.label_values),

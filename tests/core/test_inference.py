@@ -301,3 +301,19 @@ def test_predict_and_evaluate_a_baseline_run(baseline_run, cache, tmp_path, caps
     pred = tmp_path / "pred" / "ct_train_1001_label.nii.gz"
     assert main(["evaluate", str(pred), str(truth)]) == 0
     assert "| Dice |" in capsys.readouterr().out
+
+
+def test_zarr_output_with_lcc_equals_the_in_memory_result(two_stage_run, cache, tmp_path) -> None:
+    from duoseg.core.outputs import PredictionReader, finish_output
+
+    registry = load_plugins()
+    model = load_model(two_stage_run, registry)
+    case = open_cache(cache, registry).case("ct_train_1002")
+    options = Options(lcc_per_class=True, memory_budget_mib=2)
+    memory = MemorySink()
+    predict_case(model, case, memory, options)
+    out = tmp_path / "out.zarr"
+    prepare_output(out, overwrite=False)
+    predict_case(model, case, ZarrSink(out), options)
+    finish_output(out, ["ct_train_1002"], [])
+    np.testing.assert_array_equal(PredictionReader(out).array("ct_train_1002")[...], memory.labels)
