@@ -12,24 +12,26 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-@pytest.mark.slow
-def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
+def run_fast(script: str, out: Path) -> subprocess.CompletedProcess[str]:
+    """``python examples/SCRIPT --fast --out OUT``; it must succeed."""
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "quickstart.py"), "--fast", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, check=False,
+        [sys.executable, str(EXAMPLES / script), "--fast", "--out", str(out)],
+        capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
+    result = run_fast("quickstart.py", tmp_path)
     assert "| metric | LV | Myo | RV | LA | RA | AA | PA | WH |" in result.stdout
     assert (tmp_path / "prediction" / "ct_train_1005_label.nii.gz").exists()
 
 
 @pytest.mark.slow
 def test_ablation_trains_every_variant(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "ablation.py"), "--fast", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=900, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_fast("ablation.py", tmp_path)
     table = (tmp_path / "ablation.md").read_text()
     for variant in ("full schedule", "without step 1", "without step 2", "without step 3"):
         assert f"| {variant} | " in table
