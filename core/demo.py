@@ -33,7 +33,6 @@ from .predict import predict_paths
 from .registry import Registry
 from .trainer import Trainer, config_as_dict
 
-FINDING_METRICS = ("mean", "Myo")  # the paper's finding: better on average and on Myo
 
 
 @dataclass(frozen=True)
