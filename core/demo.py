@@ -34,7 +34,6 @@ from .registry import Registry
 from .trainer import Trainer, config_as_dict
 
 
-
 @dataclass(frozen=True)
 class Preset:
     """How big the demo is: phantom size, case counts and training budgets."""
