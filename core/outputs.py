@@ -136,7 +136,7 @@ class ZarrSink(LabelSink):
             compressors=None,  # read back by ZarrArray, which refuses missing chunks
             config={"write_empty_chunks": True},
         )
-        self.probabilities = probabilities
+        self.keep_probabilities = probabilities
         if probabilities:
             group.require_array(
                 "probabilities",
@@ -154,7 +154,7 @@ class ZarrSink(LabelSink):
     ) -> None:
         assert self.case is not None
         self._write_slices("labels", z, labels)
-        if self.probabilities and probabilities is not None:
+        if self.keep_probabilities and probabilities is not None:
             self._write_slices("probabilities", z, probabilities)
         done = {"done": z + len(labels)}
         write_atomically(self.case / "progress.json", lambda tmp: tmp.write_text(json.dumps(done)))
