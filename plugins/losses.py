@@ -10,6 +10,7 @@ probabilities, ``t`` the one-hot target and sums over the voxels ``n`` of a samp
 
 from __future__ import annotations
 
+from functools import partial
 from typing import ClassVar
 
 import torch
@@ -18,16 +19,20 @@ from duoseg.core.loss import Inputs
 from torch import Tensor
 
 
+def class_sums(values: Tensor, *, batch_dice: bool) -> Tensor:
+    """Sums over the voxels of each sample (of the batch with ``batch_dice``): (b, C) or (1, C)."""
+    dims = tuple(range(2, values.dim()))
+    sums = values.sum(dims)
+    return sums.sum(0, keepdim=True) if batch_dice else sums
+
+
 def soft_dice(
     probabilities: Tensor, target: Tensor, *, smooth: float, batch_dice: bool
 ) -> tuple[Tensor, Tensor]:
     """Per-class soft Dice ``S`` and voxel counts ``N``, shaped (b, C) or (1, C)."""
-    dims = (0, *range(2, target.dim())) if batch_dice else tuple(range(2, target.dim()))
-    intersection = (probabilities * target).sum(dims)
-    total = (probabilities + target).sum(dims)
-    counts = target.sum(dims)
-    if batch_dice:
-        intersection, total, counts = intersection[None], total[None], counts[None]
+    intersection = class_sums(probabilities * target, batch_dice=batch_dice)
+    total = class_sums(probabilities + target, batch_dice=batch_dice)
+    counts = class_sums(target, batch_dice=batch_dice)
     return (2 * intersection + smooth) / (total + smooth), counts
 
 
@@ -50,19 +55,52 @@ def inverse_count_weights(counts: Tensor, power: float, *, absent: str) -> Tenso
 class WeightedDiceLoss(SegmentationLoss):
     r"""The paper's Eq. 1: Dice scores weighted by inverse class voxel counts.
 
-    .. math:: \mathcal{L} = 1 - \sum_c w_c S_c, \qquad
-              w_c = \frac{1 / N_c}{\sum_{c'} 1 / N_{c'}}
+    .. math:: \mathcal{L} = 1 - \sum_c w_c S_c, \qquad \sum_c w_c = 1
 
-    Eq. 1 writes the weights as ``1/N_c``; taken literally the loss is not bounded,
-    so we read them as normalised to sum to 1, which puts the loss in [0, 1] (0 for
-    a perfect prediction). ``N_c`` counts class ``c`` in each sample's target; a class
-    absent from it has no ``1/N_c`` and gets weight 0: giving it a large weight instead
-    makes the loss demand that its summed probability over the whole patch fall below
-    the smooth term, which dominated and stalled training on small patches (measured:
-    the weighted loss stayed at 0.98 for 150 steps). False alarms of absent classes
-    still lower the present classes' Dice. ``include_background``
-    (default True, the paper's sum over all classes) keeps class 0 in the sum; its
-    weight is small since background is the largest class.
+    Eq. 1 writes the weights as ``1/N_c``, ``N_c`` the voxels of class ``c`` in the
+    target; taken literally the loss is unbounded, so the weights are normalised to
+    sum to 1, which puts the loss in [0, 1]. Sums run over the ``V`` voxels of each
+    sample (of the whole batch with ``batch_dice``).
+
+    The default form makes the correct labelling the only minimum (loss 0) and makes
+    false alarms cost. With ``m = min_fraction * V``, ``P`` the classes present in the
+    target (``N_c > 0``) and ``A`` the absent ones:
+
+    .. math:: S_c = \frac{2 \sum_n t_{n,c} p_{n,c} + \epsilon}
+                          {\sum_n t_{n,c}^2 + \sum_n p_{n,c}^2 + \epsilon}, \quad
+              w_c \propto \frac{1}{\max(N_c, m)} \quad (c \in P)
+
+    .. math:: S_A = \frac{m}{\sum_{a \in A} \sum_n p_{n,a}^2 + m}, \quad
+              w_A \propto \max_{c \in P} \frac{1}{\max(N_c, m)}
+
+    - Squared denominators (V-Net): ``S_c <= 1`` as ``(t - p)^2 >= 0``, with equality
+      iff ``p = t``, also for soft targets (the class fractions of a coarse label in
+      steps 2 and 3), so the exact soft target is the minimum. The linear ``sum(t + p)``
+      cannot reach 1 for a soft ``t`` and rewards thresholding it (measured: scoring a
+      sliver class as absent beat the exact target).
+    - The floor ``m`` keeps a class that only touches the patch (soft count < 1) from
+      taking nearly all the weight.
+    - The absent classes share one false-alarm score ``S_A`` (their squared Dice, the
+      target being empty, with smoothing ``m``), weighted like the rarest present class.
+      One pooled score rather than one per absent class, and ``p^2`` rather than ``p``:
+      on a toy problem with 5-6 of 7 structures absent per patch, per-class scores
+      (with ``sum p``, or ``sum p^2`` and ``m = 0.01 V``) drove the net to predict
+      background everywhere, as did the squared pooled probability ``(sum_a p)^2``
+      with ``m = 0.02 V`` in 5 of 10 seeds; the form above trained in all 10 (after 1500
+      steps foreground Dice 0.84 against 0.76 for ``literal``, 0.6x the absent-class
+      voxels).
+
+    Measured on a 16^3 patch holding 64 voxels of class 1, 8 classes: labelling 10%,
+    50%, 90% of the background as an absent class raises the loss by 0.41, 0.48, 0.49
+    (``literal=True``: 0.0008, 0.005, 0.013).
+
+    ``literal=True`` gives the paper's literal reading: linear denominators (the
+    module's ``S_c``), ``epsilon = smooth``, ``w_c \propto 1/N_c`` over the present
+    classes (counts clamped at 1), absent classes weight 0, so a false alarm of an
+    absent class only lowers the present classes' Dice, which costs almost nothing;
+    ``min_fraction`` is unused. ``include_background`` (default True, the paper's sum
+    over all classes) keeps class 0 in the sum; its weight is small since background
+    is the largest class.
     """
 
     def __init__(
@@ -72,19 +110,44 @@ class WeightedDiceLoss(SegmentationLoss):
         smooth: float = 1.0,
         include_background: bool = True,
         batch_dice: bool = False,
+        min_fraction: float = 0.02,
+        literal: bool = False,
     ) -> None:
         super().__init__(inputs)
+        if not smooth >= 0:
+            raise ValueError(f"smooth must be >= 0, got {smooth!r}")
+        if not 0 < min_fraction <= 1:
+            raise ValueError(f"min_fraction must be in (0, 1], got {min_fraction!r}")
         self.smooth = smooth
         self.first_class = 0 if include_background else 1
         self.batch_dice = batch_dice
+        self.min_fraction = min_fraction
+        self.literal = literal
 
     def _loss(self, scores: Tensor, target: Tensor) -> Tensor:
-        dice, counts = soft_dice(
-            self.probabilities(scores), target, smooth=self.smooth, batch_dice=self.batch_dice
-        )
-        dice, counts = dice[:, self.first_class :], counts[:, self.first_class :]
-        weights = inverse_count_weights(counts, power=1.0, absent="zero")
-        return (1 - (weights * dice).sum(1)).mean()
+        probabilities = self.probabilities(scores)[:, self.first_class :]
+        target = target[:, self.first_class :]
+        if self.literal:
+            dice, counts = soft_dice(
+                probabilities, target, smooth=self.smooth, batch_dice=self.batch_dice
+            )
+            weights = inverse_count_weights(counts, power=1.0, absent="zero")
+            return (1 - (weights * dice).sum(1)).mean()
+        sums = partial(class_sums, batch_dice=self.batch_dice)
+        counts = sums(target)
+        present = counts > 0
+        voxels = target[:, 0].numel() if self.batch_dice else target[0, 0].numel()
+        floor = self.min_fraction * voxels
+        squares = sums(target.square() + probabilities.square())  # sum p^2 where absent
+        # absent classes leave S_c unused; keep it finite (and its gradient) when smooth = 0
+        denominator = torch.where(present, squares + self.smooth, torch.ones_like(squares))
+        dice = (2 * sums(probabilities * target) + self.smooth) / denominator
+        weights = torch.where(present, 1 / counts.clamp_min(floor), torch.zeros_like(counts))
+        alarm_score = floor / (torch.where(present, 0, squares).sum(1) + floor)
+        largest = torch.where(present.any(1), weights.amax(1), 1 / floor)
+        alarm_weight = torch.where(present.all(1), 0, largest)
+        score = (weights * dice).sum(1) + alarm_weight * alarm_score
+        return (1 - score / (weights.sum(1) + alarm_weight)).mean()
 
 
 class ForegroundDiceLoss(SegmentationLoss):
@@ -138,13 +201,10 @@ class GeneralizedDiceLoss(SegmentationLoss):
     def _loss(self, scores: Tensor, target: Tensor) -> Tensor:
         probabilities = self.probabilities(scores)[:, self.first_class :]
         target = target[:, self.first_class :]
-        dims = tuple(range(2, target.dim()))
-        if self.batch_dice:
-            dims = (0, *dims)
-        counts = target.sum(dims).reshape(-1, target.shape[1])
+        counts = class_sums(target, batch_dice=self.batch_dice)
         weights = inverse_count_weights(counts, power=2.0, absent="largest")
-        intersection = (probabilities * target).sum(dims).reshape(weights.shape)
-        total = (probabilities + target).sum(dims).reshape(weights.shape)
+        intersection = class_sums(probabilities * target, batch_dice=self.batch_dice)
+        total = class_sums(probabilities + target, batch_dice=self.batch_dice)
         numerator = 2 * (weights * intersection).sum(1) + self.smooth
         denominator = (weights * total).sum(1) + self.smooth
         return (1 - numerator / denominator).mean()
