@@ -4,16 +4,23 @@ Augmentations take a batch - image (b, c, z, y, x) float, label (b, z', y, x)
 integer - and run on whatever device holds it. When the label has one slice and
 the image more (an axial stack with its central label), transforms act in-plane
 only, identically on every slice. Each sample is transformed with ``probability``.
+
+The image's channels share one random draw, so channels stacked onto the image -
+Net1's guidance beside the intensities - stay aligned with it and with the label.
+Where a spatial transform reaches past the volume, channel ``i`` is filled with
+``fill[i]``: air (-1) for intensities, the background's value for guidance.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from .errors import InputShapeError
+from .sampler import IMAGE_PAD
 
 
 class Augmentation(ABC):
@@ -23,8 +30,14 @@ class Augmentation(ABC):
         self.probability = probability
 
     def __call__(
-        self, image: Tensor, label: Tensor, generator: torch.Generator
+        self,
+        image: Tensor,
+        label: Tensor,
+        generator: torch.Generator,
+        fill: Sequence[float] | None = None,
     ) -> tuple[Tensor, Tensor]:
+        """Transform the chosen samples; ``fill`` gives one value per image channel
+        (default: :data:`IMAGE_PAD`, air, for every channel)."""
         name = type(self).__name__
         if image.dim() != 5 or label.dim() != 4:
             raise InputShapeError(
@@ -41,17 +54,25 @@ class Augmentation(ABC):
                 f"{name}: label depth {label.shape[1]} must equal the image depth "
                 f"{image.shape[2]} or be 1 (a stack's central slice)"
             )
+        fill = [IMAGE_PAD] * image.shape[1] if fill is None else list(fill)
+        if len(fill) != image.shape[1]:
+            raise InputShapeError(
+                f"{name}: fill has {len(fill)} value(s) {fill} for an image of "
+                f"{image.shape[1]} channel(s)"
+            )
         chosen = torch.rand(image.shape[0], generator=generator) < self.probability
         if not bool(chosen.any()):
             return image, label
         index = chosen.nonzero()[:, 0].to(image.device)
-        new_image, new_label = self._apply(image[index], label[index], generator, in_plane)
+        values = torch.tensor(fill, dtype=image.dtype, device=image.device)
+        new_image, new_label = self._apply(image[index], label[index], generator, in_plane, values)
         image, label = image.clone(), label.clone()
         image[index], label[index] = new_image.to(image.dtype), new_label.to(label.dtype)
         return image, label
 
     @abstractmethod
     def _apply(
-        self, image: Tensor, label: Tensor, generator: torch.Generator, in_plane: bool
+        self, image: Tensor, label: Tensor, generator: torch.Generator, in_plane: bool, fill: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """Transform every sample of a validated batch."""
+        """Transform every sample of a validated batch; ``fill`` is (c,), one value per
+        image channel, for voxels that come from outside the volume."""

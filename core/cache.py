@@ -32,10 +32,11 @@ from numpy.typing import NDArray
 from .importer import DataError
 
 if TYPE_CHECKING:
+    from .preprocessing import Preprocessing
     from .registry import Registry
 
 CACHE_FORMAT: Final = "duoseg-cache"
-CACHE_VERSION: Final = 1
+CACHE_VERSION: Final = 2  # 2: the completion record holds the preprocessing record
 ARRAYS: Final = ("image", "label", "coarse_image", "coarse_label", "class_counts")
 # Chosen by benchmark (docs/data.md): uncompressed (16, 128, 128) chunks read 924
 # random 64^3 image+label pairs/s and 325 K=9 stacks of 512^2 slices/s on 2 cores.
@@ -200,6 +201,13 @@ class CacheReader(ABC):
         """Case ids, sorted, as the completion record lists them."""
         return list(self.record["cases"])
 
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How every case of this cache was prepared."""
+        from .preprocessing import Preprocessing
+
+        return Preprocessing.from_dict(self.record.get("preprocessing"), where=str(self.path))
+
     def case(self, case_id: str) -> CacheCase:
         if case_id not in self.record["cases"]:
             raise DataError(
@@ -278,8 +286,8 @@ class CacheWriter(ABC):
     """Adds, replaces and drops cases, then writes the completion record last."""
 
     @abstractmethod
-    def case_checksums(self) -> dict[str, dict[str, str]]:
-        """Source checksums of the complete cases already present, by case id."""
+    def case_metas(self) -> dict[str, CaseMeta]:
+        """The metadata of the complete cases already present, by case id."""
 
     @abstractmethod
     def write_case(self, arrays: CaseArrays) -> None:
@@ -340,7 +348,9 @@ def open_cache(path: str | Path, registry: Registry | None = None) -> CacheReade
     )
 
 
-def completion_record(cases: list[str], store: str) -> dict[str, Any]:
+def completion_record(
+    cases: list[str], store: str, preprocessing: dict[str, Any]
+) -> dict[str, Any]:
     import datetime
 
     return {
@@ -348,6 +358,7 @@ def completion_record(cases: list[str], store: str) -> dict[str, Any]:
         "version": CACHE_VERSION,
         "store": store,
         "cases": sorted(cases),
+        "preprocessing": preprocessing,
         "completed": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 

@@ -1,4 +1,4 @@
-"""Building a cache from a source folder: import, normalise, downsample, index, write.
+"""Building a cache from a source folder: import, prepare (core/preprocessing.py), write.
 
 A build takes an exclusive lock beside the target, so a second build of the same
 cache exits naming the holder. It is incremental - a case whose source checksums
@@ -14,19 +14,18 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from numpy.typing import NDArray
-
 from .cache import CaseArrays, CaseMeta, VolumeStore, array_digest, completion_record
-from .importer import DataError, ImportedCase, Importer, file_checksum
-
-DEFAULT_COARSE_SPACING = 3.0
-DEFAULT_PERCENTILES = (0.5, 99.5)
+from .importer import DataError, Importer, file_checksum
+from .preprocessing import (
+    DEFAULT_COARSE_SPACING,
+    DEFAULT_PERCENTILES,
+    Preprocessing,
+    class_table,
+    prepare_case,
+)
 
 
 @dataclass
@@ -61,108 +60,8 @@ def build_lock(target: Path) -> Iterator[None]:
         handle.close()
 
 
-def normalise(
-    image: NDArray[np.float32], percentiles: tuple[float, float]
-) -> tuple[NDArray[np.float16], dict[str, float]]:
-    """Clip to the given percentiles and rescale linearly to [-1, 1] (the paper's range)."""
-    low, high = (float(v) for v in np.percentile(image, percentiles))
-    if high <= low:
-        high = low + 1.0
-    scaled = (np.clip(image, low, high) - low) * (2.0 / (high - low)) - 1.0
-    return scaled.astype(np.float16), {"low": low, "high": high,
-                                        "percentile_low": percentiles[0],
-                                        "percentile_high": percentiles[1]}  # fmt: skip
-
-
-def coarse_shape(
-    shape: tuple[int, ...], spacing: tuple[float, ...], target: float
-) -> tuple[int, int, int]:
-    z, y, x = (max(1, round(n * s / target)) for n, s in zip(shape, spacing, strict=True))
-    return (z, y, x)
-
-
-def downsample_image(
-    image: NDArray[np.floating], shape: tuple[int, int, int]
-) -> NDArray[np.float16]:
-    """Area (box) averaging to ``shape``: anti-aliased, as the coarse grid needs."""
-    tensor = torch.from_numpy(np.asarray(image, dtype=np.float32))[None, None]
-    return F.adaptive_avg_pool3d(tensor, shape)[0, 0].numpy().astype(np.float16)
-
-
-def downsample_label(
-    label: NDArray[np.uint8], shape: tuple[int, int, int], classes: int
-) -> NDArray[np.uint8]:
-    """Majority vote: the class covering the largest part of each coarse voxel."""
-    best = torch.zeros(shape)
-    result = torch.zeros(shape, dtype=torch.uint8)
-    source = torch.from_numpy(label)
-    for c in range(classes):
-        share = F.adaptive_avg_pool3d((source == c).float()[None, None], shape)[0, 0]
-        better = share > best
-        best = torch.where(better, share, best)
-        result[better] = c
-    return result.numpy()
-
-
-def class_counts(
-    label: NDArray[np.uint8], block: tuple[int, ...], classes: int
-) -> NDArray[np.int64]:
-    """Voxel count per block of ``block`` shape and per class: (bz, by, bx, classes)."""
-    grid = [-(-n // b) for n, b in zip(label.shape, block, strict=True)]
-    counts = np.zeros((*grid, classes), np.int64)
-    by_index = (np.arange(label.shape[1]) // block[1])[:, None] * grid[2]
-    bx_index = (np.arange(label.shape[2]) // block[2])[None, :]
-    block_id = (by_index + bx_index) * classes  # (y, x) -> first bin of its block
-    for bz in range(grid[0]):
-        slab = label[bz * block[0] : (bz + 1) * block[0]]
-        bins = np.bincount((block_id[None] + slab).ravel(), minlength=grid[1] * grid[2] * classes)
-        counts[bz] = bins.reshape(grid[1], grid[2], classes)
-    return counts
-
-
 def source_checksums(image: Path, label: Path | None) -> dict[str, str]:
     return {"image": file_checksum(image), **({"label": file_checksum(label)} if label else {})}
-
-
-def prepare_case(
-    case: ImportedCase,
-    *,
-    checksums: dict[str, str],
-    chunks: tuple[int, ...],
-    coarse_spacing: float,
-    percentiles: tuple[float, float],
-) -> CaseArrays:
-    """Everything the cache stores for one imported case."""
-    image, normalisation = normalise(case.image, percentiles)
-    small = coarse_shape(image.shape, case.spacing, coarse_spacing)
-    coarse = downsample_image(image, small)
-    classes = len(case.class_names)
-    label = coarse_label = None
-    counts = np.zeros((0, 0, 0, classes), np.int64)
-    if case.label is not None:
-        label = case.label
-        coarse_label = downsample_label(label, small, classes)
-        counts = class_counts(label, chunks, classes)
-    extent = [n * s for n, s in zip(image.shape, case.spacing, strict=True)]
-    arrays = {"image": image, "label": label, "coarse_image": coarse, "coarse_label": coarse_label}
-    meta = CaseMeta(
-        case_id=case.case_id,
-        shape=(image.shape[0], image.shape[1], image.shape[2]),
-        spacing=case.spacing,
-        coarse_shape=small,
-        coarse_spacing=(extent[0] / small[0], extent[1] / small[1], extent[2] / small[2]),
-        canonical_affine=case.canonical_affine.tolist(),
-        source_affine=case.source_affine.tolist(),
-        source_shape=case.source_shape,
-        class_names=case.class_names,
-        label_values=case.label_values,
-        normalisation=normalisation,
-        checksums=checksums,
-        has_label=label is not None,
-        coarse_target=coarse_spacing,
-        digests={k: array_digest(v, chunks) for k, v in arrays.items() if v is not None},
-    )
-    return CaseArrays(meta, image, label, coarse, coarse_label, counts)
 
 
 def build_cache(
@@ -175,11 +74,14 @@ def build_cache(
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     progress: bool = False,
 ) -> BuildReport:
-    """Build or update the cache at ``target`` from the cases under ``source``."""
+    """Build or update the cache at ``target`` from the cases under ``source``.
+
+    A cached case is kept when its source files and the preprocessing it was made with
+    are unchanged; otherwise it is prepared again, so one cache never mixes two ways
+    of preparing data. The completion record carries the preprocessing record."""
     from tqdm import tqdm
 
-    if not coarse_spacing > 0:
-        raise DataError(f"coarse_spacing must be > 0 mm, got {coarse_spacing}")
+    plan = Preprocessing(percentiles=percentiles, coarse_spacing=coarse_spacing)
     source, target = Path(source), Path(target)
     start = time.perf_counter()
     report = BuildReport()
@@ -188,30 +90,60 @@ def build_cache(
     with build_lock(target):
         writer = store.writer(target)
         try:
-            cached = writer.case_checksums()
+            cached = writer.case_metas()
+            metas: list[CaseMeta] = []
             for pair in tqdm(pairs, desc=f"cache {target.name}", unit="case", disable=not progress):
-                checksums = source_checksums(pair.image, pair.label)
-                if cached.get(pair.case_id) == checksums:
+                checksums = {**source_checksums(pair.image, pair.label), "plan": plan.digest()}
+                previous = cached.get(pair.case_id)
+                if previous is not None and previous.checksums == checksums:
                     report.skipped.append(pair.case_id)
+                    metas.append(previous)
                     continue
                 case = importer.load(pair)
-                arrays = prepare_case(
-                    case, checksums=checksums, chunks=store.chunks,
-                    coarse_spacing=coarse_spacing, percentiles=percentiles,
-                )  # fmt: skip
+                arrays = _with_digests(
+                    prepare_case(case, plan, checksums=checksums, chunks=store.chunks),
+                    store.chunks,
+                )
                 writer.write_case(arrays)
+                metas.append(arrays.meta)
                 report.written.append(pair.case_id)
                 report.voxels += case.image.size
             wanted = {p.case_id for p in pairs}
             for case_id in sorted(set(cached) - wanted):
                 writer.drop_case(case_id)
                 report.dropped.append(case_id)
-            writer.commit(completion_record(sorted(wanted), store.name))
+            record = _record_of(plan, metas, target)
+            writer.commit(completion_record(sorted(wanted), store.name, record.as_dict()))
         except BaseException:
             writer.abort()
             raise
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _with_digests(arrays: CaseArrays, chunks: tuple[int, ...]) -> CaseArrays:
+    named = {
+        "image": arrays.image,
+        "label": arrays.label,
+        "coarse_image": arrays.coarse_image,
+        "coarse_label": arrays.coarse_label,
+    }
+    digests = {k: array_digest(v, chunks) for k, v in named.items() if v is not None}
+    return replace(arrays, meta=replace(arrays.meta, digests=digests))
+
+
+def _record_of(plan: Preprocessing, metas: list[CaseMeta], target: Path) -> Preprocessing:
+    """The plan with the cases' classes, which every case must share."""
+    first = metas[0]
+    for meta in metas[1:]:
+        if (meta.class_names, meta.label_values) != (first.class_names, first.label_values):
+            raise DataError(
+                f"{target}: case {meta.case_id} has classes "
+                f"{class_table(meta.class_names, meta.label_values)} but case {first.case_id} "
+                f"has {class_table(first.class_names, first.label_values)}; one cache holds "
+                "one label set"
+            )
+    return replace(plan, class_names=first.class_names, label_values=first.label_values)
 
 
 def describe_report(report: BuildReport) -> str:

@@ -49,13 +49,28 @@ def _add_evaluate(commands: Any) -> None:
     evaluate.add_argument("--json", type=Path, metavar="FILE", help="write every figure as JSON")
     evaluate.add_argument("--csv", type=Path, metavar="FILE", help="per-case rows as CSV")
     evaluate.add_argument("--overlays", type=Path, metavar="DIR", help="PNG overlays per case")
+    evaluate.add_argument(
+        "--labels",
+        metavar="NAME=V,...",
+        help="the classes and their label values (default: --run's, else PRED's record)",
+    )
+    evaluate.add_argument(
+        "--run",
+        type=Path,
+        dest="run_dir",  # args.run is the command
+        metavar="RUN_DIR",
+        help="take the classes from this run's checkpoint",
+    )
     evaluate.set_defaults(run=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, format_table, overlays, save_json, write_csv
+    from .evaluate import FROM_TRUTH, evaluate, format_table, overlays, save_json, write_csv
 
-    result = evaluate(args.prediction, args.truth, load_plugins())
+    labels = _label_map(args.labels).get("labels") if args.labels is not None else None
+    result = evaluate(args.prediction, args.truth, load_plugins(), labels=labels, run=args.run_dir)
+    if result["label_source"].startswith(FROM_TRUTH):
+        print(f"classes: {result['label_source']}", file=sys.stderr)
     print(format_table(result))
     if args.json:
         save_json(result, args.json)
@@ -72,7 +87,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                 args.truth if args.truth.is_file() else next(args.truth.glob(f"{case}_label.nii*"))
             )
             image = next(truth.parent.glob(f"{case}_image.nii*"), None)
-            overlays(truth, {"prediction": pred}, args.overlays / f"{case}_overlay.png", image)
+            overlays(truth, {"prediction": pred}, args.overlays / f"{case}_overlay.png", image,
+                     labels=result["labels"])  # fmt: skip
     return 0
 
 
@@ -80,7 +96,9 @@ def _add_predict(commands: Any) -> None:
     predict = commands.add_parser("predict", help="segment volumes at full resolution")
     predict.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     predict.add_argument("input", type=Path, metavar="INPUT", help="NIfTI file, folder or cache")
-    predict.add_argument("output", type=Path, metavar="OUTPUT", help="folder (NIfTI) or *.zarr")
+    predict.add_argument(
+        "output", type=Path, metavar="OUTPUT", help="file.nii[.gz], folder (NIfTI) or *.zarr"
+    )
     predict.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     predict.add_argument("--case", action="append", help="cache case id(s) to predict")
     predict.add_argument(
@@ -252,6 +270,14 @@ def _add_cache(commands: Any) -> None:
     build.add_argument("--labels", help="label map for --importer nifti: NAME=VALUE,...")
     build.add_argument("--codec", default="none", help="chunk codec (zarr: none, lz4, zstd)")
     build.add_argument("--coarse-spacing", type=float, default=3.0, help="Net1 grid in mm")
+    build.add_argument(
+        "--percentiles",
+        type=float,
+        nargs=2,
+        default=(0.5, 99.5),
+        metavar=("LOW", "HIGH"),
+        help="intensity percentiles clipped before scaling to [-1, 1]",
+    )
     build.set_defaults(run=_cache_build)
     verify = actions.add_parser(
         "verify", help="read every chunk (and check every digest) of a cache or Zarr prediction"
@@ -284,6 +310,7 @@ def _cache_build(args: argparse.Namespace) -> int:
         importer=importer,
         store=store,
         coarse_spacing=args.coarse_spacing,
+        percentiles=tuple(args.percentiles),
         progress=True,
     )
     print(f"{args.cache}: {describe_report(report)}")

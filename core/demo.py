@@ -26,7 +26,7 @@ import torch
 from .cache_build import build_cache
 from .config import check_components, load_config
 from .errors import DuosegError
-from .evaluate import STRUCTURES, evaluate, overlays, save_json
+from .evaluate import WHOLE, class_names, evaluate, overlays, save_json
 from .inference import Options
 from .phantom import DEFAULT_SIZE, write_phantoms
 from .predict import predict_paths
@@ -216,8 +216,9 @@ def _figures(out: Path, runs: dict[str, Path], test_source: Path) -> dict[str, P
 
 
 def mean_dice(result: dict[str, Any]) -> float:
-    """Mean Dice over the seven structures (the whole heart excluded)."""
-    return float(sum(result["table"]["dice"][s]["mean"] for s in STRUCTURES) / len(STRUCTURES))
+    """Mean Dice over the result's classes (the whole foreground excluded)."""
+    classes = class_names(result)
+    return float(sum(result["table"]["dice"][s]["mean"] for s in classes) / len(classes))
 
 
 def finding(results: dict[str, Any]) -> dict[str, tuple[float, float, bool]]:
@@ -282,16 +283,16 @@ def _score_table(results: dict[str, Any], metrics: tuple[str, ...]) -> list[str]
     names = {"dice": "Dice", "jaccard": "Jaccard", "asd": "ASD", "hd95": "HD95"}
     header = [f"{names[m]} {method}" for m in metrics for method in results]
     rows = ["| structure | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
-    several = len(next(iter(results.values()))["cases"]) > 1
-    for structure in [*STRUCTURES, "WH"]:
+    first = next(iter(results.values()))
+    several = len(first["cases"]) > 1
+    for structure in [*class_names(first), WHOLE]:
         cells = [_cell(results[method]["table"][m][structure], m, several) for m in metrics
                  for method in results]  # fmt: skip
         rows.append(f"| {structure} | " + " | ".join(cells) + " |")
     if "dice" in metrics:
         means = [f"{mean_dice(results[method]):.4f}" for method in results]
-        rows.append(
-            "| mean of 7 (Dice) | " + " | ".join(means) + " |" + " |" * (len(header) - len(means))
-        )
+        label = f"mean of {len(class_names(first))} (Dice)"
+        rows.append(f"| {label} | " + " | ".join(means) + " |" + " |" * (len(header) - len(means)))
     return rows
 
 

@@ -1,10 +1,9 @@
-"""Net1 on a whole coarse volume, trilinear upsampling, and Dice per class."""
+"""Net1 on a whole coarse volume, and Dice per class."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
@@ -15,11 +14,6 @@ def net1_probabilities(net1: nn.Module, coarse_image: NDArray[np.floating], devi
     x = torch.as_tensor(np.asarray(coarse_image, dtype=np.float32), device=device)[None, None]
     scores: Tensor = net1.eval()(x)
     return scores.float().softmax(1)[0]
-
-
-def upsample(volume: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """Trilinear resampling of (c, z, y, x) to ``shape`` (z, y, x)."""
-    return F.interpolate(volume[None], size=tuple(shape), mode="trilinear", align_corners=False)[0]
 
 
 def dice_per_class(

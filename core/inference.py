@@ -7,7 +7,8 @@ the in-plane ROI size and D, never on the number of slices. D comes from the FLO
 memory accounting of Net2 for the ROI's in-plane size and the memory budget.
 
 The baseline (``unet3d``) predicts at 2 mm and its class probabilities are resampled
-back with 2nd-order B-splines, slab by slab, then argmaxed.
+back with 2nd-order B-splines, slab by slab, then argmaxed; the probabilities written
+are the resampled values clipped to [0, 1] and renormalised.
 """
 
 from __future__ import annotations
@@ -28,14 +29,15 @@ from torch import Tensor
 
 from .accounting import network_cost
 from .cache import CacheCase, CaseMeta, ChunkedArray
-from .cache_build import coarse_shape, downsample_image, normalise
 from .checkpoint import load_checkpoint
 from .errors import DuosegError
 from .evaluation import net1_probabilities
-from .guidance import Guidance, guidance_of, guide
+from .guidance import Guidance, guidance_of, guide, outside_guidance, upsample_box
+from .importer import ImportedCase
 from .network import SegmentationNetwork
+from .preprocessing import Preprocessing, grid_shape, prepare_case
 from .registry import Registry
-from .resample import BSplineUpsampler
+from .resample import BSplineUpsampler, as_probabilities
 from .sampler import IMAGE_PAD, read_padded
 
 log = logging.getLogger("duoseg.inference")
@@ -52,7 +54,7 @@ class Model:
     """Trained networks and how their training data were prepared."""
 
     networks: dict[str, SegmentationNetwork]
-    data: dict[str, Any]
+    preprocessing: Preprocessing
     device: torch.device
 
     @property
@@ -65,12 +67,17 @@ class Model:
 
     @property
     def classes(self) -> int:
-        return len(self.data["class_names"])
+        return self.preprocessing.classes
 
     @property
     def guidance(self) -> Guidance:
         net2 = self.networks["net2"]
         return guidance_of(net2.in_channels, net2.out_channels)
+
+    @property
+    def outside(self) -> list[float]:
+        """Net2's guidance channels outside the volume: certainly background."""
+        return outside_guidance(self.guidance, self.classes)
 
 
 def load_model(run_dir: Path, registry: Registry, device: str = "cpu") -> Model:
@@ -83,13 +90,14 @@ def load_model(run_dir: Path, registry: Registry, device: str = "cpu") -> Model:
     checkpoint = load_checkpoint(path, registry)
     if not checkpoint.data:
         raise PredictError(f"{path}: checkpoint records no data preparation; retrain it")
+    preprocessing = Preprocessing.from_dict(checkpoint.data, where=str(path))
     target = torch.device(device)
     networks = {}
     for role, ref in checkpoint.config["networks"].items():
         network = registry.build("network", ref["component"], **ref["params"])
         network.load_state_dict(checkpoint.network_state(role))
         networks[role] = network.to(target).eval()
-    model = Model(networks, checkpoint.data, target)
+    model = Model(networks, preprocessing, target)
     if not model.two_stage and "unet3d" not in networks:
         raise PredictError(f"{path}: networks {sorted(networks)} are neither net1+net2 nor unet3d")
     return model
@@ -106,46 +114,25 @@ class MemoryArray(ChunkedArray):
         return np.asarray(self.array[region])
 
 
-def case_from_image(case_id: str, image: Any, model: Model) -> CacheCase:
-    """A case to predict from an imported (canonical) image, prepared as in training."""
-    low, high = model.data["percentiles"]
-    normalised, parameters = normalise(image.image, (low, high))
-    spacing = np.asarray(image.spacing)
-    # As the cache build did, so Net1 sees new images on the grid it was trained on.
-    target = float(model.data["coarse_spacing"])
-    small = coarse_shape(normalised.shape, image.spacing, target)
-    if min(small) < MIN_COARSE:
+def case_from_image(image: ImportedCase, model: Model) -> CacheCase:
+    """A case to predict from an imported (canonical) image, prepared by the one builder
+    with the model's preprocessing record, exactly as its training cache was."""
+    arrays = prepare_case(image, model.preprocessing, checksums={}, chunks=image.image.shape)
+    meta = arrays.meta
+    if min(meta.coarse_shape) < MIN_COARSE:
         raise PredictError(
-            f"{case_id}: spacing {tuple(np.round(spacing, 3))} mm x shape {normalised.shape} "
-            f"gives a coarse volume {small} at {target} mm; Net1 needs at least "
-            f"{MIN_COARSE} voxels per axis"
+            f"{meta.case_id}: spacing {tuple(round(s, 3) for s in meta.spacing)} mm x shape "
+            f"{meta.shape} gives a coarse volume {meta.coarse_shape} at "
+            f"{meta.coarse_target} mm; Net1 needs at least {MIN_COARSE} voxels per axis"
         )
-    coarse = downsample_image(normalised, (small[0], small[1], small[2]))
-    extent = spacing * np.asarray(normalised.shape)
-    meta = CaseMeta(
-        case_id=case_id,
-        shape=normalised.shape,
-        spacing=tuple(float(s) for s in spacing),  # type: ignore[arg-type]
-        coarse_shape=small,
-        coarse_spacing=tuple(float(v) for v in extent / np.asarray(small)),  # type: ignore[arg-type]
-        canonical_affine=image.canonical_affine.tolist(),
-        source_affine=image.source_affine.tolist(),
-        source_shape=image.source_shape,
-        class_names=tuple(model.data["class_names"]),
-        label_values=tuple(model.data["label_values"]),
-        normalisation=parameters,
-        checksums={},
-        has_label=False,
-        coarse_target=target,
-    )
-    where = f"input {case_id}"
+    where = f"input {meta.case_id}"
     return CacheCase(
         meta,
-        MemoryArray(normalised, where),
+        MemoryArray(arrays.image, where),
         None,
-        MemoryArray(coarse, where),
+        MemoryArray(arrays.coarse_image, where),
         None,
-        np.zeros((0, 0, 0, model.classes), np.int64),
+        arrays.class_counts,
     )
 
 
@@ -203,43 +190,6 @@ def dynamic_tile(
         high = math.ceil((hits[-1] + 1) * n / c) + margin
         box.append(slice(max(low, 0), min(high, n)))
     return (box[0], box[1], box[2]), False
-
-
-def guidance_slab(
-    guidance: Tensor, shape: tuple[int, ...], z: tuple[int, int], y: slice, x: slice
-) -> Tensor:
-    """Trilinear upsampling of Net1's coarse guidance channels (c, z, y, x) at
-    full-resolution voxels ``z[0]..z[1]`` (may reach past the volume: zero there)
-    x ``y`` x ``x``.
-
-    Equals ``F.interpolate(..., size=shape, mode="trilinear", align_corners=False)``
-    restricted to the box, without ever building the full-resolution volume."""
-    device = guidance.device
-    z0, z1 = max(z[0], 0), min(z[1], shape[0])
-    out = torch.zeros(
-        (guidance.shape[0], z[1] - z[0], y.stop - y.start, x.stop - x.start), device=device
-    )
-    if z1 <= z0:
-        return out
-    axes = [
-        (torch.arange(lo, hi, device=device, dtype=torch.float32) * 2 + 1) / n - 1
-        for lo, hi, n in (
-            (z0, z1, shape[0]),
-            (y.start, y.stop, shape[1]),
-            (x.start, x.stop, shape[2]),
-        )
-    ]
-    gz, gy, gx = torch.meshgrid(*axes, indexing="ij")
-    grid = torch.stack((gx, gy, gz), -1)[None]
-    sampled = F.grid_sample(
-        guidance[None].float(),
-        grid,
-        mode="bilinear",
-        padding_mode="border",
-        align_corners=False,
-    )[0]
-    out[:, z0 - z[0] : z1 - z[0]] = sampled
-    return out
 
 
 def slab_depth(
@@ -376,6 +326,7 @@ def _two_stage_slab(
 ) -> Callable[[int, int], tuple[Any, Any]]:
     meta, k, half = case.meta, model.k, model.k // 2
     net2 = model.networks["net2"]
+    corner = (roi[1].start, roi[2].start)
 
     def step(z0: int, z1: int) -> tuple[NDArray[np.uint8], NDArray[np.float16] | None]:
         labels = np.zeros((z1 - z0, *meta.shape[1:]), np.uint8)
@@ -386,11 +337,9 @@ def _two_stage_slab(
         lo, hi = max(z0, roi[0].start), min(z1, roi[0].stop)
         if hi > lo:
             size = (hi - lo + k - 1, roi[1].stop - roi[1].start, roi[2].stop - roi[2].start)
-            image = read_padded(
-                case.image, (lo - half, roi[1].start, roi[2].start), size, IMAGE_PAD
-            )
+            image = read_padded(case.image, (lo - half, *corner), size, IMAGE_PAD)
             pixels = torch.as_tensor(image, dtype=torch.float32, device=model.device)
-            guides = guidance_slab(guidance, meta.shape, (lo - half, hi + half), roi[1], roi[2])
+            guides = upsample_box(guidance, meta.shape, (lo - half, *corner), size, model.outside)
             x = torch.cat((pixels[None], guides))[None]
             probabilities = flip_averaged(net2, x, options.flip_tta)[0]
             box = (slice(lo - z0, hi - z0), roi[1], roi[2])
@@ -412,10 +361,10 @@ def _net1_slab(
     probabilities: Tensor, shape: tuple[int, ...], keep_probabilities: bool
 ) -> Callable[[int, int], tuple[Any, Any]]:
     """Net1's coarse probabilities upsampled trilinearly, slab by slab, and labelled."""
-    y, x = slice(0, shape[1]), slice(0, shape[2])
+    background = outside_guidance("probabilities", probabilities.shape[0])
 
     def step(z0: int, z1: int) -> tuple[NDArray[np.uint8], NDArray[np.float16] | None]:
-        slab = guidance_slab(probabilities, shape, (z0, z1), y, x)
+        slab = upsample_box(probabilities, shape, (z0, 0, 0), (z1 - z0, *shape[1:]), background)
         labels = slab.argmax(0).to(torch.uint8).cpu().numpy()
         return labels, slab.half().cpu().numpy() if keep_probabilities else None
 
@@ -427,19 +376,19 @@ def _baseline_slab(
 ) -> Callable[[int, int], tuple[Any, Any]]:
     """unet3d at the baseline spacing; probabilities back with order-2 B-splines per slab."""
     meta = case.meta
-    target = float(model.data.get("baseline_spacing", 2.0))
-    small = tuple(
-        max(1, round(n * s / target)) for n, s in zip(meta.shape, meta.spacing, strict=True)
-    )
+    target = model.preprocessing.baseline_spacing
+    if target is None:
+        raise PredictError(f"{meta.case_id}: the model's preprocessing records no baseline_spacing")
+    small = grid_shape(meta.shape, meta.spacing, target)
     image = torch.as_tensor(case.image[...].astype(np.float32), device=model.device)[None, None]
-    smaller = F.adaptive_avg_pool3d(image, (small[0], small[1], small[2]))
+    smaller = F.adaptive_avg_pool3d(image, small)
     scores = model.networks["unet3d"](smaller).float().softmax(1)[0]
     del image
     upsampler = BSplineUpsampler(scores.cpu().numpy(), meta.shape)
 
     def step(z0: int, z1: int) -> tuple[NDArray[np.uint8], NDArray[np.float16] | None]:
-        probabilities = upsampler.slab(z0, z1)
-        kept = probabilities.half().numpy() if keep_probabilities else None
-        return probabilities.argmax(0).to(torch.uint8).numpy(), kept
+        values = upsampler.slab(z0, z1)  # overshoots [0, 1]: see as_probabilities
+        kept = as_probabilities(values).half().numpy() if keep_probabilities else None
+        return values.argmax(0).to(torch.uint8).numpy(), kept
 
     return step

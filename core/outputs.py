@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 import zarr
+from nibabel.nifti1 import Nifti1Extension
 from numpy.typing import NDArray
 from scipy import ndimage
 
@@ -27,6 +29,8 @@ from .zarr_arrays import ZarrArray
 
 COMPLETE = "duoseg-complete.json"
 MARKER = "duoseg-prediction.json"
+EXTENSION_KEY = "duoseg"  # {"duoseg": {"labels": {...}}} in a label file's comment extension
+COMMENT_CODE = 6  # NIfTI extension code "comment"
 
 
 def largest_components(labels: NDArray[np.uint8], classes: int) -> NDArray[np.uint8]:
@@ -59,9 +63,51 @@ def prepare_output(path: Path, *, overwrite: bool) -> None:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
-def finish_output(path: Path, cases: list[str], reports: list[dict[str, Any]]) -> None:
-    record = {"format": "duoseg-prediction", "cases": cases, "reports": reports}
+def finish_output(
+    path: Path,
+    cases: list[str],
+    reports: list[dict[str, Any]],
+    labels: Mapping[str, int] | None = None,
+) -> None:
+    """The completion record, written last; ``labels`` are the model's classes 1..C
+    (``{name: source label value}`` in class order), which ``duoseg evaluate`` reads."""
+    record: dict[str, Any] = {"format": "duoseg-prediction", "cases": cases, "reports": reports}
+    if labels is not None:
+        record["labels"] = dict(labels)
     write_atomically(path / COMPLETE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+
+
+def labels_extension(labels: Mapping[str, int]) -> Nifti1Extension[bytes]:
+    """A NIfTI comment extension recording a label file's classes ``{name: value}``."""
+    text = json.dumps({EXTENSION_KEY: {"labels": dict(labels)}})
+    return Nifti1Extension("comment", text.encode())
+
+
+def recorded_labels(path: Path) -> Any | None:
+    """The ``labels`` a prediction records - in a completion record (JSON) or in a label
+    file's duoseg NIfTI extension - unchecked; None if ``path`` records none."""
+    if not path.is_file():
+        return None
+    if path.name == COMPLETE:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise PredictError(f"{path}: not a readable completion record: {exc}") from exc
+        return record.get("labels") if isinstance(record, dict) else None
+    try:
+        extensions = nib.load(path).header.extensions
+    except Exception:  # not a NIfTI file: whoever reads its voxels reports that
+        return None
+    for extension in extensions:
+        if extension.get_code() != COMMENT_CODE:
+            continue
+        try:
+            content = json.loads(extension.get_content())
+        except ValueError:  # another program's comment
+            continue
+        if isinstance(content, dict) and isinstance(content.get(EXTENSION_KEY), dict):
+            return content[EXTENSION_KEY].get("labels")
+    return None
 
 
 def is_complete(path: Path) -> bool:
@@ -193,19 +239,29 @@ class ZarrSink(LabelSink):
 
 
 class NiftiSink(LabelSink):
-    """``OUTPUT/<case>_label.nii.gz`` in the source file's grid, orientation and label values."""
+    """``OUTPUT/<case>_label.nii.gz`` in the source file's grid, orientation and label values,
+    recording the classes in a NIfTI extension. With ``single_file``, ``path`` is the one
+    file (``.nii`` or ``.nii.gz``) that the only case is written to (always rewritten:
+    whoever makes the sink decides whether an existing file may be replaced)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, single_file: bool = False) -> None:
         self.path = path
+        self.single_file = single_file
+        self.cases: list[str] = []
         self.labels: NDArray[np.uint8] | None = None
 
     def file(self, case_id: str) -> Path:
+        if self.single_file:
+            return self.path
         return self.path / f"{check_case_id(case_id, self.path)}_label.nii.gz"
 
     def begin(self, meta: CaseMeta, probabilities: bool) -> int:
         if probabilities:
             raise PredictError(f"{self.path}: --probabilities needs a Zarr OUTPUT (a .zarr path)")
-        if self.file(meta.case_id).exists():
+        self.cases.append(meta.case_id)
+        if self.single_file and len(self.cases) > 1:
+            raise PredictError(f"{self.path}: a file OUTPUT holds one case; got cases {self.cases}")
+        if not self.single_file and self.file(meta.case_id).exists():
             self.labels = None
             return meta.shape[0]
         self.labels = np.zeros(meta.shape, np.uint8)
@@ -227,8 +283,11 @@ class NiftiSink(LabelSink):
         affine = np.asarray(meta.source_affine)
         image = nib.Nifti1Image(to_source(values, affine), affine)
         image.header.set_xyzt_units("mm")
+        classes = zip(meta.class_names[1:], meta.label_values[1:], strict=True)
+        image.header.extensions.append(labels_extension(dict(classes)))
         target = self.file(meta.case_id)
-        partial = target.with_name(f".{meta.case_id}.partial.nii.gz")
+        suffix = ".nii.gz" if target.name.endswith(".nii.gz") else ".nii"
+        partial = target.with_name(f".{target.name.removesuffix(suffix)}.partial{suffix}")
         nib.save(image, partial)  # nibabel picks the format from the name, so no .tmp suffix
         write_atomically(target, partial.replace)
         self.labels = None

@@ -50,6 +50,19 @@ def fine_coordinates(fine: int, coarse: int) -> NDArray[np.float64]:
     return np.asarray((np.arange(fine) + 0.5) * (coarse / fine) - 0.5, dtype=np.float64)
 
 
+def as_probabilities(values: torch.Tensor) -> torch.Tensor:
+    """Upsampled class probabilities (classes first) clipped to [0, 1] and renormalised to
+    sum to 1 per voxel.
+
+    Quadratic B-splines overshoot near sharp edges (a trained baseline's values ran from
+    -0.56 to 1.56) but reproduce constants, so the interpolated classes still sum to 1
+    and the largest is at least 1/C: the clipped sum is positive, and the largest class
+    stays the largest (it ties only if two classes exceed 1, which needs the others to
+    sum below -1)."""
+    clipped = values.clamp(0, 1)
+    return clipped / clipped.sum(0, keepdim=True).clamp_min(torch.finfo(clipped.dtype).tiny)
+
+
 class BSplineUpsampler:
     """Evaluates a (channels, z, y, x) coarse volume on a finer grid, slab by slab."""
 

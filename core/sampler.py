@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .cache import CacheCase, ChunkedArray
+from .cache import CacheCase, CaseMeta, ChunkedArray
 from .importer import DataError
 
 IMAGE_PAD = -1.0
@@ -72,20 +72,34 @@ class Sampler(ABC):
     Args:
         seed: the run's seed; with ``epoch`` and ``index`` it fixes every draw.
         batch_size: samples per batch, for samplers whose size varies per batch.
+
+    ``grid_mm``, when the trainer sets it, asks for samples resampled to an isotropic
+    grid of that spacing (a resampled baseline's own grid); samplers that can do so
+    set ``resamples``, the others refuse it.
     """
 
     needs_label = True
+    resamples = False
 
     def __init__(self, *, seed: int = 0, batch_size: int = 1) -> None:
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
         self.seed = seed
         self.batch_size = batch_size
+        self.grid_mm: float | None = None
+
+    def sample_shape(self, meta: CaseMeta) -> tuple[int, ...] | None:
+        """The image shape drawn from a case of ``meta`` where the case fixes it (whole
+        volumes, whole slices); None where only the batch's draws do (patch sizes)."""
+        return None
 
     def sample(self, case: CacheCase, *, epoch: int, index: int) -> Sample:
         """Draw sample ``index`` of ``epoch`` from ``case``."""
+        name = type(self).__name__
         if self.needs_label and case.label is None:
-            raise DataError(f"{type(self).__name__}: case {case.case_id} has no label")
+            raise DataError(f"{name}: case {case.case_id} has no label")
+        if self.grid_mm is not None and not self.resamples:
+            raise DataError(f"{name} cannot resample its samples to a {self.grid_mm} mm grid")
         rng = np.random.default_rng([self.seed, epoch, index, 0])
         batch_rng = np.random.default_rng([self.seed, epoch, index // self.batch_size, 1])
         return self._sample(case, rng, batch_rng)

@@ -20,6 +20,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +37,22 @@ from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .config import ComponentRef, ExperimentConfig
 from .data import SampleDataset
 from .errors import ConfigError
-from .evaluation import dice_per_class, net1_probabilities, upsample
-from .guidance import Guidance, guidance_of, guide
+from .evaluation import dice_per_class, net1_probabilities
+from .guidance import Guidance, guidance_of, guide, outside_guidance, upsample_box
 from .inference import Model, Options, predict_case
 from .loss import SegmentationLoss
 from .network import SegmentationNetwork
 from .outputs import MemorySink
+from .preprocessing import grid_shape
 from .registry import Registry
-from .sampler import Sampler, overlap
+from .sampler import IMAGE_PAD, Sampler
 from .schedule import LossTerm, Schedule, Stage
 
 LAST = "last.safetensors"
 BEST = "best.safetensors"
 
 log = logging.getLogger("duoseg.trainer")
+Part = tuple[Tensor, Tensor]  # a network's scores and their target, for part of a batch
 
 
 class _StageData(Dataset[dict[str, Any]]):
@@ -99,13 +102,13 @@ class Trainer:
         self.training_cases = [c for c in self.cache.cases() if c not in self.validation]
         if not self.training_cases:
             raise ConfigError(f"{source}: data.validation_cases leaves no case to train on")
+        self.metas = {c: self.cache.case(c).meta for c in self.cache.cases()}
+        self.preprocessing = replace(
+            self.cache.preprocessing, baseline_spacing=config.train.baseline_spacing
+        )
         self._check_patch_sizes()
-        # One grid per patch size for the whole run, not per batch: every rank of a
-        # distributed run, and every batch composition, sees the same coarse shapes.
-        metas = [self.cache.case(c).meta for c in self.training_cases]
-        self.spacing = np.mean([m.spacing for m in metas], axis=0)
-        self.coarse_spacing = np.mean([m.coarse_spacing for m in metas], axis=0)
-        self._net1_outputs: dict[tuple[str, str], Tensor] = {}
+        self._check_batch_shapes()
+        self._coarse_guidance: dict[tuple[str, str], Tensor] = {}
         self._losses: dict[tuple[str, str], SegmentationLoss] = {}
         self.metrics_path = self.run_dir / "metrics.jsonl"
 
@@ -186,8 +189,28 @@ class Trainer:
                     )
         return networks
 
+    def _check_batch_shapes(self) -> None:
+        """Samples of one batch must share a shape: refuse a sampler whose shape follows
+        the case (whole slices, whole volumes) in a batch over cases of several shapes."""
+        for index, stage in enumerate(self.schedule.stages):
+            if stage.batch_size == 1:
+                continue
+            sampler = self._sampler(stage)
+            shapes = {c: sampler.sample_shape(self.metas[c]) for c in self.training_cases}
+            found = {shape: case for case, shape in shapes.items() if shape is not None}
+            if len(found) > 1:
+                (a, case_a), (b, case_b) = sorted(found.items())[:2]
+                raise ConfigError(
+                    f"{self.source}: schedule.stages[{index}] ({stage.name!r}) batches "
+                    f"batch_size = {stage.batch_size} samples of sampler "
+                    f"{stage.sampler.component!r}, whose shape follows the case: {a} from "
+                    f"{case_a} but {b} from {case_b} cannot share a batch; give the sampler "
+                    "a fixed size (wang2018: schedule.params.stack_crop = [Y, X]) or "
+                    "batch_size = 1"
+                )
+
     def _check_patch_sizes(self) -> None:
-        shapes = [self.cache.case(c).meta.shape for c in self.training_cases]
+        shapes = [self.metas[c].shape for c in self.training_cases]
         for index, stage in enumerate(self.schedule.stages):
             params = stage.sampler.params
             if params.get("allow_padding", True):
@@ -199,20 +222,6 @@ class Trainer:
                         f"size {size} exceeds every training case (largest {max(shapes)}) and "
                         "allow_padding is false"
                     )
-
-    def data_record(self) -> dict[str, Any]:
-        """How the training cache was made, for inference on new images."""
-        meta = self.cache.case(self.training_cases[0]).meta
-        return {
-            "coarse_spacing": meta.coarse_target,
-            "percentiles": [
-                meta.normalisation["percentile_low"],
-                meta.normalisation["percentile_high"],
-            ],
-            "class_names": list(meta.class_names),
-            "label_values": list(meta.label_values),
-            "baseline_spacing": self.config.train.baseline_spacing,
-        }
 
     @property
     def k(self) -> int:
@@ -334,11 +343,17 @@ class Trainer:
         params = [p for role in stage.train for p in self.networks[role].parameters()]
         return torch.optim.Adam(params, lr=stage.lr)
 
-    def _batches(self, stage: Stage, state: TrainState) -> Iterator[dict[str, Any]]:
+    def _sampler(self, stage: Stage) -> Sampler:
         sampler: Sampler = self._build("sampler", stage.sampler, f"stage {stage.name} sampler")
         sampler.seed = self.config.seed
         # Samples of one global batch (all ranks) share the batch-level draws (patch size).
         sampler.batch_size = stage.batch_size * self.world
+        if stage.mode == "baseline":  # patches on the baseline's own grid, sizes counted there
+            sampler.grid_mm = self.preprocessing.baseline_spacing
+        return sampler
+
+    def _batches(self, stage: Stage, state: TrainState) -> Iterator[dict[str, Any]]:
+        sampler = self._sampler(stage)
         samples = SampleDataset(
             self.cache.path,
             sampler,
@@ -398,7 +413,7 @@ class Trainer:
                 state=state,
                 config=self.raw_config,
                 provenance=self.provenance(),
-                data=self.data_record(),
+                data=self.preprocessing.as_dict(),
             )
 
     def _log(self, row: dict[str, Any]) -> None:
@@ -417,17 +432,13 @@ class Trainer:
     ) -> dict[str, float]:
         for role, network in self.networks.items():
             network.train(role in stage.train)
-        image = batch["image"].to(self.device)
-        label = batch["label"].to(self.device)
         generator = torch.Generator().manual_seed(
             hash((self.config.seed, self.schedule.stages.index(stage), state.step)) % 2**63
         )
-        for augmentation in self.augmentations:
-            image, label = augmentation(image, label, generator)
         with self._autocast():
-            outputs = self._forward(stage, image, label, batch)
+            outputs = self._forward(stage, batch, generator)
             terms = {
-                f"{t.network}.{t.component}": t.weight * self._loss(t)(*outputs[t.network])
+                f"{t.network}.{t.component}": t.weight * self._term(t, outputs[t.network])
                 for t in stage.losses
             }
             total = torch.stack(list(terms.values())).sum()
@@ -453,6 +464,19 @@ class Trainer:
                     dist.all_reduce(param.grad)
                     param.grad /= self.world
 
+    def _term(self, term: LossTerm, parts: list[Part]) -> Tensor:
+        """The term's loss over a batch computed in parts: their mean, weighted by size."""
+        loss = self._loss(term)
+        total = sum(loss(scores, target) * len(scores) for scores, target in parts)
+        return total / sum(len(scores) for scores, _ in parts)  # type: ignore[no-any-return]
+
+    def _augment(
+        self, image: Tensor, label: Tensor, generator: torch.Generator, fill: list[float]
+    ) -> tuple[Tensor, Tensor]:
+        for augmentation in self.augmentations:
+            image, label = augmentation(image, label, generator, fill)
+        return image, label
+
     def _loss(self, term: LossTerm) -> SegmentationLoss:
         """The loss module of a term, built once (not on every step)."""
         key = (term.component, json.dumps(term.params, sort_keys=True))
@@ -461,58 +485,79 @@ class Trainer:
         return self._losses[key]
 
     def _forward(
-        self, stage: Stage, image: Tensor, label: Tensor, batch: dict[str, Any]
-    ) -> dict[str, tuple[Tensor, Tensor]]:
-        classes = self.networks[next(iter(self.networks))].out_channels
-        if stage.mode == "net1_coarse":
-            return {"net1": (self.networks["net1"](image), label)}
-        if stage.mode == "baseline":
-            small = _grid(image.shape[2:], self.spacing, self.config.train.baseline_spacing)
-            return {
-                "unet3d": (
-                    self.networks["unet3d"](_area(image, small)),
-                    _soft_label(label, small, classes),
-                )
-            }
+        self, stage: Stage, batch: dict[str, Any], generator: torch.Generator
+    ) -> dict[str, list[Part]]:
+        """Each network's (scores, target) parts for one augmented batch."""
+        image = batch["image"].to(self.device)
+        label = batch["label"].to(self.device)
         if stage.mode == "net2_stacks":
+            # Net1's guidance joins the image before augmentation: one draw moves both.
             guidance = self._stack_guidance(batch, image.shape[2:]).to(image)
-            scores = self.networks["net2"](torch.cat((image, guidance), 1))
-            return {"net2": (scores, label)}
-        coarse = _grid(image.shape[2:], self.spacing, self.coarse_spacing)
-        net1_scores = self.networks["net1"](_area(image, coarse))
-        outputs = {"net1": (net1_scores, _soft_label(label, coarse, classes))}
-        if stage.mode == "end_to_end":
-            k = self.k
-            probabilities = F.interpolate(
-                net1_scores.float().softmax(1),
-                size=image.shape[2:],
-                mode="trilinear",
-                align_corners=False,
-            )
-            guidance = guide(probabilities, self.guidance)
-            scores = self.networks["net2"](torch.cat((image, guidance.to(image)), 1))
-            outputs["net2"] = (scores, label[:, k // 2 : label.shape[1] - k // 2])
+            fill = [IMAGE_PAD, *outside_guidance(self.guidance, self.classes)]
+            x, label = self._augment(torch.cat((image, guidance), 1), label, generator, fill)
+            return {"net2": [(self.networks["net2"](x), label)]}
+        image, label = self._augment(image, label, generator, [IMAGE_PAD])
+        if stage.mode == "net1_coarse":
+            return {"net1": [(self.networks["net1"](image), label)]}
+        if stage.mode == "baseline":  # the sampler drew the patch on the baseline's grid
+            return {"unet3d": [(self.networks["unet3d"](image), label)]}
+        outputs: dict[str, list[Part]] = {"net1": [], "net2": []}
+        for index, grid in self._coarse_grids(batch["case_id"], image.shape[2:]):
+            net1_scores = self.networks["net1"](_area(image[index], grid))
+            outputs["net1"].append((net1_scores, _soft_label(label[index], grid, self.classes)))
+            if stage.mode == "end_to_end":
+                k = self.k
+                probabilities = F.interpolate(
+                    net1_scores.float().softmax(1),
+                    size=image.shape[2:],
+                    mode="trilinear",
+                    align_corners=False,
+                )
+                guidance = guide(probabilities, self.guidance)
+                scores = self.networks["net2"](torch.cat((image[index], guidance.to(image)), 1))
+                outputs["net2"].append((scores, label[index, k // 2 : label.shape[1] - k // 2]))
         return outputs
 
+    def _coarse_grids(
+        self, case_ids: list[str], size: tuple[int, ...]
+    ) -> list[tuple[Tensor, tuple[int, int, int]]]:
+        """Samples of a batch grouped by the grid that puts their case at the cache's
+        coarse spacing: Net1 sees every case at that spacing, as in step 1 and inference."""
+        groups: dict[tuple[int, int, int], list[int]] = {}
+        for position, case_id in enumerate(case_ids):
+            spacing = self.metas[case_id].spacing
+            grid = grid_shape(size, spacing, self.preprocessing.coarse_spacing)
+            groups.setdefault(grid, []).append(position)
+        return [(torch.tensor(index, device=self.device), g) for g, index in groups.items()]
+
+    @property
+    def classes(self) -> int:
+        """Classes, background included."""
+        return self.preprocessing.classes
+
     def _stack_guidance(self, batch: dict[str, Any], size: tuple[int, ...]) -> Tensor:
-        """Net1's guidance channels under each stack, from a per-case cache."""
+        """Net1's guidance channels under each stack, upsampled from its coarse output
+        per sample (the coarse output is kept per case: it is small)."""
         key = _weights_hash(self.networks["net1"])
-        crops = []
+        fill = outside_guidance(self.guidance, self.classes)
+        boxes = []
         for case_id, origin in zip(batch["case_id"], batch["origin"].tolist(), strict=True):
-            if (key, case_id) not in self._net1_outputs:
-                self._net1_outputs = {k: v for k, v in self._net1_outputs.items() if k[0] == key}
-                self._net1_outputs[(key, case_id)] = self._guidance(case_id)
-            full = self._net1_outputs[(key, case_id)]
-            crops.append(_crop(full, origin, size))
-        return torch.stack(crops)
+            if (key, case_id) not in self._coarse_guidance:
+                kept = {k: v for k, v in self._coarse_guidance.items() if k[0] == key}
+                kept[(key, case_id)] = self._net1_guidance(case_id)
+                self._coarse_guidance = kept
+            coarse = self._coarse_guidance[(key, case_id)]
+            boxes.append(upsample_box(coarse, self.metas[case_id].shape, origin, size, fill))
+        return torch.stack(boxes)
 
     @torch.no_grad()
-    def _guidance(self, case_id: str) -> Tensor:
+    def _net1_guidance(self, case_id: str) -> Tensor:
+        """Net1's guidance channels on the case's whole coarse volume."""
         case = self.cache.case(case_id)
         probabilities = net1_probabilities(
             self.networks["net1"], case.coarse_image[...], str(self.device)
         )
-        return guide(upsample(probabilities, case.meta.shape), self.guidance).half().cpu()
+        return guide(probabilities, self.guidance)
 
     # ------------------------------------------------------------------ validation
 
@@ -529,7 +574,7 @@ class Trainer:
             if stage.mode == "baseline" or "net2" in stage.train or stage.mode == "net2_stacks":
                 # The inference pipeline itself (Net1, the dynamic tile, Net2 streamed; or
                 # the baseline at 2 mm resampled back), so validation measures what predict does.
-                model = Model(dict(self.networks), self.data_record(), self.device)
+                model = Model(dict(self.networks), self.preprocessing, self.device)
                 sink = MemorySink()
                 predict_case(model, case, sink, Options())
                 prediction, target = sink.labels, _label(case.label)
@@ -570,13 +615,6 @@ def _label(array: Any) -> NDArray[np.uint8]:
     return np.asarray(array[...], dtype=np.uint8)
 
 
-def _grid(shape: tuple[int, ...], spacing: Any, target: Any) -> tuple[int, int, int]:
-    """The grid covering ``shape`` voxels of ``spacing`` at ``target`` mm (scalar or per axis)."""
-    targets = np.broadcast_to(np.asarray(target, dtype=np.float64), (3,))
-    z, y, x = (max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, targets, strict=True))
-    return (z, y, x)
-
-
 def _area(image: Tensor, size: tuple[int, int, int]) -> Tensor:
     return F.adaptive_avg_pool3d(image, size)
 
@@ -585,15 +623,6 @@ def _soft_label(label: Tensor, size: tuple[int, int, int], classes: int) -> Tens
     """Class fractions of each coarse voxel: a soft one-hot target for Dice losses."""
     onehot = F.one_hot(label.long(), classes).movedim(-1, 1).float()
     return F.adaptive_avg_pool3d(onehot, size)
-
-
-def _crop(volume: Tensor, origin: list[int], size: tuple[int, ...]) -> Tensor:
-    """The box of ``volume`` (c, z, y, x) at ``origin`` (z, y, x), zero past its edges."""
-    out = torch.zeros((volume.shape[0], *size), dtype=torch.float32)
-    where = overlap(origin, size, volume.shape[1:])
-    if where is not None:
-        out[(slice(None), *where[1])] = volume[(slice(None), *where[0])].float()
-    return out
 
 
 def _weights_hash(network: nn.Module) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from duoseg.core import load_plugins
 from duoseg.core.demo import PRESETS, mean_dice, predict_and_evaluate, prepare_data, train
-from duoseg.core.evaluate import STRUCTURES, overlays
+from duoseg.core.evaluate import class_names, overlays
 from duoseg.core.inference import Options
 
 VARIANTS = {"full schedule": [], "without step 1": [1], "without step 2": [2],
@@ -47,9 +47,10 @@ def main() -> None:
                                                 device=args.device, registry=registry)  # fmt: skip
         predictions[variant] = folder
 
-    lines = ["| variant | " + " | ".join(STRUCTURES) + " | mean |", "|---" * 9 + "|"]
+    classes = class_names(results["full schedule"])
+    lines = ["| variant | " + " | ".join(classes) + " | mean |", "|---" * (len(classes) + 2) + "|"]
     for variant, result in results.items():
-        dice = [f"{result['table']['dice'][s]['mean']:.4f}" for s in STRUCTURES]
+        dice = [f"{result['table']['dice'][s]['mean']:.4f}" for s in classes]
         lines.append(f"| {variant} | " + " | ".join(dice) + f" | {mean_dice(result):.4f} |")
     truth = sorted(data.test_source.glob("*_label.nii.gz"))[0]
     case = truth.name.removesuffix("_label.nii.gz")

@@ -1,6 +1,7 @@
 """Augmentations (the paper's): one random affine (rotation, translation, shear,
 scale), flips, and elastic deformation. Images are interpolated linearly, labels
-by nearest neighbour; the space outside the volume is air (-1) and background (0).
+by nearest neighbour; the space outside the volume is each image channel's fill
+value (air, -1, for intensities) and background (0) in the label.
 """
 
 from __future__ import annotations
@@ -22,16 +23,22 @@ def _uniform(generator: torch.Generator, shape: tuple[int, ...], low: float, hig
     return low + (high - low) * torch.rand(shape, generator=generator, dtype=torch.float64)
 
 
-def resample(image: Tensor, label: Tensor, grid: Tensor, in_plane: bool) -> tuple[Tensor, Tensor]:
-    """Sample image (linear) and label (nearest) at ``grid`` (normalised coordinates)."""
+def resample(
+    image: Tensor, label: Tensor, grid: Tensor, in_plane: bool, fill: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Sample image (linear) and label (nearest) at ``grid`` (normalised coordinates);
+    image channel ``i`` reads ``fill[i]`` outside the volume (zero padding of the
+    image shifted by its fill)."""
+    shift = fill.reshape(1, -1, 1, 1, 1)
     if in_plane:  # (b, c, z, y, x) as (b, c*z, y, x) images; the label is one slice
         b, c, z, h, w = image.shape
-        moved = F.grid_sample(image.reshape(b, c * z, h, w) + 1, grid, mode="bilinear",
-                              padding_mode="zeros", align_corners=False) - 1  # fmt: skip
+        flat = (image - shift).reshape(b, c * z, h, w)
+        moved = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros",
+                              align_corners=False).reshape(b, c, z, h, w) + shift  # fmt: skip
         labels = F.grid_sample(label.float(), grid, mode="nearest", align_corners=False)
-        return moved.reshape(b, c, z, h, w), labels.round().to(label.dtype)
-    moved = F.grid_sample(image + 1, grid, mode="bilinear", padding_mode="zeros",
-                          align_corners=False) - 1  # fmt: skip
+        return moved, labels.round().to(label.dtype)
+    moved = F.grid_sample(image - shift, grid, mode="bilinear", padding_mode="zeros",
+                          align_corners=False) + shift  # fmt: skip
     labels = F.grid_sample(label[:, None].float(), grid, mode="nearest", align_corners=False)
     return moved, labels[:, 0].round().to(label.dtype)
 
@@ -76,13 +83,13 @@ class RandomAffine(Augmentation):
         return torch.cat((rotation @ shear / scale, shift), 2)
 
     def _apply(
-        self, image: Tensor, label: Tensor, generator: torch.Generator, in_plane: bool
+        self, image: Tensor, label: Tensor, generator: torch.Generator, in_plane: bool, fill: Tensor
     ) -> tuple[Tensor, Tensor]:
         n = image.shape[0]
         theta = self._matrix(n, 2 if in_plane else 3, generator).to(image.device, image.dtype)
         size = (n, 1, *image.shape[3:]) if in_plane else (n, 1, *image.shape[2:])
         grid = F.affine_grid(theta, list(size), align_corners=False)
-        return resample(image, label, grid, in_plane)
+        return resample(image, label, grid, in_plane, fill)
 
 
 class RandomFlip(Augmentation):
@@ -96,7 +103,7 @@ class RandomFlip(Augmentation):
         self.axes = tuple(axes)
 
     def _apply(
-        self, image: Tensor, label: Tensor, generator: torch.Generator, in_plane: bool
+        self, image: Tensor, label: Tensor, generator: torch.Generator, in_plane: bool, fill: Tensor
     ) -> tuple[Tensor, Tensor]:
         image, label = image.clone(), label.clone()
         for axis in self.axes:
@@ -125,7 +132,7 @@ class ElasticDeformation(Augmentation):
         self.control_points, self.magnitude = control_points, magnitude
 
     def _apply(
-        self, image: Tensor, label: Tensor, generator: torch.Generator, in_plane: bool
+        self, image: Tensor, label: Tensor, generator: torch.Generator, in_plane: bool, fill: Tensor
     ) -> tuple[Tensor, Tensor]:
         n, dims = image.shape[0], 2 if in_plane else 3
         spatial = image.shape[3:] if in_plane else image.shape[2:]
@@ -137,7 +144,7 @@ class ElasticDeformation(Augmentation):
         identity = torch.eye(dims, dims + 1, dtype=image.dtype, device=image.device)
         grid = F.affine_grid(identity.repeat(n, 1, 1), [n, 1, *spatial], align_corners=False)
         grid = grid + field.movedim(1, -1)
-        return resample(image, label, grid, in_plane)
+        return resample(image, label, grid, in_plane, fill)
 
 
 @hookimpl

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from duoseg.core import Component, hookimpl
-from duoseg.core.cache import CacheCase
+from duoseg.core.cache import CacheCase, CaseMeta
 from duoseg.core.importer import DataError
+from duoseg.core.preprocessing import downsample_image, downsample_label
 from duoseg.core.sampler import IMAGE_PAD, LABEL_PAD, Sample, Sampler, as_sample, read_padded
 from numpy.typing import NDArray
 
@@ -48,7 +49,16 @@ def pick_voxel(case: CacheCase, cls: int, rng: np.random.Generator) -> NDArray[n
 
 
 class PatchSampler(Sampler):
-    """Cubic patches whose edge is drawn per batch from ``sizes``."""
+    """Cubic patches whose edge is drawn per batch from ``sizes``.
+
+    Edges count full-resolution voxels; when the trainer sets ``grid_mm`` (a resampled
+    baseline), they count voxels of that isotropic grid instead: the sampler reads the
+    full-resolution box covering ``edge * grid_mm`` mm per axis and resamples it to
+    ``edge`` voxels per axis, the image by area averaging and the label by majority,
+    as the cache's coarse level is made.
+    """
+
+    resamples = True
 
     def __init__(
         self,
@@ -65,22 +75,42 @@ class PatchSampler(Sampler):
         self.allow_padding = allow_padding
 
     def _size(self, case: CacheCase, batch_rng: np.random.Generator) -> NDArray[np.int64]:
+        """The edge drawn for this batch, as (z, y, x) sizes of the grid sampled on."""
         edge = int(batch_rng.choice(self.sizes))
-        if not self.allow_padding and any(edge > n for n in case.meta.shape):
+        box = self._box(np.full(3, edge), case)
+        if not self.allow_padding and any(b > n for b, n in zip(box, case.meta.shape, strict=True)):
+            covers = "" if self.grid_mm is None else f" ({tuple(int(b) for b in box)} voxels)"
             raise DataError(
-                f"patch size {edge} exceeds case {case.case_id} of shape {case.meta.shape} "
-                "and allow_padding is false"
+                f"patch size {edge}{covers} exceeds case {case.case_id} of shape "
+                f"{case.meta.shape} and allow_padding is false"
             )
         return np.full(3, edge)
 
+    def _box(self, size: NDArray[np.int64], case: CacheCase) -> NDArray[np.int64]:
+        """The full-resolution voxels a patch of ``size`` covers."""
+        if self.grid_mm is None:
+            return size
+        spacing = np.asarray(case.meta.spacing)
+        return np.maximum(1, np.round(size * self.grid_mm / spacing)).astype(np.int64)
+
     def _patch(self, case: CacheCase, centre: NDArray[np.int64], size: NDArray[np.int64]) -> Sample:
         assert case.label is not None
-        origin = centre - size // 2
+        box = self._box(size, case)
+        origin = centre - box // 2
         if not self.allow_padding:
-            origin = np.clip(origin, 0, np.asarray(case.meta.shape) - size)
-        image = read_padded(case.image, origin, size, IMAGE_PAD)
-        label = read_padded(case.label, origin, size, LABEL_PAD)
-        return as_sample(case, image, label, origin, "full")
+            origin = np.clip(origin, 0, np.asarray(case.meta.shape) - box)
+        image = read_padded(case.image, origin, box, IMAGE_PAD)
+        label = read_padded(case.label, origin, box, LABEL_PAD)
+        if self.grid_mm is None:
+            return as_sample(case, image, label, origin, "full")
+        shape = (int(size[0]), int(size[1]), int(size[2]))
+        return as_sample(
+            case,
+            downsample_image(image, shape),
+            downsample_label(label, shape, case.meta.classes),
+            origin,
+            "grid",
+        )
 
 
 class ClassBalancedSampler(PatchSampler):
@@ -131,6 +161,9 @@ class WholeCoarseSampler(Sampler):
         assert case.coarse_label is not None
         return as_sample(case, case.coarse_image[...], case.coarse_label[...], (0, 0, 0), "coarse")
 
+    def sample_shape(self, meta: CaseMeta) -> tuple[int, ...] | None:
+        return meta.coarse_shape
+
 
 class AxialStackSampler(Sampler):
     """K consecutive full-resolution axial slices and the central slice's label (1, y, x).
@@ -160,6 +193,9 @@ class AxialStackSampler(Sampler):
         self.balanced = balanced
         self.crop = None if crop is None else (int(crop[0]), int(crop[1]))
         self.class_weights = class_weights
+
+    def sample_shape(self, meta: CaseMeta) -> tuple[int, ...] | None:
+        return (self.k, *meta.shape[1:]) if self.crop is None else None
 
     def _sample(
         self, case: CacheCase, rng: np.random.Generator, batch_rng: np.random.Generator

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from duoseg.core import Component, ComponentRef, hookimpl
 from duoseg.core.errors import ConfigError
@@ -22,11 +23,13 @@ def wang2018(
     allow_padding: bool = True,
     omit: Sequence[int] = (),
     loss: str = "dice_weighted",
+    loss_params: Mapping[str, Any] | None = None,
 ) -> Schedule:
     """The paper's Table 1. ``iterations`` per step (one number or four);
     ``omit`` drops any of steps 1-3 (the paper's Fig. 2 ablation); ``loss`` is the
     multi-class loss of both nets (the paper's Eq. 1 by default; "nothing stops using
-    a more sophisticated loss", it says)."""
+    a more sophisticated loss", it says), built with ``loss_params`` (for instance
+    ``{ literal = true }``: Eq. 1 exactly as printed)."""
     counts = [iterations] * 4 if isinstance(iterations, int) else list(iterations)
     if len(counts) != 4:
         raise ConfigError(f"schedule.params.iterations needs 1 or 4 numbers, got {list(counts)}")
@@ -40,9 +43,9 @@ def wang2018(
         {"sizes": list(subvolume_sizes), "batch_size": batch_size, "allow_padding": allow_padding},
     )
     stack = {"k": k, "batch_size": batch_size, **({"crop": list(stack_crop)} if stack_crop else {})}
-    coarse = LossTerm("net1", loss)
+    coarse = LossTerm("net1", loss, params=dict(loss_params or {}))
     roi = LossTerm("net1", "dice_foreground")
-    fine = LossTerm("net2", loss)
+    fine = LossTerm("net2", loss, params=dict(loss_params or {}))
     stages = [
         Stage("1_localise", "net1_coarse", ComponentRef("whole_coarse"), ("net1",), (roi,),
               counts[0], freeze=("net2",), lr=lr),
@@ -60,13 +63,20 @@ def wang2018(
 def baseline_unet3d(
     *,
     iterations: int = 4 * PAPER_ITERATIONS,
-    subvolume_sizes: Sequence[int] = (64, 128),
+    subvolume_sizes: Sequence[int] = (64, 96),
     batch_size: int = 1,
     lr: float = 1e-4,
     loss: str = "dice_weighted",
+    loss_params: Mapping[str, Any] | None = None,
 ) -> Schedule:
     """The paper's comparison: ``unet3d`` on data resampled to 2 mm, trained with the
-    same multi-class loss as ``wang2018`` (Eq. 1 by default)."""
+    same multi-class loss as ``wang2018`` (Eq. 1 by default, ``loss_params`` as there).
+
+    ``subvolume_sizes`` are edges in voxels of the network's own grid
+    (``train.baseline_spacing``, 2 mm): 64 and 96 voxels see 128 and 192 mm, most of a
+    cardiac CT's field of view, whatever the data's resolution. The patches are read at
+    full resolution and resampled to that grid (area for the image, majority for the
+    label), as the whole volume is at prediction."""
     patches = ComponentRef(
         "class_balanced", {"sizes": list(subvolume_sizes), "batch_size": batch_size}
     )
@@ -75,7 +85,7 @@ def baseline_unet3d(
         "baseline",
         patches,
         ("unet3d",),
-        (LossTerm("unet3d", loss),),
+        (LossTerm("unet3d", loss, params=dict(loss_params or {})),),
         iterations,
         lr=lr,
         batch_size=batch_size,

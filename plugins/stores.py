@@ -90,13 +90,13 @@ class ZarrCacheWriter(CacheWriter):
         for leftover in self.cases.glob(".*"):
             shutil.rmtree(leftover, ignore_errors=True)
 
-    def case_checksums(self) -> dict[str, dict[str, str]]:
+    def case_metas(self) -> dict[str, CaseMeta]:
         found = {}
         for directory in sorted(p for p in self.cases.iterdir() if not p.name.startswith(".")):
-            group = read_json(directory / "zarr.json", f"cache {self.path}, case {directory.name}")
-            found[directory.name] = (
-                group.get("attributes", {}).get("duoseg", {}).get("checksums", {})
-            )
+            where = f"cache {self.path}, case {directory.name}"
+            group = read_json(directory / "zarr.json", where)
+            meta = json.dumps(group.get("attributes", {}).get("duoseg", {}))
+            found[directory.name] = CaseMeta.from_json(meta, where=where)
         return found
 
     def write_case(self, arrays: CaseArrays) -> None:
@@ -296,14 +296,15 @@ class HDF5CacheWriter(CacheWriter):
         self.new.create_group("cases")
         self.kept: set[str] = set()
 
-    def case_checksums(self) -> dict[str, dict[str, str]]:
+    def case_metas(self) -> dict[str, CaseMeta]:
         if self.old is None or "cases" not in self.old:
             return {}
-        found = {}
-        for case_id, group in self.old["cases"].items():
-            meta = json.loads(str(group.attrs.get("duoseg", "{}")))
-            found[case_id] = meta.get("checksums", {})
-        return found
+        return {
+            case_id: CaseMeta.from_json(
+                str(group.attrs.get("duoseg", "{}")), where=f"cache {self.path}, case {case_id}"
+            )
+            for case_id, group in self.old["cases"].items()
+        }
 
     def write_case(self, arrays: CaseArrays) -> None:
         case_id = check_case_id(arrays.meta.case_id, self.path)

@@ -25,7 +25,7 @@ def run_fast(script: str, out: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
     result = run_fast("quickstart.py", tmp_path)
-    assert "| metric | LV | Myo | RV | LA | RA | AA | PA | WH |" in result.stdout
+    assert "| metric | Myo | LA | LV | RA | RV | AA | PA | WH |" in result.stdout
     assert (tmp_path / "prediction" / "ct_train_1005_label.nii.gz").exists()
 
 

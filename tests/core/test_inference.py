@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from duoseg.core import load_plugins
 from duoseg.core.cache import open_cache
 from duoseg.core.cli import main
+from duoseg.core.guidance import upsample_box
 from duoseg.core.inference import (
     Options,
     PredictError,
     dynamic_tile,
-    guidance_slab,
     load_model,
     predict_case,
 )
@@ -27,13 +27,15 @@ from duoseg.core.sampler import IMAGE_PAD, read_padded
 
 
 @pytest.mark.parametrize("channels", [1, 8])
-def test_guidance_slabs_equal_the_full_upsampling(channels: int) -> None:
+def test_upsampled_boxes_equal_the_full_upsampling_and_fill_outside(channels: int) -> None:
     coarse = torch.rand(channels, 7, 9, 11)
     shape = (40, 50, 60)
     full = F.interpolate(coarse[None], size=shape, mode="trilinear", align_corners=False)[0]
-    slab = guidance_slab(coarse, shape, (-2, 13), slice(5, 30), slice(0, 60))
-    torch.testing.assert_close(slab[:, 2:], full[:, 0:13, 5:30], atol=1e-5, rtol=0)
-    assert torch.all(slab[:, :2] == 0)  # slices before the volume: no guidance
+    fill = [float(c) + 0.5 for c in range(channels)]
+    box = upsample_box(coarse, shape, (-2, 5, 50), (15, 25, 16), fill)
+    torch.testing.assert_close(box[:, 2:, :, :10], full[:, 0:13, 5:30, 50:60], atol=1e-5, rtol=0)
+    for c in range(channels):  # slices before the volume, columns past it: the fill
+        assert torch.all(box[c, :2] == fill[c]) and torch.all(box[c, :, :, 10:] == fill[c])
 
 
 @pytest.mark.parametrize("run", ["two_stage_run", "guided_run"])
@@ -64,6 +66,8 @@ def test_streaming_equals_a_per_slice_k_slab_loop(run, cache, request) -> None:
                 read_padded(case.image, origin, size, IMAGE_PAD), dtype=torch.float32
             )
             guides = torch.zeros((guidance.shape[0], *size))
+            if guidance.shape[0] > 1:  # outside the volume: certainly background
+                guides[0] = 1
             lo, hi = max(z - k // 2, 0), min(z + k // 2 + 1, case.meta.shape[0])
             guides[:, lo - origin[0] : hi - origin[0]] = guidance[:, lo:hi, roi[1], roi[2]]
             out = net2(torch.cat((image[None], guides))[None]).softmax(1)[0, :, 0]
@@ -201,7 +205,8 @@ def test_evaluate_prints_the_papers_table(two_stage_run, cache, tmp_path, capsys
     )
     assert code == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == "| metric | LV | Myo | RV | LA | RA | AA | PA | WH |"
+    # The model's classes, in class order, from the prediction's completion record.
+    assert out.splitlines()[0] == "| metric | Myo | LA | LV | RA | RV | AA | PA | WH |"
     assert " ± " in out  # four cases: mean ± sd
     result = json.loads((tmp_path / "e.json").read_text())
     assert len(result["cases"]) == 4
@@ -317,3 +322,109 @@ def test_zarr_output_with_lcc_equals_the_in_memory_result(two_stage_run, cache, 
     predict_case(model, case, ZarrSink(out), options)
     finish_output(out, ["ct_train_1002"], [])
     np.testing.assert_array_equal(PredictionReader(out).array("ct_train_1002")[...], memory.labels)
+
+
+# ------------------------------------------------- a NIfTI file OUTPUT (issue 12, item 6)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_a_nifti_file_output_is_that_file(two_stage_run, cache, tmp_path, capsys, suffix) -> None:
+    source = Path(cache).parent / "src" / "ct_train_1003_image.nii.gz"
+    out = tmp_path / f"out{suffix}"
+    assert main(["predict", str(two_stage_run), str(source), str(out)]) == 0
+    assert out.is_file() and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+    written, original = nib.load(out), nib.load(source)
+    assert written.shape == original.shape
+    np.testing.assert_allclose(written.affine, original.affine)
+    assert set(np.unique(np.asarray(written.dataobj))) <= {0, 205, 420, 500, 550, 600, 820, 850}
+    capsys.readouterr()  # the file records its classes: evaluate needs no label map
+    truth = Path(cache).parent / "src" / "ct_train_1003_label.nii.gz"
+    assert main(["evaluate", str(out), str(truth)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0] == "| metric | Myo | LA | LV | RA | RV | AA | PA | WH |"
+    assert captured.err == ""
+
+
+def test_an_existing_file_output_is_refused_unless_overwrite(two_stage_run, cache, tmp_path,
+                                                             capsys) -> None:  # fmt: skip
+    source = Path(cache).parent / "src" / "ct_train_1003_image.nii.gz"
+    out = tmp_path / "out.nii.gz"
+    out.write_bytes(b"precious")
+    assert main(["predict", str(two_stage_run), str(source), str(out)]) == 2
+    assert f"{out}: output file exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"precious"
+    assert main(["predict", str(two_stage_run), str(source), str(out), "--overwrite"]) == 0
+    assert nib.load(out).shape == nib.load(source).shape
+
+
+@pytest.mark.parametrize("input_kind", ["folder", "cache"])
+def test_a_folder_or_cache_input_with_a_file_output_is_refused(
+    two_stage_run, cache, tmp_path, capsys, input_kind
+) -> None:
+    source = Path(cache).parent / "src" if input_kind == "folder" else Path(cache)
+    out = tmp_path / "out.nii.gz"
+    assert main(["predict", str(two_stage_run), str(source), str(out)]) == 2
+    assert (
+        f"{out}: a .nii/.nii.gz OUTPUT is one label file for one input image, but INPUT "
+        f"{source} is a folder (of images, or a cache); give a folder or *.zarr OUTPUT"
+    ) in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_file_output_that_is_a_folder_is_refused(two_stage_run, cache, tmp_path, capsys) -> None:
+    source = Path(cache).parent / "src" / "ct_train_1003_image.nii.gz"
+    out = tmp_path / "out.nii.gz"
+    out.mkdir()
+    assert main(["predict", str(two_stage_run), str(source), str(out), "--overwrite"]) == 2
+    assert (
+        f"{out}: OUTPUT names a NIfTI file but is an existing folder; refusing to replace it"
+        in capsys.readouterr().err
+    )
+
+
+def test_a_folder_output_records_the_models_classes(two_stage_run, cache, tmp_path) -> None:
+    source = Path(cache).parent / "src" / "ct_train_1003_image.nii.gz"
+    assert main(["predict", str(two_stage_run), str(source), str(tmp_path / "out")]) == 0
+    record = json.loads((tmp_path / "out" / "duoseg-complete.json").read_text())
+    assert record["labels"] == {"Myo": 205, "LA": 420, "LV": 500, "RA": 550, "RV": 600,
+                                "AA": 820, "PA": 850}  # fmt: skip
+
+
+# ----------------------------------- the baseline's probabilities (issue 12, item 9)
+
+
+class _Sharp(torch.nn.Module):
+    """A confident unet3d: one class per block of 2 voxels, in a checkerboard of all
+    classes - sharp edges everywhere, the B-splines' worst case for overshoot."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.classes = classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z, y, w = (torch.arange(n) for n in x.shape[2:])
+        z, y, w = z // 2, y // 2, w // 2
+        index = (z[:, None, None] + 2 * y[None, :, None] + 3 * w[None, None, :]) % self.classes
+        return 30.0 * F.one_hot(index, self.classes).permute(3, 0, 1, 2)[None].float()
+
+
+def test_baseline_probabilities_are_probabilities(baseline_run, cache, monkeypatch) -> None:
+    from duoseg.core import inference
+
+    registry = load_plugins()
+    model = load_model(baseline_run, registry)
+    model.networks["unet3d"] = _Sharp(model.classes)  # type: ignore[assignment]
+    case = open_cache(cache, registry).case("ct_train_1001")
+    resampled: list[torch.Tensor] = []  # the B-splines' values, before clipping
+    clip = inference.as_probabilities
+    monkeypatch.setattr(inference, "as_probabilities", lambda v: resampled.append(v) or clip(v))
+    sink = MemorySink()
+    predict_case(model, case, sink, Options(memory_budget_mib=1, probabilities=True))
+    assert sink.probabilities is not None
+    probabilities = sink.probabilities.astype(np.float32)
+    assert probabilities.min() >= 0 and probabilities.max() <= 1
+    np.testing.assert_allclose(probabilities.sum(0), 1, atol=4e-3)  # float16 per class
+    values = torch.cat(resampled, 1)
+    assert values.min() < -0.05 and values.max() > 1.05  # the overshoot that was clipped
+    # The labels are still the resampled values' argmax.
+    np.testing.assert_array_equal(sink.labels, values.argmax(0).numpy())

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from duoseg.core.cache_build import coarse_shape, downsample_label
 from duoseg.core.cli import main
 from duoseg.core.phantom import MMWHS_LABELS, make_case
+from duoseg.core.preprocessing import downsample_label, grid_shape
 
 
 def test_a_case_is_a_pure_function_of_its_seed_and_number() -> None:
@@ -47,7 +47,7 @@ def test_the_myocardium_is_too_thin_for_the_coarse_grid() -> None:
     case = make_case(0, 2, "ct")
     values = sorted({0, *MMWHS_LABELS.values()})
     index = np.searchsorted(values, case.label).astype(np.uint8)
-    coarse = downsample_label(index, coarse_shape(index.shape, case.spacing, 3.0), len(values))
+    coarse = downsample_label(index, grid_shape(index.shape, case.spacing, 3.0), len(values))
     upsampled = F.interpolate(torch.from_numpy(coarse)[None, None].float(), size=index.shape)[0, 0]
     dice = {}
     for name in ("Myo", "LV"):

@@ -57,7 +57,7 @@ def test_a_built_cache_holds_the_documented_contents(registry, source, tmp_path,
             counts.sum((0, 1, 2)), np.bincount(imported.label.ravel(), minlength=8)
         )
         assert case.meta.normalisation["percentile_high"] == 99.5
-        assert set(case.meta.checksums) == {"image", "label"}
+        assert set(case.meta.checksums) == {"image", "label", "plan"}  # sources + preprocessing
         np.testing.assert_array_equal(case.image[2:9, 5:30, 3], image[2:9, 5:30, 3:4])
         assert cache.verify() == []
 

@@ -1,0 +1,188 @@
+"""``duoseg evaluate`` on any label set: classes from --labels, a run, the prediction's
+record or the ground truth; never a fixed MM-WHS table. No training needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from duoseg.core import load_plugins
+from duoseg.core.cache import CaseMeta
+from duoseg.core.checkpoint import TrainState, save_checkpoint
+from duoseg.core.cli import main
+from duoseg.core.evaluate import evaluate, format_table
+from duoseg.core.inference import PredictError
+from duoseg.core.outputs import COMPLETE, NiftiSink, finish_output
+
+BRAIN = {"csf": 1, "gm": 2, "wm": 3}  # a 4-class MR set: labels 0 to 3
+AFFINE = np.diag([1.5, 1.0, 2.0, 1.0])
+
+
+def _volume(shift: int = 0) -> np.ndarray:
+    labels = np.zeros((24, 20, 16), np.int16)
+    labels[4 + shift : 20 + shift, 4:16, 3:13] = 3  # wm
+    labels[6 + shift : 18 + shift, 6:14, 5:11] = 2  # gm
+    labels[9 + shift : 15 + shift, 8:12, 6:10] = 1  # csf
+    return labels
+
+
+def _save(path: Path, labels: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(labels, AFFINE), path)
+    return path
+
+
+@pytest.fixture
+def brain(tmp_path: Path) -> tuple[Path, Path]:
+    """A prediction folder (two cases, one voxel row off) and its ground truth."""
+    for case, shift in (("mr_1", 1), ("mr_2", 0)):
+        _save(tmp_path / "gt" / f"{case}_label.nii.gz", _volume())
+        _save(tmp_path / "pred" / f"{case}_label.nii.gz", _volume(shift))
+    return tmp_path / "pred", tmp_path / "gt"
+
+
+def test_classes_come_from_the_predictions_completion_record(brain) -> None:
+    pred, gt = brain
+    finish_output(pred, ["mr_1", "mr_2"], [], BRAIN)
+    assert json.loads((pred / COMPLETE).read_text())["labels"] == BRAIN
+    result = evaluate(pred, gt, load_plugins())
+    assert result["labels"] == BRAIN and result["label_source"] == str(pred / COMPLETE)
+    assert format_table(result).splitlines()[0] == "| metric | csf | gm | wm | WH |"
+    dice = result["table"]["dice"]
+    assert all(0.5 < dice[s]["mean"] <= 1.0 for s in (*BRAIN, "WH")), dice
+    assert result["cases"]["mr_2"]["gm"]["dice"] == 1.0  # identical case
+    assert result["cases"]["mr_1"]["WH"]["dice"] == pytest.approx(1 - 1 / 16)  # one row off
+
+
+def test_the_labels_option_names_the_classes(brain, tmp_path, capsys) -> None:
+    pred, gt = brain
+    args = ["evaluate", str(pred), str(gt), "--labels", "csf=1,gm=2,wm=3"]
+    assert main([*args, "--csv", str(tmp_path / "e.csv"), "--json", str(tmp_path / "e.json"),
+                 "--overlays", str(tmp_path / "png")]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0] == "| metric | csf | gm | wm | WH |"
+    assert "nan" not in captured.out and captured.err == ""
+    assert json.loads((tmp_path / "e.json").read_text())["labels"] == BRAIN
+    rows = (tmp_path / "e.csv").read_text().splitlines()
+    assert {row.split(",")[1] for row in rows[1:]} == {"csf", "gm", "wm", "WH"}
+    assert len(list((tmp_path / "png").glob("*_overlay.png"))) == 2
+
+
+def test_labels_option_wins_and_a_subset_is_evaluated(brain) -> None:
+    pred, gt = brain
+    result = evaluate(pred, gt, load_plugins(), labels={"wm": 3})
+    assert list(result["table"]["dice"]) == ["wm", "WH"]
+    # WH is the union of the listed classes only: here the wm voxels.
+    assert result["cases"]["mr_2"]["WH"]["dice"] == 1.0
+
+
+def test_classes_come_from_a_runs_checkpoint(brain, tmp_path, capsys) -> None:
+    pred, gt = brain
+    run = tmp_path / "run"
+    run.mkdir()
+    data = {"class_names": ["background", *BRAIN], "label_values": [0, *BRAIN.values()]}
+    save_checkpoint(run / "best.safetensors", networks={}, optimizer=None, state=TrainState(),
+                    config={}, provenance={}, data=data)  # fmt: skip
+    assert main(["evaluate", str(pred), str(gt), "--run", str(run)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "| metric | csf | gm | wm | WH |"
+
+
+def test_without_a_label_map_the_truths_values_are_used_and_said(brain, capsys) -> None:
+    pred, gt = brain
+    assert main(["evaluate", str(pred), str(gt)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0] == "| metric | 1 | 2 | 3 | WH |"
+    assert captured.err.strip() == (
+        f"classes: the nonzero values found in {gt}, named by value "
+        "(no --labels, --run or record in PRED)"
+    )
+
+
+def test_a_label_file_written_by_duoseg_records_its_classes(tmp_path) -> None:
+    """A single prediction file (no folder record) carries its classes in a NIfTI extension."""
+    eye = np.eye(4).tolist()
+    meta = CaseMeta(
+        case_id="mr_1", shape=(16, 20, 24), spacing=(1.0, 1.0, 1.0), coarse_shape=(4, 5, 6),
+        coarse_spacing=(4.0, 4.0, 4.0), canonical_affine=eye, source_affine=eye,
+        source_shape=(24, 20, 16), class_names=("background", *BRAIN),
+        label_values=(0, *BRAIN.values()), normalisation={}, checksums={}, has_label=False,
+        coarse_target=4.0,
+    )  # fmt: skip
+    target = tmp_path / "mr_1.nii"
+    sink = NiftiSink(target, single_file=True)
+    assert sink.begin(meta, probabilities=False) == 0
+    canonical = np.transpose(_volume().astype(np.uint8), (2, 1, 0))  # z, y, x
+    sink.write(0, canonical, None)
+    sink.end(meta, None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mr_1.nii"]  # no partial left
+    truth = tmp_path / "gt" / "mr_1_label.nii.gz"
+    truth.parent.mkdir()
+    nib.save(nib.Nifti1Image(_volume(), np.eye(4)), truth)
+    result = evaluate(target, truth, load_plugins())
+    assert result["labels"] == BRAIN and result["label_source"] == str(target)
+    assert result["table"]["dice"]["WH"]["mean"] == 1.0
+
+
+# ----------------------------------------------------------------- bad inputs
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ("csf=1,gm=x", "--labels item 'gm=x' is not NAME=VALUE with an integer VALUE"),
+        ("csf=0,gm=2", "--labels: class 'csf' has label value 0; label values are positive "
+                       "integers (0 is the background)"),
+        ("csf=1,gm=1", "--labels: classes 'csf' and 'gm' share label value 1"),
+        ("WH=1", "--labels: class name 'WH' is reserved for the whole foreground"),
+        ("=1", "--labels: class name '' is not a non-empty name"),
+    ],
+)  # fmt: skip
+def test_bad_label_maps(brain, capsys, labels: str, message: str) -> None:
+    pred, gt = brain
+    assert main(["evaluate", str(pred), str(gt), "--labels", labels]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_table_where_no_class_matched_is_an_error(brain, capsys) -> None:
+    """The MM-WHS values on a brain set: every cell would be nan."""
+    pred, gt = brain
+    assert main(["evaluate", str(pred), str(gt), "--labels", "LV=500,Myo=205"]) == 2
+    assert (
+        f"duoseg: error: {pred} vs {gt}: field labels: none of the label values looked for "
+        "{'LV': 500, 'Myo': 205} (from --labels) occurs in any case; values found: [0, 1, 2, 3]"
+    ) in capsys.readouterr().err
+
+
+def test_a_record_whose_labels_are_malformed(brain) -> None:
+    pred, gt = brain
+    finish_output(pred, ["mr_1", "mr_2"], [], {"csf": "one"})  # type: ignore[dict-item]
+    with pytest.raises(PredictError, match=rf"{COMPLETE}: field labels: class 'csf' has label "
+                       r"value 'one'; label values are positive integers"):  # fmt: skip
+        evaluate(pred, gt, load_plugins())
+    (pred / COMPLETE).write_text("{not json")
+    with pytest.raises(PredictError, match=rf"{COMPLETE}: not a readable completion record"):
+        evaluate(pred, gt, load_plugins())
+
+
+def test_a_run_without_a_checkpoint_gives_no_labels(brain, tmp_path, capsys) -> None:
+    pred, gt = brain
+    assert main(["evaluate", str(pred), str(gt), "--run", str(tmp_path)]) == 2
+    assert (
+        f"{tmp_path}: --run has no complete checkpoint (best.safetensors or last.safetensors)"
+        in capsys.readouterr().err
+    )
+
+
+def test_a_background_only_truth_without_a_label_map(tmp_path, capsys) -> None:
+    empty = np.zeros((8, 8, 8), np.int16)
+    pred = _save(tmp_path / "p" / "a_label.nii.gz", empty)
+    gt = _save(tmp_path / "g" / "a_label.nii.gz", empty)
+    assert main(["evaluate", str(pred), str(gt)]) == 2
+    assert (
+        f"{gt}: the ground truth holds only label value 0 and no label map was given"
+        in capsys.readouterr().err
+    )

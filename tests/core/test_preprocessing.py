@@ -1,0 +1,106 @@
+"""One preprocessing record (issue 12, item 4): written by the cache build, copied into
+every checkpoint, used by prediction of new images through the same builder, and a
+prediction from data prepared otherwise is refused naming both values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from duoseg.core import load_plugins
+from duoseg.core.cache import open_cache
+from duoseg.core.cache_build import build_cache
+from duoseg.core.checkpoint import load_checkpoint
+from duoseg.core.cli import EXIT_BAD_INPUT, main
+from duoseg.core.importer import DataError, SourcePair
+from duoseg.core.inference import case_from_image, load_model
+from duoseg.core.preprocessing import Preprocessing
+from duoseg.core.trainer import LAST
+
+
+def test_the_cache_and_the_checkpoint_carry_the_record(cache, two_stage_run) -> None:
+    record = open_cache(cache).preprocessing
+    assert record.coarse_spacing == 3.0 and record.percentiles == (0.5, 99.5)
+    assert record.class_names[:2] == ("background", "Myo") and record.label_values[:2] == (0, 205)
+    stored = load_checkpoint(two_stage_run / LAST, load_plugins()).data
+    assert stored == {**record.as_dict(), "baseline_spacing": 2.0}
+
+
+def rebuilt(cache: Path, tmp_path: Path, *flags: str) -> Path:
+    target = tmp_path / "other.zarr"
+    assert main(["cache", "build", str(cache.parent / "src"), str(target), *flags]) == 0
+    return target
+
+
+@pytest.mark.parametrize(
+    "mismatch",
+    [
+        (("--coarse-spacing", "6"), "coarse_spacing", "6.0", "3.0"),
+        (("--percentiles", "2", "98"), "percentiles", "[2.0, 98.0]", "[0.5, 99.5]"),
+    ],
+)
+def test_predicting_a_cache_prepared_otherwise_is_refused_naming_both_values(
+    cache, two_stage_run, tmp_path, capsys, mismatch
+) -> None:
+    flags, field, theirs, ours = mismatch
+    other = rebuilt(cache, tmp_path, *flags)
+    capsys.readouterr()
+    code = main(["predict", str(two_stage_run), str(other), str(tmp_path / "out.zarr")])
+    error = capsys.readouterr().err
+    assert code == EXIT_BAD_INPUT
+    assert f"cache {other} was prepared with {field} = {theirs}" in error, error
+    assert f"the model of {two_stage_run} expects {field} = {ours}" in error, error
+
+
+def test_new_images_are_prepared_by_the_cache_builds_own_builder(cache, two_stage_run) -> None:
+    registry = load_plugins()
+    model = load_model(two_stage_run, registry)
+    importer = registry.build("importer", "mmwhs")
+    case_id = "ct_train_1002"
+    source = cache.parent / "src"
+    pair = SourcePair(case_id, source / f"{case_id}_image.nii.gz", None)
+    fresh = case_from_image(importer.load(pair), model)
+    cached = open_cache(cache).case(case_id)
+    assert fresh.meta.coarse_shape == cached.meta.coarse_shape
+    assert fresh.meta.normalisation == cached.meta.normalisation
+    np.testing.assert_array_equal(fresh.image[...], cached.image[...])
+    np.testing.assert_array_equal(fresh.coarse_image[...], cached.coarse_image[...])
+
+
+def test_rebuilding_with_other_settings_prepares_every_case_again(cache, tmp_path) -> None:
+    registry = load_plugins()
+    target = tmp_path / "c.zarr"
+    source = cache.parent / "src"
+
+    def build(spacing: float) -> list[str]:
+        importer, store = registry.build("importer", "mmwhs"), registry.build("store", "zarr")
+        report = build_cache(source, target, importer=importer, store=store, coarse_spacing=spacing)
+        return report.written
+
+    cases = open_cache(cache).cases()
+    assert build(3.0) == cases
+    assert build(3.0) == []  # nothing changed: every case kept
+    assert build(6.0) == cases  # another coarse grid: no case kept from the 3 mm build
+    reader = open_cache(target)
+    assert reader.preprocessing.coarse_spacing == 6.0
+    assert {reader.case(c).meta.coarse_target for c in cases} == {6.0}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"percentiles": (60.0, 40.0)}, r"percentiles = \[60.0, 40.0\]: need 0 <= low < high"),
+        ({"coarse_spacing": 0.0}, r"coarse_spacing = 0.0 mm must be > 0"),
+        ({"baseline_spacing": -2.0}, r"baseline_spacing = -2.0 mm must be > 0"),
+        ({"class_names": ("background",)}, r"class_names \['background'\] and label_values"),
+    ],
+)
+def test_bad_records_are_refused_with_the_value(fields, message) -> None:
+    with pytest.raises(DataError, match=message):
+        Preprocessing(**fields)
+
+
+def test_a_malformed_stored_record_names_where_it_was_read() -> None:
+    with pytest.raises(DataError, match=r"run/last.safetensors: preprocessing record is malformed"):
+        Preprocessing.from_dict({"percentiles": [0.5, 99.5]}, where="run/last.safetensors")
