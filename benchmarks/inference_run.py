@@ -1,6 +1,6 @@
 """One inference run in its own process, for peak-memory figures (VmHWM).
 
-    python benchmarks/inference_run.py two_stage|baseline|monai CACHE OUT [--budget MiB]
+    python benchmarks/inference_run.py two_stage|baseline|monai CACHE OUT [--budget MiB] [--nifti]
 
 Prints one JSON line: seconds, voxels, voxels/s, FLOPs per voxel, peak RSS and the
 RSS once libraries, model and case metadata are loaded (the difference is the
@@ -26,11 +26,14 @@ from benchmarks.memory import rss_mib
 from benchmarks.training_setup import MMWHS_DATA
 
 
-def duoseg_run(mode: str, cache: Path, out: Path, budget: float) -> dict[str, object]:
+def duoseg_run(
+    mode: str, cache: Path, out: Path, budget: float, nifti: bool = False
+) -> dict[str, object]:
+    """``nifti``: labels to OUT/<case>_label.nii.gz in the source grid, else to OUT (Zarr)."""
     from duoseg.core import load_plugins, network_cost
     from duoseg.core.cache import open_cache
     from duoseg.core.inference import Model, Options, dynamic_tile, predict_case
-    from duoseg.core.outputs import ZarrSink, finish_output, prepare_output
+    from duoseg.core.outputs import NiftiSink, ZarrSink, finish_output, prepare_output
 
     torch.manual_seed(0)
     registry = load_plugins(entry_points=False)
@@ -47,7 +50,8 @@ def duoseg_run(mode: str, cache: Path, out: Path, budget: float) -> dict[str, ob
     prepare_output(out, overwrite=True)
     loaded = rss_mib("VmRSS")
     start = time.perf_counter()
-    report = predict_case(model, case, ZarrSink(out), Options(memory_budget_mib=budget), roi=roi)
+    sink = NiftiSink(out) if nifti else ZarrSink(out)
+    report = predict_case(model, case, sink, Options(memory_budget_mib=budget), roi=roi)
     finish_output(out, [case.case_id], [])
     seconds = time.perf_counter() - start
     voxels = int(np.prod(case.meta.shape))
@@ -64,6 +68,7 @@ def duoseg_run(mode: str, cache: Path, out: Path, budget: float) -> dict[str, ob
         flops = network_cost(model.networks["unet3d"], (1, 1, *small)).flops
     return {
         "mode": mode,
+        "output": "nifti" if nifti else "zarr",
         "shape": list(case.meta.shape),
         "seconds": seconds,
         "voxels_per_s": voxels / seconds,
@@ -124,12 +129,13 @@ def main() -> None:
     parser.add_argument("cache", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--budget", type=float, default=256.0, help="Net2 slab budget, MiB")
+    parser.add_argument("--nifti", action="store_true", help="NIfTI output (OUT a folder)")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     result = (
         monai_run(args.cache)
         if args.mode == "monai"
-        else duoseg_run(args.mode, args.cache, args.out, args.budget)
+        else duoseg_run(args.mode, args.cache, args.out, args.budget, args.nifti)
     )
     print(json.dumps(result))
 

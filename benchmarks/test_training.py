@@ -3,6 +3,9 @@ Net1 outputs saves. The demo-sized config is examples/configs/tiny.toml."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +14,10 @@ import torch
 from duoseg.core.checkpoint import TrainState
 from duoseg.core.phantom import phantom_cache
 
+from benchmarks.data_fixtures import big_cache
 from benchmarks.training_setup import first_batches, make_trainer
+
+HERE = Path(__file__).parent
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "configs" / "tiny.toml"
 STAGES = {"2_coarse": 1, "3_end_to_end": 2, "4_fine": 3}
@@ -58,9 +64,22 @@ def test_step4_with_and_without_cached_net1_outputs(benchmark, cache, tmp_path, 
 
     def step() -> None:
         if not cached:
-            trainer._net1_outputs.clear()
+            trainer._coarse_guidance.clear()
         trainer._train_step(stage, next(steps), optimizer, state)
 
     torch.manual_seed(0)
     benchmark.pedantic(step, rounds=10, warmup_rounds=2)
     benchmark.extra_info.update(seconds_per_step=benchmark.stats.stats.mean)
+
+
+def test_step4_memory_is_flat_in_the_number_of_cases(benchmark, registry, tmp_path) -> None:
+    """Step 4 over the 20 benchmark cases of 512 x 512 x 256; target: peak RSS < 2 GiB and
+    RSS after all 20 cases within 10% of RSS after 5 (Net1's coarse output per case, the
+    full-resolution guidance made per sample)."""
+    command = [sys.executable, str(HERE / "step4_memory.py"), str(big_cache(registry)),
+               str(tmp_path / "run")]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    figures = benchmark.pedantic(
+        lambda: json.loads(result.stdout.strip().splitlines()[-1]), rounds=1, iterations=1
+    )
+    benchmark.extra_info.update(figures)

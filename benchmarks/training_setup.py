@@ -7,16 +7,15 @@ from pathlib import Path
 from duoseg.core import load_plugins
 from duoseg.core.checkpoint import TrainState
 from duoseg.core.config import load_config
+from duoseg.core.preprocessing import Preprocessing
 from duoseg.core.trainer import Trainer, config_as_dict
 
 # How phantom data are prepared, for models built with random weights.
-MMWHS_DATA = {
-    "class_names": ["background", "Myo", "LA", "LV", "RA", "RV", "AA", "PA"],
-    "label_values": [0, 205, 420, 500, 550, 600, 820, 850],
-    "percentiles": [0.5, 99.5],
-    "coarse_spacing": 3.0,
-    "baseline_spacing": 2.0,
-}
+MMWHS_DATA = Preprocessing(
+    class_names=("background", "Myo", "LA", "LV", "RA", "RV", "AA", "PA"),
+    label_values=(0, 205, 420, 500, 550, 600, 820, 850),
+    baseline_spacing=2.0,
+)
 
 
 def make_trainer(config: Path, cache: Path, out: Path, overrides: list[str]) -> Trainer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import nibabel as nib
@@ -34,3 +35,22 @@ def canonical_affine(
     transform = nib.orientations.ornt_transform(ornt, RAS)
     inverse = nib.orientations.inv_ornt_aff(transform, shape)
     return np.asarray(source_affine @ inverse, dtype=np.float64)
+
+
+def source_blocks(
+    data_zyx: NDArray[Any], source_affine: NDArray[np.float64], planes: int
+) -> Iterator[NDArray[Any]]:
+    """:func:`to_source` of a canonical array, block by block: blocks of at most
+    ``planes`` planes of the source's last (slowest on disk) axis, in file order, each
+    read from ``data_zyx`` (a memory map, say) only when it is due."""
+    transform = nib.orientations.ornt_transform(RAS, nib.io_orientation(source_affine))
+    moved = int(np.flatnonzero(transform[:, 0] == 2)[0])  # the (x, y, z) axis that becomes k
+    axis = 2 - moved  # the same axis of the (z, y, x) array
+    flipped = transform[moved, 1] == -1
+    n = data_zyx.shape[axis]
+    for k0 in range(0, n, planes):
+        k1 = min(k0 + planes, n)
+        box: list[slice] = [slice(None)] * 3
+        # A flipped axis reverses inside the block too, so the block comes from the far end.
+        box[axis] = slice(n - k1, n - k0) if flipped else slice(k0, k1)
+        yield to_source(np.asarray(data_zyx[tuple(box)]), source_affine)

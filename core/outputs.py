@@ -7,11 +7,12 @@ interrupted run leaves nothing that reads as complete, and rerunning finishes it
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import nibabel as nib
 import numpy as np
@@ -23,7 +24,7 @@ from scipy import ndimage
 from .cache import CaseMeta, check_case_id
 from .importer import DataError
 from .inference import LabelSink, PredictError
-from .orientation import to_source
+from .orientation import source_blocks
 from .weights import write_atomically
 from .zarr_arrays import ZarrArray
 
@@ -31,6 +32,7 @@ COMPLETE = "duoseg-complete.json"
 MARKER = "duoseg-prediction.json"
 EXTENSION_KEY = "duoseg"  # {"duoseg": {"labels": {...}}} in a label file's comment extension
 COMMENT_CODE = 6  # NIfTI extension code "comment"
+NIFTI_BLOCK_BYTES = 64 * 2**20  # int16 voxels per block written to a NIfTI label file
 
 
 def largest_components(labels: NDArray[np.uint8], classes: int) -> NDArray[np.uint8]:
@@ -242,18 +244,26 @@ class NiftiSink(LabelSink):
     """``OUTPUT/<case>_label.nii.gz`` in the source file's grid, orientation and label values,
     recording the classes in a NIfTI extension. With ``single_file``, ``path`` is the one
     file (``.nii`` or ``.nii.gz``) that the only case is written to (always rewritten:
-    whoever makes the sink decides whether an existing file may be replaced)."""
+    whoever makes the sink decides whether an existing file may be replaced).
+
+    Memory stays flat in the depth: slabs go to an uncompressed memory-mapped scratch
+    file beside the output, which :meth:`end` streams into the NIfTI file block by block
+    (reoriented to the source, mapped to the source label values, gzipped)."""
 
     def __init__(self, path: Path, *, single_file: bool = False) -> None:
         self.path = path
         self.single_file = single_file
         self.cases: list[str] = []
-        self.labels: NDArray[np.uint8] | None = None
+        self.labels: np.memmap[Any, np.dtype[np.uint8]] | None = None
 
     def file(self, case_id: str) -> Path:
         if self.single_file:
             return self.path
         return self.path / f"{check_case_id(case_id, self.path)}_label.nii.gz"
+
+    def _scratch(self, case_id: str) -> Path:
+        target = self.file(case_id)
+        return target.with_name(f".{target.name}.labels.partial")
 
     def begin(self, meta: CaseMeta, probabilities: bool) -> int:
         if probabilities:
@@ -264,7 +274,7 @@ class NiftiSink(LabelSink):
         if not self.single_file and self.file(meta.case_id).exists():
             self.labels = None
             return meta.shape[0]
-        self.labels = np.zeros(meta.shape, np.uint8)
+        self.labels = np.memmap(self._scratch(meta.case_id), np.uint8, "w+", shape=meta.shape)
         return 0
 
     def write(
@@ -276,21 +286,45 @@ class NiftiSink(LabelSink):
     def end(self, meta: CaseMeta, lcc_box: tuple[slice, ...] | None) -> None:
         if self.labels is None:
             return
-        labels = self.labels
+        labels, self.labels = self.labels, None
         if lcc_box is not None:
             labels[lcc_box] = largest_components(labels[lcc_box], len(meta.class_names))
-        values = np.asarray(meta.label_values, dtype=np.int16)[labels]
-        affine = np.asarray(meta.source_affine)
-        image = nib.Nifti1Image(to_source(values, affine), affine)
-        image.header.set_xyzt_units("mm")
-        classes = zip(meta.class_names[1:], meta.label_values[1:], strict=True)
-        image.header.extensions.append(labels_extension(dict(classes)))
         target = self.file(meta.case_id)
         suffix = ".nii.gz" if target.name.endswith(".nii.gz") else ".nii"
         partial = target.with_name(f".{target.name.removesuffix(suffix)}.partial{suffix}")
-        nib.save(image, partial)  # nibabel picks the format from the name, so no .tmp suffix
-        write_atomically(target, partial.replace)
-        self.labels = None
+        try:
+            _write_labels(partial, labels, meta)
+            write_atomically(target, partial.replace)
+        finally:
+            del labels  # closes the map before its file goes
+            self._scratch(meta.case_id).unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
+
+
+def _open_for_writing(path: Path) -> gzip.GzipFile | BinaryIO:
+    """gzip level 1 for .gz names (nibabel's own choice: fast, most of the gain)."""
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "wb", compresslevel=1)
+    return open(path, "wb")
+
+
+def _write_labels(path: Path, labels: NDArray[np.uint8], meta: CaseMeta) -> None:
+    """Stream canonical class indices into a NIfTI label file in the source's grid."""
+    affine = np.asarray(meta.source_affine)
+    values = np.asarray(meta.label_values, dtype=np.int16)
+    # A header for the source grid without the voxels: nibabel fills it from a
+    # zero-stride stand-in array.
+    image = nib.Nifti1Image(np.broadcast_to(np.int16(0), meta.source_shape), affine)
+    image.header.set_xyzt_units("mm")
+    classes = zip(meta.class_names[1:], meta.label_values[1:], strict=True)
+    image.header.extensions.append(labels_extension(dict(classes)))
+    image.update_header()
+    plane_bytes = values.itemsize * labels.size // meta.source_shape[2]
+    planes = max(1, NIFTI_BLOCK_BYTES // plane_bytes)
+    with _open_for_writing(path) as out:
+        image.header.write_to(out)
+        for block in source_blocks(labels, affine, planes):
+            out.write(values[block].tobytes(order="F"))
 
 
 class MemorySink(LabelSink):
