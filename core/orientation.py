@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
 
 RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+
+
+class Boxes(Protocol):
+    """A (z, y, x) array that reads boxes: a numpy array, or one on disk."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __getitem__(self, box: tuple[slice, ...], /) -> NDArray[Any]: ...
 
 
 def to_canonical(data_xyz: NDArray[Any], affine: NDArray[np.float64]) -> NDArray[Any]:
@@ -38,7 +47,7 @@ def canonical_affine(
 
 
 def source_blocks(
-    data_zyx: NDArray[Any], source_affine: NDArray[np.float64], planes: int
+    data_zyx: Boxes, source_affine: NDArray[np.float64], planes: int
 ) -> Iterator[NDArray[Any]]:
     """:func:`to_source` of a canonical array, block by block: blocks of at most
     ``planes`` planes of the source's last (slowest on disk) axis, in file order, each

@@ -246,15 +246,15 @@ class NiftiSink(LabelSink):
     file (``.nii`` or ``.nii.gz``) that the only case is written to (always rewritten:
     whoever makes the sink decides whether an existing file may be replaced).
 
-    Memory stays flat in the depth: slabs go to an uncompressed memory-mapped scratch
-    file beside the output, which :meth:`end` streams into the NIfTI file block by block
-    (reoriented to the source, mapped to the source label values, gzipped)."""
+    Memory stays flat in the depth: slabs go to an uncompressed scratch file beside the
+    output, which :meth:`end` streams into the NIfTI file block by block (reoriented to
+    the source, mapped to the source label values, gzipped)."""
 
     def __init__(self, path: Path, *, single_file: bool = False) -> None:
         self.path = path
         self.single_file = single_file
         self.cases: list[str] = []
-        self.labels: np.memmap[Any, np.dtype[np.uint8]] | None = None
+        self.labels: ScratchLabels | None = None
 
     def file(self, case_id: str) -> Path:
         if self.single_file:
@@ -274,14 +274,14 @@ class NiftiSink(LabelSink):
         if not self.single_file and self.file(meta.case_id).exists():
             self.labels = None
             return meta.shape[0]
-        self.labels = np.memmap(self._scratch(meta.case_id), np.uint8, "w+", shape=meta.shape)
+        self.labels = ScratchLabels(self._scratch(meta.case_id), meta.shape)
         return 0
 
     def write(
         self, z: int, labels: NDArray[np.uint8], probabilities: NDArray[np.float16] | None
     ) -> None:
         assert self.labels is not None
-        self.labels[z : z + len(labels)] = labels
+        self.labels[(slice(z, z + len(labels)),)] = labels
 
     def end(self, meta: CaseMeta, lcc_box: tuple[slice, ...] | None) -> None:
         if self.labels is None:
@@ -296,9 +296,30 @@ class NiftiSink(LabelSink):
             _write_labels(partial, labels, meta)
             write_atomically(target, partial.replace)
         finally:
-            del labels  # closes the map before its file goes
-            self._scratch(meta.case_id).unlink(missing_ok=True)
+            labels.path.unlink(missing_ok=True)
             partial.unlink(missing_ok=True)
+
+
+class ScratchLabels:
+    """A (z, y, x) uint8 array in an uncompressed file, read and written box by box.
+
+    Each access maps the file for that access only: mapped pages count as the
+    process's resident memory, so one map held open would grow it by a byte per voxel
+    written (measured: +123 MiB at 512 x 512 x 512)."""
+
+    def __init__(self, path: Path, shape: tuple[int, int, int]) -> None:
+        self.path, self.shape = path, shape
+        self.size = int(np.prod(shape))
+        with open(path, "wb") as handle:
+            handle.truncate(self.size)
+
+    def __getitem__(self, box: tuple[slice, ...]) -> NDArray[np.uint8]:
+        mapped = np.memmap(self.path, np.uint8, "r", shape=self.shape)
+        return np.array(mapped[box])  # a copy: the map goes with this frame
+
+    def __setitem__(self, box: tuple[slice, ...], values: NDArray[np.uint8]) -> None:
+        mapped = np.memmap(self.path, np.uint8, "r+", shape=self.shape)
+        mapped[box] = values
 
 
 def _open_for_writing(path: Path) -> gzip.GzipFile | BinaryIO:
@@ -308,7 +329,7 @@ def _open_for_writing(path: Path) -> gzip.GzipFile | BinaryIO:
     return open(path, "wb")
 
 
-def _write_labels(path: Path, labels: NDArray[np.uint8], meta: CaseMeta) -> None:
+def _write_labels(path: Path, labels: ScratchLabels, meta: CaseMeta) -> None:
     """Stream canonical class indices into a NIfTI label file in the source's grid."""
     affine = np.asarray(meta.source_affine)
     values = np.asarray(meta.label_values, dtype=np.int16)
