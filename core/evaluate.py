@@ -24,6 +24,7 @@ from .checkpoint import load_checkpoint
 from .inference import CHECKPOINTS, PredictError
 from .metric import Metric
 from .outputs import COMPLETE, recorded_labels
+from .preprocessing import Preprocessing
 from .registry import Registry
 
 METRICS = ("dice", "jaccard", "asd", "hd95")
@@ -97,14 +98,9 @@ def run_labels(run: Path, registry: Registry) -> dict[str, int]:
             f"{run}: --run has no complete checkpoint ({' or '.join(CHECKPOINTS)}) to take "
             "the class names and label values from"
         )
-    data = load_checkpoint(path, registry).data or {}
-    names, values = data.get("class_names"), data.get("label_values")
-    if not isinstance(names, list) or not isinstance(values, list) or len(names) != len(values):
-        raise PredictError(
-            f"{path}: field data: class_names {names!r} and label_values {values!r} are not "
-            "two lists of the same length"
-        )
-    return check_labels(dict(zip(names[1:], values[1:], strict=True)), f"{path}: field data")
+    where = f"{path}: field data"
+    record = Preprocessing.from_dict(load_checkpoint(path, registry).data, where=where)
+    return check_labels(record.label_map(), where)
 
 
 def resolve_labels(

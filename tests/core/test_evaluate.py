@@ -16,6 +16,7 @@ from duoseg.core.cli import main
 from duoseg.core.evaluate import evaluate, format_table
 from duoseg.core.inference import PredictError
 from duoseg.core.outputs import COMPLETE, NiftiSink, finish_output
+from duoseg.core.preprocessing import Preprocessing
 
 BRAIN = {"csf": 1, "gm": 2, "wm": 3}  # a 4-class MR set: labels 0 to 3
 AFFINE = np.diag([1.5, 1.0, 2.0, 1.0])
@@ -84,7 +85,8 @@ def test_classes_come_from_a_runs_checkpoint(brain, tmp_path, capsys) -> None:
     pred, gt = brain
     run = tmp_path / "run"
     run.mkdir()
-    data = {"class_names": ["background", *BRAIN], "label_values": [0, *BRAIN.values()]}
+    record = Preprocessing(class_names=("background", *BRAIN), label_values=(0, *BRAIN.values()))
+    data = record.as_dict()
     save_checkpoint(run / "best.safetensors", networks={}, optimizer=None, state=TrainState(),
                     config={}, provenance={}, data=data)  # fmt: skip
     assert main(["evaluate", str(pred), str(gt), "--run", str(run)]) == 0
