@@ -87,3 +87,34 @@ def test_bad_inputs_are_explained(registry: Registry) -> None:
         registry.build("augmentation", "flip", probability=2)
     with pytest.raises(InputShapeError, match=r"flip axes must be among z, y, x, got \['w'\]"):
         registry.build("augmentation", "flip", axes=["w"])
+
+
+@pytest.mark.parametrize("in_plane", [False, True])
+def test_each_channel_is_filled_with_its_own_value_outside_the_volume(
+    registry: Registry, in_plane: bool
+) -> None:
+    """Guidance stacked onto the image moves with it and reads as background outside."""
+    image = torch.stack((torch.full((2, 6, 16, 20), 0.3), torch.full((2, 6, 16, 20), 0.7)), 1)
+    label = torch.ones((2, 1 if in_plane else 6, 16, 20), dtype=torch.long)
+    shift = registry.build("augmentation", "affine", degrees=0, shear=0, scale=(0.5, 0.5),
+                           translate=0)  # fmt: skip
+    moved, labels = shift(image, label, torch.Generator().manual_seed(0), fill=[-1.0, 0.25])
+    outside = labels == 0  # zoomed out by 2: the border comes from past the volume
+    if in_plane:
+        outside = outside.expand(-1, 6, -1, -1)
+    assert outside.float().mean() > 0.3
+    corner = (
+        (slice(None), slice(None), slice(None), 0, 0)
+        if in_plane
+        else (slice(None),) * 2 + (0, 0, 0)
+    )
+    torch.testing.assert_close(moved[corner][:, 0], torch.full_like(moved[corner][:, 0], -1.0))
+    torch.testing.assert_close(moved[corner][:, 1], torch.full_like(moved[corner][:, 1], 0.25))
+
+
+def test_a_fill_per_channel_is_checked(registry: Registry) -> None:
+    image, label = batch("cpu")
+    with pytest.raises(
+        InputShapeError, match=r"fill has 2 value\(s\) \[-1.0, 0.0\] for an image of 1 channel"
+    ):
+        registry.build("augmentation", "flip")(image, label, torch.Generator(), fill=[-1.0, 0.0])
