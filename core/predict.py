@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .cache import CacheCase, open_cache
 from .errors import DuosegError
-from .importer import SourcePair
+from .importer import DataError, SourcePair
 from .inference import (
     Model,
     Options,
@@ -45,9 +45,14 @@ def _inputs(
             raise PredictError(f"{source}: no NIfTI images found")
     else:
         cache = open_cache(source, registry)
-        model.preprocessing.check_matches(
-            cache.preprocessing, ours=f"the model of {run_dir}", theirs=f"cache {source}"
-        )
+        try:
+            model.preprocessing.check_matches(
+                cache.preprocessing, ours=f"the model of {run_dir}", theirs=f"cache {source}"
+            )
+        except DataError as exc:
+            raise PredictError(
+                f"{exc} (NIfTI inputs are always prepared as the model's training data)"
+            ) from None
         for case_id in cases or cache.cases():
             yield cache.case(case_id)
         return

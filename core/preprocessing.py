@@ -111,8 +111,7 @@ class Preprocessing:
             if mine != yours:
                 raise DataError(
                     f"{theirs} was prepared with {name} = {_show(yours)} but {ours} "
-                    f"expects {name} = {_show(mine)}; prepare the data the same way "
-                    "(or predict from the NIfTI files, which are prepared as the model's data)"
+                    f"expects {name} = {_show(mine)}; prepare the data the same way"
                 )
 
 

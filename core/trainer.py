@@ -39,11 +39,12 @@ from .data import SampleDataset
 from .errors import ConfigError
 from .evaluation import dice_per_class, net1_probabilities
 from .guidance import Guidance, guidance_of, guide, outside_guidance, upsample_box
+from .importer import DataError
 from .inference import Model, Options, predict_case
 from .loss import SegmentationLoss
 from .network import SegmentationNetwork
 from .outputs import MemorySink
-from .preprocessing import grid_shape
+from .preprocessing import Preprocessing, grid_shape
 from .registry import Registry
 from .sampler import IMAGE_PAD, Sampler
 from .schedule import LossTerm, Schedule, Stage
@@ -315,6 +316,13 @@ class Trainer:
             raise ConfigError(
                 f"{self.run_dir}: --resume with another config: key {different} differs"
             )
+        recorded = Preprocessing.from_dict(checkpoint.data, where=str(path))
+        try:  # the same cache path, rebuilt with other settings, is another data set
+            recorded.check_matches(
+                self.preprocessing, ours=f"checkpoint {path}", theirs=f"cache {self.cache.path}"
+            )
+        except DataError as exc:
+            raise ConfigError(f"{self.run_dir}: --resume: {exc}") from None
         self._truncate_metrics(checkpoint.state)
         for network in self.networks.values():
             network.to(self.device)

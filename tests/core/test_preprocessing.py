@@ -104,3 +104,29 @@ def test_bad_records_are_refused_with_the_value(fields, message) -> None:
 def test_a_malformed_stored_record_names_where_it_was_read() -> None:
     with pytest.raises(DataError, match=r"run/last.safetensors: preprocessing record is malformed"):
         Preprocessing.from_dict({"percentiles": [0.5, 99.5]}, where="run/last.safetensors")
+
+
+def test_resuming_on_a_cache_rebuilt_with_other_settings_is_refused(
+    cache, tmp_path, capsys
+) -> None:
+    from tests.core.conftest import TWO_STAGE
+
+    registry = load_plugins()
+    target = tmp_path / "c.zarr"
+
+    def build(spacing: float) -> None:
+        importer, store = registry.build("importer", "mmwhs"), registry.build("store", "zarr")
+        build_cache(cache.parent / "src", target, importer=importer, store=store,
+                    coarse_spacing=spacing)  # fmt: skip
+
+    build(3.0)
+    config = tmp_path / "config.toml"
+    config.write_text(TWO_STAGE.replace("iterations = [2, 1, 1, 1]", "iterations = [1, 0, 0, 0]"))
+    train = ["train", str(config), "--cache", str(target), "--out", str(tmp_path / "run")]
+    assert main(train) == 0
+    build(6.0)  # the same path, another coarse grid
+    capsys.readouterr()
+    assert main([*train, "--resume"]) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert f"--resume: cache {target} was prepared with coarse_spacing = 6.0" in error, error
+    assert "expects coarse_spacing = 3.0" in error, error
