@@ -17,7 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .cache import CaseArrays, CaseMeta, VolumeStore, array_digest, completion_record
+from .cache import (
+    ARRAYS,
+    CaseArrays,
+    CaseMeta,
+    VolumeStore,
+    array_digest,
+    completion_record,
+)
 from .importer import DataError, Importer, file_checksum
 from .preprocessing import (
     DEFAULT_COARSE_SPACING,
@@ -122,13 +129,9 @@ def build_cache(
 
 
 def _with_digests(arrays: CaseArrays, chunks: tuple[int, ...]) -> CaseArrays:
-    named = {
-        "image": arrays.image,
-        "label": arrays.label,
-        "coarse_image": arrays.coarse_image,
-        "coarse_label": arrays.coarse_label,
-    }
-    digests = {k: array_digest(v, chunks) for k, v in named.items() if v is not None}
+    """Digests of the volumes (the class index is derived from the label)."""
+    volumes = {name: getattr(arrays, name) for name in ARRAYS if name != "class_counts"}
+    digests = {k: array_digest(v, chunks) for k, v in volumes.items() if v is not None}
     return replace(arrays, meta=replace(arrays.meta, digests=digests))
 
 

@@ -228,7 +228,7 @@ def evaluate(
     cases = {}
     matched = False
     for p, t, case in pairs:
-        predicted, target, t_image = _load_pair(p, t)
+        (predicted, _), (target, t_image) = _load(p), _load(t)  # grids checked above
         spacing = tuple(float(z) for z in t_image.header.get_zooms()[:3])
         cases[case], present = _metrics(predicted, target, spacing, registry, classes)
         matched = matched or present
