@@ -1,4 +1,4 @@
-"""Shared fixtures, and the parametrisation of conformance suites over the registry."""
+"""Shared fixtures (the conformance suites parametrise themselves: duoseg.core.testing)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,6 @@ import pytest
 from duoseg.core import Registry, load_plugins
 
 FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Run a suite class once per registered component of its ``every_registered`` kind."""
-    kind = getattr(metafunc.cls, "every_registered", None)
-    if kind and "component_name" in metafunc.fixturenames:
-        metafunc.parametrize("component_name", load_plugins().names(kind))
 
 
 @pytest.fixture(scope="session")

@@ -27,24 +27,6 @@ def test_labels_stay_labels_and_images_stay_in_range(registry: Registry, name, d
     assert out_image.min() >= -1 - 1e-5 and out_image.max() <= 1 + 1e-5
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_the_same_generator_seed_gives_the_same_result(registry: Registry, name) -> None:
-    image, label = batch("cpu")
-    augment = registry.build("augmentation", name)
-    a = augment(image, label, torch.Generator().manual_seed(5))
-    b = augment(image, label, torch.Generator().manual_seed(5))
-    torch.testing.assert_close(a, b)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_stacks_with_a_central_label_are_transformed_in_plane(registry: Registry, name) -> None:
-    image, label = batch("cpu", depth=9, label_depth=1)
-    out_image, out_label = registry.build("augmentation", name)(
-        image, label, torch.Generator().manual_seed(2)
-    )
-    assert out_image.shape == (2, 1, 9, 16, 20) and out_label.shape == (2, 1, 16, 20)
-
-
 def test_an_identity_affine_changes_nothing(registry: Registry) -> None:
     image, label = batch("cpu")
     identity = registry.build(
@@ -64,25 +46,7 @@ def test_a_flip_moves_image_and_label_together(registry: Registry) -> None:
     torch.testing.assert_close((out_image > 0).long()[:, 0], out_label)
 
 
-def test_probability_zero_is_the_identity(registry: Registry) -> None:
-    image, label = batch("cpu")
-    out = registry.build("augmentation", "elastic", probability=0.0)(
-        image, label, torch.Generator()
-    )
-    assert out[0] is image and out[1] is label
-
-
-def test_bad_inputs_are_explained(registry: Registry) -> None:
-    image, label = batch("cpu")
-    augment = registry.build("augmentation", "affine")
-    with pytest.raises(
-        InputShapeError, match=r"expects image \(b, c, z, y, x\) and label \(b, z, y, x\)"
-    ):
-        augment(image[0], label, torch.Generator())
-    with pytest.raises(
-        InputShapeError, match="label depth 3 must equal the image depth 12 or be 1"
-    ):
-        augment(image, label[:, :3], torch.Generator())
+def test_bad_parameters_are_explained(registry: Registry) -> None:
     with pytest.raises(InputShapeError, match=r"probability must lie in \[0, 1\], got 2"):
         registry.build("augmentation", "flip", probability=2)
     with pytest.raises(InputShapeError, match=r"flip axes must be among z, y, x, got \['w'\]"):
@@ -110,11 +74,3 @@ def test_each_channel_is_filled_with_its_own_value_outside_the_volume(
     )
     torch.testing.assert_close(moved[corner][:, 0], torch.full_like(moved[corner][:, 0], -1.0))
     torch.testing.assert_close(moved[corner][:, 1], torch.full_like(moved[corner][:, 1], 0.25))
-
-
-def test_a_fill_per_channel_is_checked(registry: Registry) -> None:
-    image, label = batch("cpu")
-    with pytest.raises(
-        InputShapeError, match=r"fill has 2 value\(s\) \[-1.0, 0.0\] for an image of 1 channel"
-    ):
-        registry.build("augmentation", "flip")(image, label, torch.Generator(), fill=[-1.0, 0.0])
