@@ -13,7 +13,7 @@ from pathlib import Path
 from duoseg.core import Registry
 from duoseg.core.cache import open_cache
 from duoseg.core.cache_build import build_cache
-from duoseg.core.importer import DataError
+from duoseg.core.errors import DataError
 from duoseg.core.phantom import phantom_cache, write_phantoms
 
 BIG = (512, 512, 256)

@@ -27,14 +27,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from duoseg.core import load_plugins
 from duoseg.core.cache import open_cache
-from duoseg.core.inference import Model, Options, dynamic_tile, predict_case, whole_volume
+from duoseg.core.inference import Model, Options, predict_case, whole_volume
 from duoseg.core.outputs import ZarrSink, finish_output, prepare_output
 from duoseg.core.phantom import phantom_cache
+from duoseg.plugins.methods.two_stage import TwoStage, TwoStageOptions, dynamic_tile
 
 from benchmarks.training_setup import MMWHS_DATA
 
 
-def run(model: Model, cache: Path, out: Path, options: Options, roi) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def run(model: Model, cache: Path, out: Path, options: Options) -> dict[str, float]:
     if out.exists():
         shutil.rmtree(out)
     torch.cuda.synchronize()
@@ -43,7 +44,7 @@ def run(model: Model, cache: Path, out: Path, options: Options, roi) -> dict[str
     reader = open_cache(cache)
     case = reader.case(reader.cases()[0])
     prepare_output(out, overwrite=True)
-    report = predict_case(model, case, ZarrSink(out), options, roi=roi)
+    report = predict_case(model, case, ZarrSink(out), options)
     finish_output(out, [case.case_id], [])
     torch.cuda.synchronize()
     total = time.perf_counter() - start
@@ -54,7 +55,7 @@ def run(model: Model, cache: Path, out: Path, options: Options, roi) -> dict[str
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30,
         "roi": report.roi,
         "slab": report.slab,
-        "net1_s": report.seconds["net1"],
+        "net1_s": report.details["net1_seconds"],
     }
 
 
@@ -72,7 +73,7 @@ def main() -> int:
     torch.backends.cuda.matmul.allow_tf32 = False
     registry = load_plugins(entry_points=False)
     networks = {name: registry.build("network", name).cuda().eval() for name in ("net1", "net2")}
-    model = Model(networks, MMWHS_DATA, torch.device("cuda"))
+    model = Model(networks, MMWHS_DATA, torch.device("cuda"), TwoStage())
     root = Path(tempfile.mkdtemp(prefix="duoseg-gpu-fullres-"))
     rows = []
     for depth in args.depths:
@@ -80,13 +81,14 @@ def main() -> int:
         reader = open_cache(cache)
         case = reader.case(reader.cases()[0])
         heart = (case.coarse_label[...] > 0).astype(np.float32)
-        roi, _ = dynamic_tile(heart, case.meta, Options())
+        roi, _ = dynamic_tile(heart, case.meta, TwoStageOptions())
         whole = whole_volume(case.meta.shape)
         runs = [("fp32", roi), ("bf16", roi)] + ([("bf16", whole)] if depth == 256 else [])
         for precision, box in runs:
-            options = Options(memory_budget_mib=args.budget_mib, precision=precision)
-            run(model, cache, root / "warm.zarr", options, box)  # cudnn autotuning
-            row = run(model, cache, root / "out.zarr", options, box)
+            tile = {"roi": tuple((s.start, s.stop) for s in box)}
+            options = Options(memory_budget_mib=args.budget_mib, precision=precision, method=tile)
+            run(model, cache, root / "warm.zarr", options)  # cudnn autotuning
+            row = run(model, cache, root / "out.zarr", options)
             row.update(depth=depth, precision=precision, whole_volume=box is whole)
             rows.append(row)
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}")

@@ -32,26 +32,30 @@ def duoseg_run(
     """``nifti``: labels to OUT/<case>_label.nii.gz in the source grid, else to OUT (Zarr)."""
     from duoseg.core import load_plugins, network_cost
     from duoseg.core.cache import open_cache
-    from duoseg.core.inference import Model, Options, dynamic_tile, predict_case
+    from duoseg.core.inference import Model, Options, predict_case
     from duoseg.core.outputs import NiftiSink, ZarrSink, finish_output, prepare_output
+    from duoseg.plugins.methods.two_stage import TwoStageOptions, dynamic_tile
 
     torch.manual_seed(0)
     registry = load_plugins(entry_points=False)
     names = ("net1", "net2") if mode == "two_stage" else ("unet3d",)
-    model = Model(
-        {n: registry.build("network", n).eval() for n in names}, MMWHS_DATA, torch.device("cpu")
-    )
+    method = registry.build("method", "two_stage" if mode == "two_stage" else "resampled")
+    networks = {n: registry.build("network", n).eval() for n in names}
+    model = Model(networks, MMWHS_DATA, torch.device("cpu"), method)
     reader = open_cache(cache, registry)
     case = reader.case(reader.cases()[0])
-    roi = None
-    if mode == "two_stage":
+    method_options = {}
+    if mode == "two_stage":  # the tile a trained Net1 would give: the true heart's box
         heart = (case.coarse_label[...] > 0).astype(np.float32)
-        roi, _ = dynamic_tile(heart, case.meta, Options())
+        roi, _ = dynamic_tile(heart, case.meta, TwoStageOptions())
+        method_options["roi"] = tuple((s.start, s.stop) for s in roi)
     prepare_output(out, overwrite=True)
     loaded = rss_mib("VmRSS")
     start = time.perf_counter()
     sink = NiftiSink(out) if nifti else ZarrSink(out)
-    report = predict_case(model, case, sink, Options(memory_budget_mib=budget), roi=roi)
+    report = predict_case(
+        model, case, sink, Options(memory_budget_mib=budget, method=method_options)
+    )
     finish_output(out, [case.case_id], [])
     seconds = time.perf_counter() - start
     voxels = int(np.prod(case.meta.shape))

@@ -38,7 +38,7 @@ def main() -> None:
     torch.manual_seed(0)
     trainer = make_trainer(args.config, args.cache, args.out, ["data.validation_cases=[]"])
     stage = trainer.schedule.stages[-1]
-    assert stage.mode == "net2_stacks", stage.mode
+    assert stage.kind == "net2_stacks", stage.kind
     optimizer = trainer._optimizer(stage)
     state = TrainState(stage=len(trainer.schedule.stages) - 1)
     loaded = rss_mib("VmRSS")

@@ -64,7 +64,7 @@ def test_step4_with_and_without_cached_net1_outputs(benchmark, cache, tmp_path, 
 
     def step() -> None:
         if not cached:
-            trainer._coarse_guidance.clear()
+            trainer.method._coarse.clear()  # type: ignore[attr-defined]
         trainer._train_step(stage, next(steps), optimizer, state)
 
     torch.manual_seed(0)

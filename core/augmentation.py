@@ -6,7 +6,7 @@ the image more (an axial stack with its central label), transforms act in-plane
 only, identically on every slice. Each sample is transformed with ``probability``.
 
 The image's channels share one random draw, so channels stacked onto the image -
-Net1's guidance beside the intensities - stay aligned with it and with the label.
+a coarse network's guidance beside the intensities - stay aligned with it and the label.
 Where a spatial transform reaches past the volume, channel ``i`` is filled with
 ``fill[i]``: air (-1) for intensities, the background's value for guidance.
 """

@@ -4,7 +4,7 @@ One cache holds cases; each case has, as lazily read (z, y, x) arrays:
 
 - ``image``: intensities normalised to [-1, 1] (float16; parameters in ``meta``),
 - ``label``: class indices (uint8), absent for unlabelled cases,
-- ``coarse_image`` / ``coarse_label``: the same at Net1's spacing (default 3 mm),
+- ``coarse_image`` / ``coarse_label``: the same at the coarse spacing (default 3 mm),
 
 plus ``class_counts``: per block of the label's chunk grid, per class, the voxel
 count, so that class-balanced sampling picks a block and then reads one chunk only.
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from .importer import DataError
+from .errors import DataError
 
 if TYPE_CHECKING:
     from .preprocessing import Preprocessing

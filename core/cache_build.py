@@ -25,7 +25,8 @@ from .cache import (
     array_digest,
     completion_record,
 )
-from .importer import DataError, Importer, file_checksum
+from .errors import DataError
+from .importer import Importer, file_checksum
 from .preprocessing import (
     DEFAULT_COARSE_SPACING,
     DEFAULT_PERCENTILES,

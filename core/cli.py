@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .components import KINDS
+from .config import apply_override
 from .errors import DuosegError
 from .registry import load_plugins
 
@@ -105,12 +106,13 @@ def _add_predict(commands: Any) -> None:
         "--probabilities", action="store_true", help="also write probabilities (Zarr)"
     )
     predict.add_argument("--memory-budget", type=float, default=1024.0, metavar="MiB")
-    predict.add_argument("--threshold", type=float, default=0.5, help="Net1 foreground threshold")
-    predict.add_argument("--margin-mm", type=float, default=10.0, help="ROI margin in mm")
-    predict.add_argument("--tta", action="store_true", help="average with in-plane flips")
     predict.add_argument("--lcc", action="store_true", help="largest component per class")
     predict.add_argument(
-        "--net1-only", action="store_true", help="Net1's upsampled labels only (no Net2)"
+        "--method-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the model's method (TOML value), e.g. threshold=0.3",
     )
     predict.add_argument("--overwrite", action="store_true", help="replace a complete OUTPUT")
     predict.set_defaults(run=_predict)
@@ -120,14 +122,14 @@ def _predict(args: argparse.Namespace) -> int:
     from .inference import Options
     from .predict import predict_paths
 
+    method: dict[str, Any] = {}
+    for option in args.method_option:
+        apply_override(method, option, source="--method-option")
     options = Options(
-        threshold=args.threshold,
-        margin_mm=args.margin_mm,
         memory_budget_mib=args.memory_budget,
-        flip_tta=args.tta,
         lcc_per_class=args.lcc,
         probabilities=args.probabilities,
-        net1_only=args.net1_only,
+        method=method,
     )
     reports = predict_paths(
         args.run_dir,
@@ -269,7 +271,7 @@ def _add_cache(commands: Any) -> None:
     build.add_argument("--importer", default="mmwhs", help="importer plugin (mmwhs, nifti)")
     build.add_argument("--labels", help="label map for --importer nifti: NAME=VALUE,...")
     build.add_argument("--codec", default="none", help="chunk codec (zarr: none, lz4, zstd)")
-    build.add_argument("--coarse-spacing", type=float, default=3.0, help="Net1 grid in mm")
+    build.add_argument("--coarse-spacing", type=float, default=3.0, help="coarse level grid in mm")
     build.add_argument(
         "--percentiles",
         type=float,

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 Kind = Literal[
-    "network", "loss", "sampler", "schedule", "store", "importer", "augmentation", "metric"
+    "network",
+    "loss",
+    "sampler",
+    "schedule",
+    "store",
+    "importer",
+    "augmentation",
+    "metric",
+    "method",
 ]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 

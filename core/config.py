@@ -5,8 +5,8 @@ every key and value; an error names the file, the key path and the offending val
 and unknown keys are errors rather than silently ignored::
 
     seed = 0
-    [networks.net1]
-    component = "net1"
+    [networks.segmenter]
+    component = "tiny_unet"
     params = { base_width = 8 }
 
 ``--set a.b=v`` overrides (TOML syntax for ``v``, or a bare string) apply before
@@ -59,7 +59,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     amp: bool = True  # bf16 autocast on CUDA; CPU always runs fp32
     deterministic: bool = False
-    baseline_spacing: float = 2.0  # mm, the grid the baseline unet3d trains on
+    baseline_spacing: float = 2.0  # mm, the grid a resampling method trains and predicts on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +72,7 @@ class ExperimentConfig:
     networks: dict[str, ComponentRef] = dataclasses.field(default_factory=dict)
     losses: dict[str, ComponentRef] = dataclasses.field(default_factory=dict)
     schedule: ComponentRef | None = None
+    method: ComponentRef | None = None  # None: the method the schedule names, default params
     augmentations: list[ComponentRef] = dataclasses.field(default_factory=list)
 
 
@@ -196,6 +197,8 @@ def check_components(config: ExperimentConfig, registry: Registry, *, source: st
     ]
     if config.schedule is not None:
         refs.append(("schedule", "schedule", config.schedule))
+    if config.method is not None:
+        refs.append(("method", "method", config.method))
     for path, kind, ref in refs:
         try:
             registry.check_params(kind, ref.component, ref.params)

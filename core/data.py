@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .cache import CacheReader, open_cache
-from .importer import DataError
+from .errors import DataError
 from .sampler import Sample, Sampler
 
 

@@ -81,7 +81,7 @@ PRESETS = {
     ),
 }
 METHODS = {  # report name -> (run, prediction options)
-    "Net1": ("two_stage", Options(net1_only=True)),
+    "Net1": ("two_stage", Options(method={"net1_only": True})),
     "Net1+Net2": ("two_stage", Options()),
     "Baseline": ("baseline", Options()),
 }

@@ -40,3 +40,11 @@ class InputShapeError(DuosegError, ValueError):
 
 class WeightsError(DuosegError, ValueError):
     """A weights file that cannot be read safely or does not fit the network."""
+
+
+class DataError(DuosegError, ValueError):
+    """A source file or cache entry that is missing, malformed or inconsistent."""
+
+
+class PredictError(DuosegError, ValueError):
+    """Bad input to ``duoseg predict`` or ``evaluate``."""

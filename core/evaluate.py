@@ -21,7 +21,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .checkpoint import load_checkpoint
-from .inference import CHECKPOINTS, PredictError
+from .errors import PredictError
+from .inference import CHECKPOINTS
 from .metric import Metric
 from .outputs import COMPLETE, recorded_labels
 from .preprocessing import Preprocessing

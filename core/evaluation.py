@@ -1,19 +1,11 @@
-"""Net1 on a whole coarse volume, and Dice per class."""
+"""Dice per class, as validation scores it."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from torch import Tensor, nn
-
-
-@torch.no_grad()
-def net1_probabilities(net1: nn.Module, coarse_image: NDArray[np.floating], device: str) -> Tensor:
-    """Net1's class probabilities (C+1, z, y, x) on a whole coarse volume."""
-    x = torch.as_tensor(np.asarray(coarse_image, dtype=np.float32), device=device)[None, None]
-    scores: Tensor = net1.eval()(x)
-    return scores.float().softmax(1)[0]
+from torch import Tensor
 
 
 def dice_per_class(

@@ -65,3 +65,8 @@ def duoseg_augmentation() -> list[Component]:  # type: ignore[empty-body]
 @hookspec
 def duoseg_metric() -> list[Component]:  # type: ignore[empty-body]
     """Metrics: compare a predicted label map with the ground truth."""
+
+
+@hookspec
+def duoseg_method() -> list[Component]:  # type: ignore[empty-body]
+    """Methods: ``Method`` subclasses that turn networks into a segmentation."""

@@ -15,12 +15,6 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import DuosegError
-
-
-class DataError(DuosegError, ValueError):
-    """A source file or cache entry that is missing, malformed or inconsistent."""
-
 
 @dataclass(frozen=True)
 class SourcePair:

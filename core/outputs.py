@@ -22,8 +22,8 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from .cache import CaseMeta, check_case_id
-from .importer import DataError
-from .inference import LabelSink, PredictError
+from .errors import DataError, PredictError
+from .inference import LabelSink
 from .orientation import source_blocks
 from .weights import write_atomically
 from .zarr_arrays import ZarrArray

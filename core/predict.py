@@ -7,12 +7,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .cache import CacheCase, open_cache
-from .errors import DuosegError
-from .importer import DataError, SourcePair
+from .errors import DataError, DuosegError, PredictError
+from .importer import SourcePair
 from .inference import (
     Model,
     Options,
-    PredictError,
     Report,
     case_from_image,
     load_model,

@@ -1,7 +1,7 @@
 """The preprocessing record and its one builder (nnU-Net's "plan", shared by every path).
 
 A :class:`Preprocessing` says how a case is prepared for the networks: intensity
-normalisation, Net1's coarse target spacing, the class names with their source label
+normalisation, the coarse target spacing, the class names with their source label
 values, and (once a baseline is trained) the baseline's grid. ``duoseg cache build``
 writes it into the cache's completion record, training copies it into every
 checkpoint, and prediction of a new image prepares that image with
@@ -19,12 +19,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from .cache import CaseArrays, CaseMeta
-from .importer import DataError, ImportedCase
+from .errors import DataError
+from .grid import downsample_image, downsample_label, grid_shape
+from .importer import ImportedCase
 
 DEFAULT_COARSE_SPACING = 3.0
 DEFAULT_PERCENTILES = (0.5, 99.5)
@@ -135,37 +135,6 @@ def normalise(
     return scaled.astype(np.float16), {"low": low, "high": high,
                                         "percentile_low": percentiles[0],
                                         "percentile_high": percentiles[1]}  # fmt: skip
-
-
-def grid_shape(
-    shape: tuple[int, ...], spacing: tuple[float, ...], target: float
-) -> tuple[int, int, int]:
-    """The grid covering ``shape`` voxels of ``spacing`` mm with voxels of ``target`` mm."""
-    z, y, x = (max(1, round(n * s / target)) for n, s in zip(shape, spacing, strict=True))
-    return (z, y, x)
-
-
-def downsample_image(
-    image: NDArray[np.floating], shape: tuple[int, int, int]
-) -> NDArray[np.float16]:
-    """Area (box) averaging to ``shape``: anti-aliased, as the coarse grid needs."""
-    tensor = torch.from_numpy(np.asarray(image, dtype=np.float32))[None, None]
-    return F.adaptive_avg_pool3d(tensor, shape)[0, 0].numpy().astype(np.float16)
-
-
-def downsample_label(
-    label: NDArray[np.integer], shape: tuple[int, int, int], classes: int
-) -> NDArray[np.uint8]:
-    """Majority vote: the class covering the largest part of each coarse voxel."""
-    best = torch.zeros(shape)
-    result = torch.zeros(shape, dtype=torch.uint8)
-    source = torch.from_numpy(np.asarray(label))
-    for c in range(classes):
-        share = F.adaptive_avg_pool3d((source == c).float()[None, None], shape)[0, 0]
-        better = share > best
-        best = torch.where(better, share, best)
-        result[better] = c
-    return result.numpy()
 
 
 def class_counts(

@@ -19,10 +19,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .cache import CacheCase, CaseMeta, ChunkedArray
-from .importer import DataError
+from .errors import DataError
 
 IMAGE_PAD = -1.0
 LABEL_PAD = 0
+
+Coords = Sequence[int] | NDArray[np.integer[Any]]
+"""A (z, y, x) grid index or size: ints, or the integer array numpy arithmetic gives."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class Sample:
 
 
 def overlap(
-    origin: Sequence[int], size: Sequence[int], shape: Sequence[int]
+    origin: Coords, size: Coords, shape: Sequence[int]
 ) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
     """Where a box at ``origin`` of ``size`` meets an array of ``shape``: (in the array,
     in the box), or None when they do not meet."""
@@ -55,9 +58,7 @@ def overlap(
     return tuple(inside), tuple(box)
 
 
-def read_padded(
-    array: ChunkedArray, origin: Sequence[int], size: Sequence[int], fill: float
-) -> NDArray[Any]:
+def read_padded(array: ChunkedArray, origin: Coords, size: Coords, fill: float) -> NDArray[Any]:
     """Read the box at ``origin`` of ``size``, padding with ``fill`` where it leaves the array."""
     out = np.full(tuple(size), fill, dtype=array.dtype)
     where = overlap(origin, size, array.shape)
@@ -112,7 +113,7 @@ class Sampler(ABC):
 
 
 def as_sample(
-    case: CacheCase, image: NDArray[Any], label: NDArray[Any], origin: Sequence[int], level: str
+    case: CacheCase, image: NDArray[Any], label: NDArray[Any], origin: Coords, level: str
 ) -> Sample:
     return Sample(
         image=image.astype(np.float32)[None],

@@ -1,24 +1,18 @@
 """Training schedules as data: ordered stages, each naming what it samples, trains,
 freezes and minimises. A ``schedule`` plugin is a factory returning a ``Schedule``.
 
-The paper's four steps (``wang2018``)::
-
-    1 net1_coarse     Net1 on whole 3 mm volumes                 L_ROI(Net1)
-    2 net1_subvolume  Net1 on subvolumes of per-batch size       L_ROI(Net1) + L(Net1)
-    3 end_to_end      Net1 + Net2 on subvolumes                  L(Net1) + L(Net2)
-    4 net2_stacks     Net2 on K-slice stacks, Net1 frozen        L(Net2)
+A schedule names the method it trains (a ``method`` plugin); each stage's ``kind``
+is one of that method's stage kinds, which decides the stage's forward pass. The
+network roles the stages name are the method's roles.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any
 
 from .config import ComponentRef
 from .errors import ConfigError
-
-Mode = Literal["net1_coarse", "net1_subvolume", "end_to_end", "net2_stacks", "baseline"]
-MODES: tuple[str, ...] = get_args(Mode)
 
 
 @dataclass(frozen=True)
@@ -36,7 +30,7 @@ class Stage:
     """One stage of a schedule."""
 
     name: str
-    mode: Mode
+    kind: str
     sampler: ComponentRef
     train: tuple[str, ...]
     losses: tuple[LossTerm, ...]
@@ -47,8 +41,8 @@ class Stage:
 
     def validate(self, where: str) -> None:
         """Raise :class:`ConfigError` naming ``where`` (e.g. ``schedule.stages[2]``)."""
-        if self.mode not in MODES:
-            raise ConfigError(f"{where}.mode = {self.mode!r} is not one of {', '.join(MODES)}")
+        if not self.kind:
+            raise ConfigError(f"{where}: stage {self.name!r} has no kind")
         both = sorted(set(self.train) & set(self.freeze))
         if both:
             raise ConfigError(f"{where}: stage {self.name!r} both trains and freezes {both}")
@@ -66,9 +60,10 @@ class Stage:
 
 @dataclass(frozen=True)
 class Schedule:
-    """The ordered stages and the network roles they use."""
+    """The ordered stages, and the method (a ``method`` plugin's name) they train."""
 
     name: str
+    method: str
     stages: tuple[Stage, ...]
 
     def __post_init__(self) -> None:

@@ -13,7 +13,6 @@ shard samples by rank; only rank 0 writes.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -27,33 +26,28 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from numpy.typing import NDArray
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .cache import CacheReader, open_cache
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .config import ComponentRef, ExperimentConfig
 from .data import SampleDataset
-from .errors import ConfigError
-from .evaluation import dice_per_class, net1_probabilities
-from .guidance import Guidance, guidance_of, guide, outside_guidance, upsample_box
-from .importer import DataError
-from .inference import Model, Options, predict_case
+from .errors import ConfigError, DataError
+from .evaluation import dice_per_class
+from .inference import Model
 from .loss import SegmentationLoss
+from .method import Method, Part, TrainingContext, resolve_method
 from .network import SegmentationNetwork
-from .outputs import MemorySink
-from .preprocessing import Preprocessing, grid_shape
+from .preprocessing import Preprocessing
 from .registry import Registry
-from .sampler import IMAGE_PAD, Sampler
+from .sampler import Sampler
 from .schedule import LossTerm, Schedule, Stage
 
 LAST = "last.safetensors"
 BEST = "best.safetensors"
 
 log = logging.getLogger("duoseg.trainer")
-Part = tuple[Tensor, Tensor]  # a network's scores and their target, for part of a batch
 
 
 class _StageData(Dataset[dict[str, Any]]):
@@ -93,7 +87,7 @@ class Trainer:
         self.rank = int(os.environ.get("RANK", "0"))
         self.device = torch.device(config.train.device)
         self.cache = self._open_cache()
-        self.schedule = self._build_schedule()
+        self.method, self.schedule = self._build_method()
         self.networks = self._build_networks()
         self.augmentations = [
             self._build("augmentation", r, f"augmentations[{i}]")
@@ -109,7 +103,6 @@ class Trainer:
         )
         self._check_patch_sizes()
         self._check_batch_shapes()
-        self._coarse_guidance: dict[tuple[str, str], Tensor] = {}
         self._losses: dict[tuple[str, str], SegmentationLoss] = {}
         self.metrics_path = self.run_dir / "metrics.jsonl"
 
@@ -142,30 +135,25 @@ class Trainer:
         except Exception as exc:
             raise ConfigError(f"{self.source}: {key} = {ref.component!r}: {exc}") from exc
 
-    def _build_schedule(self) -> Schedule:
-        if self.config.schedule is None:
+    def _build_method(self) -> tuple[Method, Schedule]:
+        method, schedule = resolve_method(self.config, self.registry, source=self.source)
+        if schedule is None:
             raise ConfigError(f"{self.source}: no [schedule] section")
-        schedule = self._build("schedule", self.config.schedule, "schedule.component")
-        if not isinstance(schedule, Schedule):
-            raise ConfigError(
-                f"{self.source}: schedule {self.config.schedule.component!r} "
-                f"returned {type(schedule).__name__}, not a Schedule"
-            )
         for stage in schedule.stages:
             for term in stage.losses:
                 ref = ComponentRef(term.component, term.params)
                 self._build("loss", ref, f"schedule stage {stage.name!r}: loss of {term.network}")
-        return schedule
+        return method, schedule
 
     def _build_networks(self) -> dict[str, SegmentationNetwork]:
         classes = self.cache.case(self.cache.cases()[0]).meta.classes
         networks: dict[str, SegmentationNetwork] = {}
-        for role in self.schedule.networks:
+        for role in self.method.roles:
             ref = self.config.networks.get(role)
             if ref is None:
                 raise ConfigError(
-                    f"{self.source}: networks.{role} is missing; the schedule "
-                    f"{self.schedule.name!r} uses it"
+                    f"{self.source}: networks.{role} is missing; the method "
+                    f"{self._method_name!r} uses it"
                 )
             torch.manual_seed(self.config.seed + len(networks))
             network = self._build("network", ref, f"networks.{role}.component").to(self.device)
@@ -175,20 +163,21 @@ class Trainer:
                     f"the cache's cases have {classes} classes (background included)"
                 )
             networks[role] = network
-        if "net2" in networks:
-            try:
-                guidance_of(networks["net2"].in_channels, classes)
-            except ConfigError as exc:
-                raise ConfigError(f"{self.source}: {exc}") from None
-            net2_k = getattr(networks["net2"], "k", None)
-            for index, stage in enumerate(self.schedule.stages):
-                k = stage.sampler.params.get("k")
-                if k is not None and k != net2_k:
-                    raise ConfigError(
-                        f"{self.source}: schedule.stages[{index}] samples stacks of k={k} but "
-                        f"networks.net2 has k={net2_k}"
-                    )
+        extra = sorted(set(self.config.networks) - set(networks))
+        if extra:
+            raise ConfigError(
+                f"{self.source}: networks.{extra[0]}: the method {self._method_name!r} has "
+                f"roles {list(self.method.roles)}"
+            )
+        try:
+            self.method.check(networks, self.schedule)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.source}: {exc}") from None
         return networks
+
+    @property
+    def _method_name(self) -> str:
+        return self.config.method.component if self.config.method else self.schedule.method
 
     def _check_batch_shapes(self) -> None:
         """Samples of one batch must share a shape: refuse a sampler whose shape follows
@@ -224,19 +213,9 @@ class Trainer:
                         "allow_padding is false"
                     )
 
-    @property
-    def k(self) -> int:
-        """Net2's slices per prediction."""
-        return int(getattr(self.networks["net2"], "k"))  # noqa: B009 - Net2 is a plugin class
-
-    @property
-    def guidance(self) -> Guidance:
-        """What Net2 sees of Net1's output."""
-        net2 = self.networks["net2"]
-        return guidance_of(net2.in_channels, net2.out_channels)
-
     def provenance(self) -> dict[str, dict[str, str]]:
         used: list[tuple[str, str]] = [("schedule", self.config.schedule.component)]  # type: ignore[union-attr]
+        used.append(("method", self._method_name))
         used += [("network", r.component) for r in self.config.networks.values()]
         used += [("augmentation", r.component) for r in self.config.augmentations]
         for stage in self.schedule.stages:
@@ -356,8 +335,7 @@ class Trainer:
         sampler.seed = self.config.seed
         # Samples of one global batch (all ranks) share the batch-level draws (patch size).
         sampler.batch_size = stage.batch_size * self.world
-        if stage.mode == "baseline":  # patches on the baseline's own grid, sizes counted there
-            sampler.grid_mm = self.preprocessing.baseline_spacing
+        self.method.adapt_sampler(stage.kind, sampler, self.preprocessing)
         return sampler
 
     def _batches(self, stage: Stage, state: TrainState) -> Iterator[dict[str, Any]]:
@@ -495,77 +473,17 @@ class Trainer:
     def _forward(
         self, stage: Stage, batch: dict[str, Any], generator: torch.Generator
     ) -> dict[str, list[Part]]:
-        """Each network's (scores, target) parts for one augmented batch."""
-        image = batch["image"].to(self.device)
-        label = batch["label"].to(self.device)
-        if stage.mode == "net2_stacks":
-            # Net1's guidance joins the image before augmentation: one draw moves both.
-            guidance = self._stack_guidance(batch, image.shape[2:]).to(image)
-            fill = [IMAGE_PAD, *outside_guidance(self.guidance, self.classes)]
-            x, label = self._augment(torch.cat((image, guidance), 1), label, generator, fill)
-            return {"net2": [(self.networks["net2"](x), label)]}
-        image, label = self._augment(image, label, generator, [IMAGE_PAD])
-        if stage.mode == "net1_coarse":
-            return {"net1": [(self.networks["net1"](image), label)]}
-        if stage.mode == "baseline":  # the sampler drew the patch on the baseline's grid
-            return {"unet3d": [(self.networks["unet3d"](image), label)]}
-        outputs: dict[str, list[Part]] = {"net1": [], "net2": []}
-        for index, grid in self._coarse_grids(batch["case_id"], image.shape[2:]):
-            net1_scores = self.networks["net1"](_area(image[index], grid))
-            outputs["net1"].append((net1_scores, _soft_label(label[index], grid, self.classes)))
-            if stage.mode == "end_to_end":
-                k = self.k
-                probabilities = F.interpolate(
-                    net1_scores.float().softmax(1),
-                    size=image.shape[2:],
-                    mode="trilinear",
-                    align_corners=False,
-                )
-                guidance = guide(probabilities, self.guidance)
-                scores = self.networks["net2"](torch.cat((image[index], guidance.to(image)), 1))
-                outputs["net2"].append((scores, label[index, k // 2 : label.shape[1] - k // 2]))
-        return outputs
+        """Each network's (scores, target) parts for one batch, by the method."""
+        moved = {**batch, "image": batch["image"].to(self.device)}
+        moved["label"] = batch["label"].to(self.device)
 
-    def _coarse_grids(
-        self, case_ids: list[str], size: tuple[int, ...]
-    ) -> list[tuple[Tensor, tuple[int, int, int]]]:
-        """Samples of a batch grouped by the grid that puts their case at the cache's
-        coarse spacing: Net1 sees every case at that spacing, as in step 1 and inference."""
-        groups: dict[tuple[int, int, int], list[int]] = {}
-        for position, case_id in enumerate(case_ids):
-            spacing = self.metas[case_id].spacing
-            grid = grid_shape(size, spacing, self.preprocessing.coarse_spacing)
-            groups.setdefault(grid, []).append(position)
-        return [(torch.tensor(index, device=self.device), g) for g, index in groups.items()]
+        def augment(x: Tensor, label: Tensor, fill: list[float]) -> tuple[Tensor, Tensor]:
+            return self._augment(x, label, generator, fill)
 
-    @property
-    def classes(self) -> int:
-        """Classes, background included."""
-        return self.preprocessing.classes
-
-    def _stack_guidance(self, batch: dict[str, Any], size: tuple[int, ...]) -> Tensor:
-        """Net1's guidance channels under each stack, upsampled from its coarse output
-        per sample (the coarse output is kept per case: it is small)."""
-        key = _weights_hash(self.networks["net1"])
-        fill = outside_guidance(self.guidance, self.classes)
-        boxes = []
-        for case_id, origin in zip(batch["case_id"], batch["origin"].tolist(), strict=True):
-            if (key, case_id) not in self._coarse_guidance:
-                kept = {k: v for k, v in self._coarse_guidance.items() if k[0] == key}
-                kept[(key, case_id)] = self._net1_guidance(case_id)
-                self._coarse_guidance = kept
-            coarse = self._coarse_guidance[(key, case_id)]
-            boxes.append(upsample_box(coarse, self.metas[case_id].shape, origin, size, fill))
-        return torch.stack(boxes)
-
-    @torch.no_grad()
-    def _net1_guidance(self, case_id: str) -> Tensor:
-        """Net1's guidance channels on the case's whole coarse volume."""
-        case = self.cache.case(case_id)
-        probabilities = net1_probabilities(
-            self.networks["net1"], case.coarse_image[...], str(self.device)
+        context = TrainingContext(
+            self.networks, self.preprocessing, self.metas, self.cache, self.device, augment
         )
-        return guide(probabilities, self.guidance)
+        return self.method.forward(stage.kind, moved, context)
 
     # ------------------------------------------------------------------ validation
 
@@ -575,26 +493,12 @@ class Trainer:
             return None
         for network in self.networks.values():
             network.eval()
+        model = Model(dict(self.networks), self.preprocessing, self.device, self.method)
         scores = []
         for case_id in self.validation:
             case = self.cache.case(case_id)
-            classes = case.meta.classes
-            if stage.mode == "baseline" or "net2" in stage.train or stage.mode == "net2_stacks":
-                # The inference pipeline itself (Net1, the dynamic tile, Net2 streamed; or
-                # the baseline at 2 mm resampled back), so validation measures what predict does.
-                model = Model(dict(self.networks), self.preprocessing, self.device)
-                sink = MemorySink()
-                predict_case(model, case, sink, Options())
-                prediction, target = sink.labels, _label(case.label)
-            else:
-                probabilities = net1_probabilities(
-                    self.networks["net1"], case.coarse_image[...], str(self.device)
-                )
-                prediction, target = (
-                    probabilities.argmax(0).cpu().numpy(),
-                    _label(case.coarse_label),
-                )
-            scores.append(dice_per_class(prediction, target, classes))
+            prediction, target = self.method.validate(stage.kind, model, case)
+            scores.append(dice_per_class(prediction, target, case.meta.classes))
         names = self.cache.case(self.validation[0]).meta.class_names[1:]
         per_class = {n: _mean([s[i] for s in scores]) for i, n in enumerate(names)}
         mean = _mean(list(per_class.values()))
@@ -615,30 +519,6 @@ class Trainer:
             from .plots import plot_metrics
 
             plot_metrics(self.metrics_path, self.run_dir)
-
-
-def _label(array: Any) -> NDArray[np.uint8]:
-    if array is None:
-        raise ConfigError("data.validation_cases: a validation case has no label")
-    return np.asarray(array[...], dtype=np.uint8)
-
-
-def _area(image: Tensor, size: tuple[int, int, int]) -> Tensor:
-    return F.adaptive_avg_pool3d(image, size)
-
-
-def _soft_label(label: Tensor, size: tuple[int, int, int], classes: int) -> Tensor:
-    """Class fractions of each coarse voxel: a soft one-hot target for Dice losses."""
-    onehot = F.one_hot(label.long(), classes).movedim(-1, 1).float()
-    return F.adaptive_avg_pool3d(onehot, size)
-
-
-def _weights_hash(network: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for key, value in network.state_dict().items():
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _mean(values: list[float | None]) -> float:

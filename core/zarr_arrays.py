@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .cache import ChunkedArray
-from .importer import DataError
+from .errors import DataError
 
 ALLOWED_DTYPES: Final = {"float16", "float32", "uint8", "uint16", "int16", "int32", "int64"}
 

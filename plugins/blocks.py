@@ -68,7 +68,8 @@ class DilatedBlock3d(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)
+        out: Tensor = self.body(x)
+        return out
 
 
 class SliceConv(nn.Module):
@@ -130,7 +131,8 @@ class Net2EncoderBlock(nn.Module):
         self.depth_reduction = sum(k - 1 for k in z_kernels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.convs(x))
+        out: Tensor = self.dropout(self.convs(x))
+        return out
 
 
 class SliceCollapse(nn.Module):
@@ -178,4 +180,5 @@ class DecoderBlock2d(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)
+        out: Tensor = self.body(x)
+        return out

@@ -15,8 +15,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 from duoseg.core import Component, hookimpl
-from duoseg.core.importer import DataError, ImportedCase, Importer, SourcePair
+from duoseg.core.errors import DataError
+from duoseg.core.importer import ImportedCase, Importer, SourcePair
 from duoseg.core.orientation import canonical_affine, to_canonical
+from nibabel.openers import ImageOpener
 from numpy.typing import NDArray
 
 MAX_VOXELS = 2**31  # 8 GiB as float32: far beyond any cardiac CT, short of exhausting memory
@@ -231,7 +233,7 @@ def read_voxels(path: Path, read: Callable[[], Any]) -> NDArray[Any]:
 def _raw_pixdim(path: Path, image: Any) -> NDArray[np.float64]:
     """pixdim[1:4] as stored: nibabel's loader silently replaces negatives by their abs."""
     try:
-        with nib.openers.ImageOpener(path) as handle:
+        with ImageOpener(path) as handle:
             raw = type(image.header).from_fileobj(handle, check=False)
     except Exception as exc:
         raise DataError(f"{path}: field pixdim: cannot read the header: {exc}") from exc

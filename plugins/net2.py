@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from duoseg.core import InputShapeError, SegmentationNetwork
-from duoseg.core.guidance import GUIDANCES, Guidance, guidance_channels
+from duoseg.plugins.methods.guidance import GUIDANCES, Guidance, guidance_channels
 from torch import Tensor, nn
 
 from .blocks import (

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from duoseg.core import Component, hookimpl
 from duoseg.core.cache import CacheCase, CaseMeta
-from duoseg.core.importer import DataError
-from duoseg.core.preprocessing import downsample_image, downsample_label
+from duoseg.core.errors import DataError
+from duoseg.core.grid import downsample_image, downsample_label
 from duoseg.core.sampler import IMAGE_PAD, LABEL_PAD, Sample, Sampler, as_sample, read_padded
 from numpy.typing import NDArray
 
@@ -45,7 +45,8 @@ def pick_voxel(case: CacheCase, cls: int, rng: np.random.Generator) -> NDArray[n
             f"block {tuple(map(int, block))}, the chunk holds {len(hits)}; rebuild the cache"
         )
     voxel = hits[int(rng.integers(len(hits)))]
-    return np.asarray([r.start for r in region]) + voxel
+    centre: NDArray[np.int64] = np.asarray([r.start for r in region]) + voxel
+    return centre
 
 
 class PatchSampler(Sampler):
@@ -91,7 +92,8 @@ class PatchSampler(Sampler):
         if self.grid_mm is None:
             return size
         spacing = np.asarray(case.meta.spacing)
-        return np.maximum(1, np.round(size * self.grid_mm / spacing)).astype(np.int64)
+        box: NDArray[np.float64] = np.maximum(1, np.round(size * self.grid_mm / spacing))
+        return box.astype(np.int64)
 
     def _patch(self, case: CacheCase, centre: NDArray[np.int64], size: NDArray[np.int64]) -> Sample:
         assert case.label is not None

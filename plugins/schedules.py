@@ -1,4 +1,6 @@
-"""The paper's four-step schedule (``wang2018``) and its baseline (``baseline_unet3d``)."""
+"""The paper's four-step schedule (``wang2018``, method ``two_stage``), its baseline
+(``baseline_unet3d``, method ``resampled``) and a full-resolution patch network
+(``fullres_unet3d``, method ``sliding_window``)."""
 
 from __future__ import annotations
 
@@ -57,7 +59,26 @@ def wang2018(
               counts[3], freeze=("net1",), lr=lr, batch_size=batch_size),
     ]  # fmt: skip
     kept = tuple(s for step, s in enumerate(stages, 1) if step not in omit)
-    return Schedule("wang2018", kept)
+    return Schedule("wang2018", "two_stage", kept)
+
+
+def _patch_stage(
+    name: str,
+    *,
+    iterations: int,
+    subvolume_sizes: Sequence[int],
+    batch_size: int,
+    lr: float,
+    loss: str,
+    loss_params: Mapping[str, Any] | None,
+) -> Stage:
+    """One stage training ``unet3d`` on class-balanced patches (stage kind ``patches``)."""
+    patches = ComponentRef(
+        "class_balanced", {"sizes": list(subvolume_sizes), "batch_size": batch_size}
+    )
+    term = LossTerm("unet3d", loss, params=dict(loss_params or {}))
+    return Stage(name, "patches", patches, ("unet3d",), (term,), iterations, lr=lr,
+                 batch_size=batch_size)  # fmt: skip
 
 
 def baseline_unet3d(
@@ -69,28 +90,49 @@ def baseline_unet3d(
     loss: str = "dice_weighted",
     loss_params: Mapping[str, Any] | None = None,
 ) -> Schedule:
-    """The paper's comparison: ``unet3d`` on data resampled to 2 mm, trained with the
-    same multi-class loss as ``wang2018`` (Eq. 1 by default, ``loss_params`` as there).
+    """The paper's comparison: ``unet3d`` on data resampled to 2 mm (method
+    ``resampled``), trained with the same multi-class loss as ``wang2018`` (Eq. 1 by
+    default, ``loss_params`` as there).
 
     ``subvolume_sizes`` are edges in voxels of the network's own grid
     (``train.baseline_spacing``, 2 mm): 64 and 96 voxels see 128 and 192 mm, most of a
     cardiac CT's field of view, whatever the data's resolution. The patches are read at
     full resolution and resampled to that grid (area for the image, majority for the
     label), as the whole volume is at prediction."""
-    patches = ComponentRef(
-        "class_balanced", {"sizes": list(subvolume_sizes), "batch_size": batch_size}
-    )
-    stage = Stage(
+    stage = _patch_stage(
         "baseline",
-        "baseline",
-        patches,
-        ("unet3d",),
-        (LossTerm("unet3d", loss, params=dict(loss_params or {})),),
-        iterations,
-        lr=lr,
+        iterations=iterations,
+        subvolume_sizes=subvolume_sizes,
         batch_size=batch_size,
+        lr=lr,
+        loss=loss,
+        loss_params=loss_params,
     )
-    return Schedule("baseline_unet3d", (stage,))
+    return Schedule("baseline_unet3d", "resampled", (stage,))
+
+
+def fullres_unet3d(
+    *,
+    iterations: int = 4 * PAPER_ITERATIONS,
+    subvolume_sizes: Sequence[int] = (96, 128),
+    batch_size: int = 1,
+    lr: float = 1e-4,
+    loss: str = "dice_weighted",
+    loss_params: Mapping[str, Any] | None = None,
+) -> Schedule:
+    """``unet3d`` on full-resolution patches (method ``sliding_window``, nnU-Net's
+    3d_fullres recipe): edges in full-resolution voxels; predict with windows the size
+    of the largest patch (``[method] params = { window = [...] }``)."""
+    stage = _patch_stage(
+        "fullres",
+        iterations=iterations,
+        subvolume_sizes=subvolume_sizes,
+        batch_size=batch_size,
+        lr=lr,
+        loss=loss,
+        loss_params=loss_params,
+    )
+    return Schedule("fullres_unet3d", "sliding_window", (stage,))
 
 
 @hookimpl
@@ -98,4 +140,5 @@ def duoseg_schedule() -> list[Component]:
     return [
         Component("wang2018", wang2018, "The paper's four training steps (Table 1)"),
         Component("baseline_unet3d", baseline_unet3d, "unet3d at 2 mm, the paper's baseline"),
+        Component("fullres_unet3d", fullres_unet3d, "unet3d on full-resolution patches"),
     ]

@@ -36,7 +36,7 @@ from duoseg.core.cache import (
     check_case_id,
     check_record,
 )
-from duoseg.core.importer import DataError
+from duoseg.core.errors import DataError
 from duoseg.core.weights import write_atomically
 from duoseg.core.zarr_arrays import ZarrArray, read_json
 from numpy.typing import NDArray

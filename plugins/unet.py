@@ -95,7 +95,7 @@ class DilatedUNet3d(SegmentationNetwork):
         x = self.bottom(skips.pop())
         for up, block in zip(self.up, self.decoder, strict=True):
             x = block(torch.cat((up(x), skips.pop()), 1))
-        scores = self.head(x)
+        scores: Tensor = self.head(x)
         return scores[..., : size[0], : size[1], : size[2]]
 
 

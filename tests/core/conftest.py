@@ -61,3 +61,22 @@ def guided_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def baseline_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _run(tmp_path_factory.mktemp("runs"), cache, BASELINE, "baseline")
+
+
+SLIDING_WINDOW = """
+seed = 2
+[networks.unet3d]
+component = "unet3d"
+params = { base_width = 4 }
+[schedule]
+component = "fullres_unet3d"
+params = { iterations = 2, subvolume_sizes = [16, 24] }
+[method]
+component = "sliding_window"
+params = { window = [16, 24, 24], batch = 2 }
+"""
+
+
+@pytest.fixture(scope="session")
+def sliding_window_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _run(tmp_path_factory.mktemp("runs"), cache, SLIDING_WINDOW, "sliding_window")

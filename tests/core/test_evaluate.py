@@ -13,8 +13,8 @@ from duoseg.core import load_plugins
 from duoseg.core.cache import CaseMeta
 from duoseg.core.checkpoint import TrainState, save_checkpoint
 from duoseg.core.cli import main
+from duoseg.core.errors import PredictError
 from duoseg.core.evaluate import evaluate, format_table
-from duoseg.core.inference import PredictError
 from duoseg.core.outputs import COMPLETE, NiftiSink, finish_output
 from duoseg.core.preprocessing import Preprocessing
 

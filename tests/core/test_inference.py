@@ -13,17 +13,14 @@ import torch.nn.functional as F
 from duoseg.core import load_plugins
 from duoseg.core.cache import open_cache
 from duoseg.core.cli import main
-from duoseg.core.guidance import upsample_box
-from duoseg.core.inference import (
-    Options,
-    PredictError,
-    dynamic_tile,
-    load_model,
-    predict_case,
-)
+from duoseg.core.errors import PredictError
+from duoseg.core.grid import upsample_box
+from duoseg.core.inference import Options, load_model, predict_case
 from duoseg.core.outputs import MemorySink, ZarrSink, is_complete, prepare_output
 from duoseg.core.predict import predict_paths
 from duoseg.core.sampler import IMAGE_PAD, read_padded
+from duoseg.plugins.methods import resampled
+from duoseg.plugins.methods.two_stage import TwoStageOptions, dynamic_tile
 
 
 @pytest.mark.parametrize("channels", [1, 8])
@@ -49,14 +46,15 @@ def test_streaming_equals_a_per_slice_k_slab_loop(run, cache, request) -> None:
     assert 1 <= report.slab < case.meta.shape[0]  # several slabs
 
     # The straightforward way: every slice on its own, K slices around it.
-    net1, net2, k = model.networks["net1"], model.networks["net2"], model.k
+    net1, net2 = model.networks["net1"], model.networks["net2"]
+    k = net2.k
     with torch.no_grad():
         probabilities = net1(
             torch.as_tensor(case.coarse_image[...].astype(np.float32))[None, None]
         ).softmax(1)
         full = F.interpolate(probabilities, size=case.meta.shape, mode="trilinear")[0]
         guidance = full if net2.in_channels > 2 else 1 - full[:1]
-        roi, _ = dynamic_tile(1 - probabilities[0, 0].numpy(), case.meta, options)
+        roi, _ = dynamic_tile(1 - probabilities[0, 0].numpy(), case.meta, TwoStageOptions())
         expected = np.zeros(case.meta.shape, np.uint8)
         scores = np.zeros((model.classes, *case.meta.shape), np.float32)
         for z in range(roi[0].start, roi[0].stop):
@@ -86,7 +84,7 @@ def test_net1_only_labels_are_net1s_upsampled_argmax(two_stage_run, cache) -> No
     model = load_model(two_stage_run, registry)
     case = open_cache(cache, registry).case("ct_train_1002")
     sink = MemorySink()
-    predict_case(model, case, sink, Options(net1_only=True, memory_budget_mib=1))
+    predict_case(model, case, sink, Options(method={"net1_only": True}, memory_budget_mib=1))
     with torch.no_grad():
         coarse = torch.as_tensor(case.coarse_image[...].astype(np.float32))[None, None]
         probabilities = model.networks["net1"](coarse).softmax(1)
@@ -94,17 +92,33 @@ def test_net1_only_labels_are_net1s_upsampled_argmax(two_stage_run, cache) -> No
     assert (sink.labels == full.argmax(0).numpy()).mean() >= 0.9999
 
 
-def test_net1_only_needs_a_two_stage_model(baseline_run, cache) -> None:
+def test_a_method_option_of_another_method_is_refused(baseline_run, cache) -> None:
     registry = load_plugins()
     model = load_model(baseline_run, registry)
     case = open_cache(cache, registry).case("ct_train_1002")
-    with pytest.raises(PredictError, match="ct_train_1002: net1_only needs a two-stage model"):
-        predict_case(model, case, MemorySink(), Options(net1_only=True))
+    message = (
+        "ct_train_1002: method option net1_only=True is not an option of method resampled "
+        r"\(options: none\)"
+    )
+    with pytest.raises(PredictError, match=message):
+        predict_case(model, case, MemorySink(), Options(method={"net1_only": True}))
+
+
+def test_a_misspelt_method_option_names_the_closest(two_stage_run, cache) -> None:
+    registry = load_plugins()
+    model = load_model(two_stage_run, registry)
+    case = open_cache(cache, registry).case("ct_train_1002")
+    with pytest.raises(
+        PredictError, match=r"method option treshold=0.3 .* did you mean 'threshold'"
+    ):
+        predict_case(model, case, MemorySink(), Options(method={"treshold": 0.3}))
+    with pytest.raises(PredictError, match=r"threshold = 1.5 must lie in \(0, 1\)"):
+        predict_case(model, case, MemorySink(), Options(method={"threshold": 1.5}))
 
 
 def test_an_empty_foreground_falls_back_to_the_whole_volume(two_stage_run, cache, caplog) -> None:
     case = open_cache(cache, load_plugins()).case("ct_train_1001")
-    box, empty = dynamic_tile(np.zeros(case.meta.coarse_shape), case.meta, Options())
+    box, empty = dynamic_tile(np.zeros(case.meta.coarse_shape), case.meta, TwoStageOptions())
     assert empty and box == tuple(slice(0, n) for n in case.meta.shape)
     assert "found no foreground" in caplog.text
 
@@ -115,10 +129,10 @@ def test_the_roi_is_the_foreground_box_plus_the_margin(cache) -> None:
     foreground[2:4, 3:6, 4:7] = 1
     foreground[-1, -1, -1] = 1  # a stray voxel: in the box by default, not with largest_component
     scale = np.asarray(meta.shape) / np.asarray(meta.coarse_shape)
-    box, empty = dynamic_tile(foreground, meta, Options(margin_mm=0.0))
+    box, empty = dynamic_tile(foreground, meta, TwoStageOptions(margin_mm=0.0))
     assert not empty
     assert box[0] == slice(int(np.floor(2 * scale[0])), meta.shape[0])
-    box, _ = dynamic_tile(foreground, meta, Options(margin_mm=0.0, largest_component=True))
+    box, _ = dynamic_tile(foreground, meta, TwoStageOptions(margin_mm=0.0, largest_component=True))
     assert box[0] == slice(int(np.floor(2 * scale[0])), int(np.ceil(4 * scale[0])))
 
 
@@ -248,7 +262,7 @@ def test_a_volume_too_small_for_net1(two_stage_run, tmp_path, capsys) -> None:
     nib.save(nib.Nifti1Image(np.zeros((40, 40, 5), np.float32), np.eye(4)), path)
     assert main(["predict", str(two_stage_run), str(path), str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "x: spacing" in err and "Net1 needs at least 4 voxels per axis" in err
+    assert "x: spacing" in err and "at least 4 voxels per axis are needed" in err
 
 
 def test_an_existing_output_is_refused_unless_overwrite(tmp_path) -> None:
@@ -409,22 +423,20 @@ class _Sharp(torch.nn.Module):
 
 
 def test_baseline_probabilities_are_probabilities(baseline_run, cache, monkeypatch) -> None:
-    from duoseg.core import inference
-
     registry = load_plugins()
     model = load_model(baseline_run, registry)
     model.networks["unet3d"] = _Sharp(model.classes)  # type: ignore[assignment]
     case = open_cache(cache, registry).case("ct_train_1001")
-    resampled: list[torch.Tensor] = []  # the B-splines' values, before clipping
-    clip = inference.as_probabilities
-    monkeypatch.setattr(inference, "as_probabilities", lambda v: resampled.append(v) or clip(v))
+    values: list[torch.Tensor] = []  # the B-splines' values, before clipping
+    clip = resampled.as_probabilities
+    monkeypatch.setattr(resampled, "as_probabilities", lambda v: values.append(v) or clip(v))
     sink = MemorySink()
     predict_case(model, case, sink, Options(memory_budget_mib=1, probabilities=True))
     assert sink.probabilities is not None
     probabilities = sink.probabilities.astype(np.float32)
     assert probabilities.min() >= 0 and probabilities.max() <= 1
     np.testing.assert_allclose(probabilities.sum(0), 1, atol=4e-3)  # float16 per class
-    values = torch.cat(resampled, 1)
-    assert values.min() < -0.05 and values.max() > 1.05  # the overshoot that was clipped
+    overshooting = torch.cat(values, 1)
+    assert overshooting.min() < -0.05 and overshooting.max() > 1.05  # clipped
     # The labels are still the resampled values' argmax.
-    np.testing.assert_array_equal(sink.labels, values.argmax(0).numpy())
+    np.testing.assert_array_equal(sink.labels, overshooting.argmax(0).numpy())

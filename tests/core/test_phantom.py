@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from duoseg.core.cli import main
+from duoseg.core.grid import downsample_label, grid_shape
 from duoseg.core.phantom import MMWHS_LABELS, make_case
-from duoseg.core.preprocessing import downsample_label, grid_shape
 
 
 def test_a_case_is_a_pure_function_of_its_seed_and_number() -> None:

@@ -13,7 +13,8 @@ from duoseg.core.cache import open_cache
 from duoseg.core.cache_build import build_cache
 from duoseg.core.checkpoint import load_checkpoint
 from duoseg.core.cli import EXIT_BAD_INPUT, main
-from duoseg.core.importer import DataError, SourcePair
+from duoseg.core.errors import DataError
+from duoseg.core.importer import SourcePair
 from duoseg.core.inference import case_from_image, load_model
 from duoseg.core.preprocessing import Preprocessing
 from duoseg.core.trainer import LAST

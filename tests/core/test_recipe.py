@@ -18,11 +18,12 @@ from duoseg.core.cache_build import build_cache
 from duoseg.core.checkpoint import TrainState
 from duoseg.core.config import load_config
 from duoseg.core.evaluation import dice_per_class
+from duoseg.core.grid import grid_shape
 from duoseg.core.inference import Model, Options, predict_case
 from duoseg.core.outputs import MemorySink
 from duoseg.core.phantom import PhantomCase, make_case, write_case
-from duoseg.core.preprocessing import grid_shape
 from duoseg.core.trainer import Trainer, config_as_dict
+from duoseg.plugins.methods.two_stage import TwoStage
 from torch import Tensor
 
 CLASSES = 8  # background + the seven MM-WHS structures
@@ -141,7 +142,7 @@ def test_net2_guidance_stays_aligned_with_the_label_under_augmentation(
     in_channels = trainer.networks["net2"].in_channels
     trainer.networks = {"net1": OracleNet1(), "net2": GuidanceEcho(in_channels, k=3)}
     feeding_net2 = [s for s in trainer.schedule.stages if "net2" in (t.network for t in s.losses)]
-    assert [s.mode for s in feeding_net2] == ["end_to_end", "net2_stacks"]
+    assert [s.kind for s in feeding_net2] == ["end_to_end", "net2_stacks"]
     for stage in feeding_net2:
         batch = next(trainer._batches(stage, TrainState()))
         with torch.no_grad():
@@ -155,6 +156,7 @@ def test_validation_and_inference_guidance_is_aligned(binary_cache) -> None:
         {"net1": OracleNet1(), "net2": GuidanceEcho(2, k=3)},
         cache.preprocessing,
         torch.device("cpu"),
+        TwoStage(),
     )
     for case_id in cache.cases():
         case = cache.case(case_id)
@@ -208,12 +210,12 @@ def test_net1_sees_every_case_at_the_coarse_spacing_in_every_step(mixed_cache, t
             with torch.no_grad():
                 trainer._forward(stage, batch, torch.Generator().manual_seed(0))
             cases = batch["case_id"]
-            if stage.mode == "net2_stacks":  # Net1 ran (once per case) on the cached coarse level
+            if stage.kind == "net2_stacks":  # Net1 ran (once per case) on the cached coarse level
                 assert set(seen) <= {trainer.metas[c].coarse_shape for c in cases}
                 continue
             for case_id in cases:
                 meta = trainer.metas[case_id]
-                if stage.mode == "net1_coarse":
+                if stage.kind == "net1_coarse":
                     grid, full = meta.coarse_shape, meta.shape
                 else:
                     full = tuple(batch["image"].shape[2:])

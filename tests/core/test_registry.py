@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -194,6 +195,26 @@ def test_core_never_imports_plugins() -> None:
                     if alias.name.startswith("duoseg.plugins")
                 ]
     assert offenders == []
+
+
+def test_no_role_name_of_a_built_in_method_appears_in_core() -> None:
+    """Methods are plugins: the engine's code, docstrings and files name none of the
+    built-in methods' network roles (nor words built on them, such as ``net1_only``)."""
+    registry = load_plugins(entry_points=False)
+    roles = {role for name in registry.names("method")
+             for role in registry.build("method", name).roles}  # fmt: skip
+    assert roles >= {"net1", "net2", "unet3d"}
+    pattern = re.compile(
+        "|".join(rf"(?<![a-z0-9]){re.escape(r)}(?![0-9])" for r in sorted(roles)), re.IGNORECASE
+    )
+    found = [
+        f"{path.relative_to(CORE)}:{number}: {line.strip()}"
+        for path in sorted(CORE.rglob("*"))
+        if path.is_file() and path.suffix in (".py", ".toml", ".md", ".json")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert found == []
 
 
 def test_importing_core_loads_no_plugin_and_builds_no_network() -> None:

@@ -173,7 +173,7 @@ def test_a_stage_that_trains_and_freezes_one_network_is_refused() -> None:
     with pytest.raises(
         ConfigError, match=r"schedule.stages\[0\]: stage 's' both trains and freezes \['net1'\]"
     ):
-        Schedule("bad", (stage,))
+        Schedule("bad", "two_stage", (stage,))
 
 
 def test_an_empty_cache_is_refused(cache, tmp_path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from duoseg.core.errors import ConfigError
-from duoseg.core.guidance import guidance_of, guide
+from duoseg.plugins.methods.guidance import guidance_of, guide
 
 
 def test_guidance_is_read_from_the_input_channels() -> None:

@@ -8,7 +8,7 @@ import torch
 from duoseg.core import Registry
 from duoseg.core.cache import open_cache
 from duoseg.core.data import SampleDataset
-from duoseg.core.importer import DataError
+from duoseg.core.errors import DataError
 from duoseg.core.phantom import phantom_cache
 from torch.utils.data import DataLoader
 

@@ -13,7 +13,7 @@ from duoseg.core import load_plugins
 from duoseg.core.cache import open_cache
 from duoseg.core.cache_build import build_cache
 from duoseg.core.data import SampleDataset
-from duoseg.core.importer import DataError
+from duoseg.core.errors import DataError
 
 from .conftest import DUOSEG, REPEATS, run
 

@@ -10,7 +10,7 @@ import pytest
 from duoseg.core import load_plugins
 from duoseg.core.cache import open_cache
 from duoseg.core.cli import main
-from duoseg.core.importer import DataError
+from duoseg.core.errors import DataError
 from duoseg.core.outputs import PredictionReader
 
 from .conftest import run

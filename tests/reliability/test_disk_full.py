@@ -20,7 +20,7 @@ import pytest
 from duoseg.core import load_plugins
 from duoseg.core.cache import open_cache
 from duoseg.core.checkpoint import load_checkpoint
-from duoseg.core.importer import DataError
+from duoseg.core.errors import DataError
 from duoseg.core.outputs import PredictionReader, is_complete
 
 from .conftest import DUOSEG, TWO_STAGE

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 from duoseg.core.cache import CaseMeta
-from duoseg.core.errors import WeightsError
-from duoseg.core.importer import DataError
-from duoseg.core.inference import PredictError
+from duoseg.core.errors import DataError, PredictError, WeightsError
 from duoseg.core.outputs import NiftiSink, ZarrSink, prepare_output
 
 from .conftest import run

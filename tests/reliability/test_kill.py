@@ -13,8 +13,7 @@ import pytest
 from duoseg.core import load_plugins
 from duoseg.core.cache import ARRAYS, open_cache
 from duoseg.core.checkpoint import load_checkpoint
-from duoseg.core.importer import DataError
-from duoseg.core.inference import PredictError
+from duoseg.core.errors import DataError, PredictError
 from duoseg.core.outputs import PredictionReader, is_complete
 
 from .conftest import REPEATS, TWO_STAGE, kill_at, kill_points, run, timed_run

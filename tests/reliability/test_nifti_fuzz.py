@@ -15,7 +15,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 from duoseg.core import load_plugins
-from duoseg.core.importer import DataError, SourcePair
+from duoseg.core.errors import DataError
+from duoseg.core.importer import SourcePair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

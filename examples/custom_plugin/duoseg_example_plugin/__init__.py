@@ -1,13 +1,16 @@
-"""An example duoseg plugin: a residual 3D U-Net and the Tversky loss.
+"""An example duoseg plugin: a residual 3D U-Net, the Tversky loss, and a method of its
+own - a cascade of a coarse network and a full-resolution one - with its schedule.
 
 Install it (``pip install -e examples/custom_plugin``) and ``duoseg plugins`` lists
-``resunet3d`` and ``tversky``; a config then picks them by name.
+``resunet3d``, ``tversky``, the method ``cascade`` and its schedule ``cascade``; a
+config then picks them by name.
 """
 
 from __future__ import annotations
 
 from duoseg.core import Component, hookimpl
 
+from .cascade import Cascade, cascade
 from .resunet import ResUNet3d
 from .tversky import TverskyLoss
 
@@ -20,3 +23,13 @@ def duoseg_network() -> list[Component]:
 @hookimpl
 def duoseg_loss() -> list[Component]:
     return [Component("tversky", TverskyLoss, "Tversky loss: tunable FP/FN trade-off")]
+
+
+@hookimpl
+def duoseg_method() -> list[Component]:
+    return [Component("cascade", Cascade, "Coarse network -> guided full-resolution windows")]
+
+
+@hookimpl
+def duoseg_schedule() -> list[Component]:
+    return [Component("cascade", cascade, "The cascade's two stages: coarse, then fine")]

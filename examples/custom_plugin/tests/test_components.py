@@ -44,3 +44,51 @@ def test_the_example_config_trains_and_predicts_with_the_plugins_components(tmp_
     source = tmp_path / "data" / "src" / "ct_train_1005_image.nii.gz"
     assert main(["predict", str(run), str(source), str(tmp_path / "pred")]) == 0
     assert (tmp_path / "pred" / "ct_train_1005_label.nii.gz").exists()
+
+
+@pytest.mark.slow
+def test_the_cascade_method_trains_and_predicts_through_the_cli(tmp_path) -> None:
+    """The plugin's own method, with its own roles and schedule, end to end: no line of
+    duoseg's core names it."""
+    import json
+    from pathlib import Path
+
+    import nibabel as nib
+    import numpy as np
+    from duoseg.core.cli import main
+    from duoseg.core.phantom import phantom_cache
+
+    config = Path(__file__).resolve().parents[1] / "cascade.toml"
+    cache = phantom_cache(tmp_path / "data", cases=5, size=(64, 56, 40), seed=3)
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--cache", str(cache), "--out", str(run),
+                 "--set", "schedule.params.iterations=[2, 2]",
+                 "--set", "schedule.params.subvolume_sizes=[24]",
+                 "--set", "method.params.window=[24, 32, 32]"]) == 0  # fmt: skip
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rows if "loss" in r] == ["coarse", "coarse", "fine", "fine"]
+    assert {k for r in rows if "loss" in r for k in r} >= {"coarse.dice_ce", "fine.dice_ce"}
+    header = (run / "last.safetensors").read_bytes()[:200_000]
+    assert b"method:cascade" in header  # the provenance names the plugin's method
+    source = tmp_path / "data" / "src" / "ct_train_1005_image.nii.gz"
+    out = tmp_path / "pred.nii.gz"
+    assert main(["predict", str(run), str(source), str(out),
+                 "--method-option", "overlap=0.25", "--memory-budget", "8"]) == 0  # fmt: skip
+    labels = np.asarray(nib.load(out).dataobj)
+    assert labels.shape == nib.load(source).shape
+    assert set(np.unique(labels)) <= {0, 205, 420, 500, 550, 600, 820, 850}
+    assert main(["predict", str(run), str(source), str(tmp_path / "p2.nii.gz"),
+                 "--method-option", "threshold=0.3"]) == 2  # fmt: skip
+
+
+def test_the_cascade_refuses_a_fine_network_blind_to_the_coarse_output(tmp_path) -> None:
+    from duoseg.core import ConfigError, load_plugins
+
+    registry = load_plugins()
+    cascade = registry.build("method", "cascade")
+    networks = {
+        "coarse": registry.build("network", "unet3d", base_width=4),
+        "fine": registry.build("network", "unet3d", base_width=4),
+    }
+    with pytest.raises(ConfigError, match=r"networks.fine takes 1 input channels; .* = 9\)"):
+        cascade.check(networks, None)

@@ -1,0 +1,320 @@
+"""The two-stage model of Wang et al. (STACOM 2018): Net1 on the whole coarse volume,
+the dynamic tile around its foreground, Net2 labelling each full-resolution axial
+slice from K neighbours, guided by Net1's output.
+
+Stage kinds (the paper's four steps, schedule ``wang2018``)::
+
+    net1_coarse     Net1 on whole coarse volumes                 L_ROI(Net1)
+    net1_subvolume  Net1 on subvolumes seen at coarse spacing    L_ROI(Net1) + L(Net1)
+    end_to_end      Net1 + Net2 on subvolumes                    L(Net1) + L(Net2)
+    net2_stacks     Net2 on K-slice stacks, Net1 frozen          L(Net2)
+
+At inference Net2 runs down z in slabs: a slab of D output slices reads D + K - 1
+input slices of the tile, and Net2's z-equivariance makes that one pass exact. D comes
+from Net2's FLOP and memory accounting for the tile's in-plane size and the budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from duoseg.core.cache import CacheCase, CaseMeta
+from duoseg.core.errors import ConfigError
+from duoseg.core.grid import (
+    area_downsample,
+    background,
+    class_fractions,
+    grid_shape,
+    upsample_box,
+)
+from duoseg.core.inference import Model, per_slice_depth, slab_depth, whole_volume
+from duoseg.core.method import Method, Part, Region, SlabPredictor, TrainingContext
+from duoseg.core.network import SegmentationNetwork
+from duoseg.core.sampler import IMAGE_PAD, read_padded
+from duoseg.core.schedule import Schedule
+from numpy.typing import NDArray
+from scipy import ndimage
+from torch import Tensor, nn
+
+from .guidance import Guidance, guidance_of, guide, outside_guidance
+
+log = logging.getLogger("duoseg.two_stage")
+
+
+@dataclass(frozen=True)
+class TwoStageOptions:
+    """Prediction options of the two-stage model."""
+
+    threshold: float = 0.5  # foreground probability that makes Net1's ROI
+    margin_mm: float = 10.0  # added around the ROI on every side
+    largest_component: bool = False  # ROI from Net1's largest foreground component only
+    flip_tta: bool = False  # average Net2 scores with the in-plane flipped input
+    net1_only: bool = False  # Net1's upsampled labels (the paper's "Net1" rows), no Net2
+    roi: tuple[tuple[int, int], ...] | None = None  # a fixed tile instead of Net1's
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"threshold = {self.threshold} must lie in (0, 1)")
+        if self.margin_mm < 0:
+            raise ValueError(f"margin_mm = {self.margin_mm} must be >= 0")
+        if self.roi is not None and len(self.roi) != 3:
+            raise ValueError(f"roi = {self.roi} must give (start, stop) for z, y and x")
+
+
+@torch.no_grad()
+def net1_probabilities(net1: nn.Module, coarse_image: NDArray[np.floating], device: str) -> Tensor:
+    """Net1's class probabilities (C+1, z, y, x) on a whole coarse volume."""
+    x = torch.as_tensor(np.asarray(coarse_image, dtype=np.float32), device=device)[None, None]
+    scores: Tensor = net1.eval()(x)
+    return scores.float().softmax(1)[0]
+
+
+def dynamic_tile(
+    foreground: NDArray[np.floating], meta: CaseMeta, options: TwoStageOptions
+) -> tuple[Region, bool]:
+    """The full-resolution box around Net1's foreground (plus the margin), and whether
+    the foreground was empty - then the whole volume is used, with a warning."""
+    mask = foreground > options.threshold
+    if options.largest_component and mask.any():
+        components, count = ndimage.label(mask)
+        if count > 1:
+            sizes = np.bincount(components.ravel())[1:]
+            mask = components == int(np.argmax(sizes)) + 1
+    if not mask.any():
+        log.warning(
+            "%s: Net1 found no foreground above %.2f; predicting the whole volume",
+            meta.case_id,
+            options.threshold,
+        )
+        return whole_volume(meta.shape), True
+    box = []
+    for axis, (n, c, s) in enumerate(zip(meta.shape, meta.coarse_shape, meta.spacing, strict=True)):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        margin = math.ceil(options.margin_mm / s)
+        low = math.floor(hits[0] * n / c) - margin
+        high = math.ceil((hits[-1] + 1) * n / c) + margin
+        box.append(slice(max(low, 0), min(high, n)))
+    return (box[0], box[1], box[2]), False
+
+
+def flip_averaged(net2: SegmentationNetwork, x: Tensor, tta: bool) -> Tensor:
+    """Net2's class probabilities, averaged with those of the x- and y-flipped input."""
+    scores: Tensor = net2(x).float().softmax(1)
+    if not tta:
+        return scores
+    for dims in ((-1,), (-2,)):
+        flipped: Tensor = net2(x.flip(dims))
+        scores += flipped.float().softmax(1).flip(dims)
+    return scores / 3
+
+
+def net2_k(net2: SegmentationNetwork) -> int:
+    """Net2's slices per prediction (its ``k``)."""
+    k = getattr(net2, "k", None)
+    if not isinstance(k, int):
+        raise ConfigError(
+            f"networks.net2 ({type(net2).__name__}) has no integer k: the slices it reads "
+            "per labelled slice"
+        )
+    return k
+
+
+def guidance_for(net2: SegmentationNetwork) -> Guidance:
+    """What ``net2`` sees of Net1's output, from its input channels."""
+    return guidance_of(net2.in_channels, net2.out_channels)
+
+
+class TwoStage(Method):
+    """Net1 -> dynamic tile -> Net2 (the paper's model)."""
+
+    roles = ("net1", "net2")
+    stage_kinds = ("net1_coarse", "net1_subvolume", "end_to_end", "net2_stacks")
+    prediction_options = TwoStageOptions
+
+    def __init__(self) -> None:
+        # Net1's guidance on whole coarse volumes, per case, for the current Net1 weights.
+        self._coarse: dict[tuple[str, str], Tensor] = {}
+
+    # ------------------------------------------------------------------ checks
+
+    def _check(
+        self, networks: Mapping[str, SegmentationNetwork], schedule: Schedule | None
+    ) -> None:
+        net2 = networks["net2"]
+        guidance_for(net2)
+        k = net2_k(net2)
+        for index, stage in enumerate(schedule.stages if schedule else ()):
+            sampled = stage.sampler.params.get("k")
+            if sampled is not None and sampled != k:
+                raise ConfigError(
+                    f"schedule.stages[{index}] samples stacks of k={sampled} but "
+                    f"networks.net2 has k={k}"
+                )
+
+    # ------------------------------------------------------------------ training
+
+    def _forward(
+        self, kind: str, batch: Mapping[str, Any], context: TrainingContext
+    ) -> dict[str, list[Part]]:
+        net1, net2 = context.networks["net1"], context.networks["net2"]
+        image, label = batch["image"], batch["label"]
+        classes = context.preprocessing.classes
+        if kind == "net2_stacks":
+            # Net1's guidance joins the image before augmentation: one draw moves both.
+            guidance = self._stack_guidance(batch, image.shape[2:], context).to(image)
+            fill = [IMAGE_PAD, *outside_guidance(guidance_for(net2), classes)]
+            x, label = context.augment(torch.cat((image, guidance), 1), label, fill)
+            return {"net2": [(net2(x), label)]}
+        image, label = context.augment(image, label, [IMAGE_PAD])
+        if kind == "net1_coarse":
+            return {"net1": [(net1(image), label)]}
+        outputs: dict[str, list[Part]] = {"net1": [], "net2": []}
+        for index, grid in _coarse_grids(batch["case_id"], image.shape[2:], context):
+            net1_scores = net1(area_downsample(image[index], grid))
+            outputs["net1"].append((net1_scores, class_fractions(label[index], grid, classes)))
+            if kind == "end_to_end":
+                k = net2_k(net2)
+                size = image.shape[2:]
+                probabilities = torch.stack(
+                    [
+                        upsample_box(p, size, (0, 0, 0), size, background(classes))
+                        for p in net1_scores.float().softmax(1)
+                    ]
+                )
+                guidance = guide(probabilities, guidance_for(net2))
+                scores = net2(torch.cat((image[index], guidance.to(image)), 1))
+                outputs["net2"].append((scores, label[index, k // 2 : label.shape[1] - k // 2]))
+        return outputs
+
+    def _stack_guidance(
+        self, batch: Mapping[str, Any], size: tuple[int, ...], context: TrainingContext
+    ) -> Tensor:
+        """Net1's guidance channels under each stack, upsampled from its coarse output
+        per sample (the coarse output is kept per case: it is small)."""
+        net1, net2 = context.networks["net1"], context.networks["net2"]
+        guidance = guidance_for(net2)
+        key = _weights_hash(net1)
+        fill = outside_guidance(guidance, context.preprocessing.classes)
+        boxes = []
+        for case_id, origin in zip(batch["case_id"], batch["origin"].tolist(), strict=True):
+            if (key, case_id) not in self._coarse:
+                kept = {k: v for k, v in self._coarse.items() if k[0] == key}
+                coarse = context.cache.case(case_id).coarse_image[...]
+                probabilities = net1_probabilities(net1, coarse, str(context.device))
+                kept[(key, case_id)] = guide(probabilities, guidance)
+                self._coarse = kept
+            coarse_guidance = self._coarse[(key, case_id)]
+            shape = context.metas[case_id].shape
+            boxes.append(upsample_box(coarse_guidance, shape, origin, size, fill))
+        return torch.stack(boxes)
+
+    def validate(
+        self, kind: str, model: Model, case: CacheCase
+    ) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+        """After a stage that trains Net2: the prediction itself. Before: Net1's labels
+        on the coarse volume against the coarse label."""
+        if kind in ("end_to_end", "net2_stacks"):
+            return super().validate(kind, model, case)
+        if case.coarse_label is None:
+            raise ConfigError(f"data.validation_cases: case {case.case_id} has no label")
+        net1 = model.networks["net1"]
+        probabilities = net1_probabilities(net1, case.coarse_image[...], str(model.device))
+        labels = probabilities.argmax(0).to(torch.uint8).cpu().numpy()
+        return labels, np.asarray(case.coarse_label[...], dtype=np.uint8)
+
+    # ------------------------------------------------------------------ inference
+
+    def _predictor(self, model: Model, case: CacheCase, options: Any) -> SlabPredictor:
+        start = time.perf_counter()
+        net1, net2 = model.networks["net1"], model.networks["net2"]
+        probabilities = net1_probabilities(net1, case.coarse_image[...], str(model.device))
+        if options.net1_only:
+            predictor: SlabPredictor = Net1Upsampled(probabilities, case.meta)
+        else:
+            foreground = (1 - probabilities[0]).cpu().numpy()
+            roi, empty = dynamic_tile(foreground, case.meta, options)
+            if options.roi is not None:
+                roi, empty = tuple(slice(a, b) for a, b in options.roi), False  # type: ignore[assignment]
+            predictor = Net2Slabs(model, case, guide(probabilities, guidance_for(net2)), roi)
+            predictor.flip_tta = options.flip_tta
+            predictor.details["empty_foreground"] = empty
+        predictor.details["net1_seconds"] = time.perf_counter() - start
+        return predictor
+
+
+class Net2Slabs(SlabPredictor):
+    """Net2 over the tile, slab by slab, its guidance upsampled from Net1 per slab."""
+
+    def __init__(self, model: Model, case: CacheCase, guidance: Tensor, roi: Region) -> None:
+        super().__init__(roi)
+        self.model, self.case, self.guidance = model, case, guidance
+        self.net2 = model.networks["net2"]
+        self.k = net2_k(self.net2)
+        self.flip_tta = False
+        self.outside = outside_guidance(guidance_for(self.net2), model.classes)
+
+    def depth(self, budget_mib: float) -> int:
+        in_plane = (_length(self.region[1]), _length(self.region[2]))
+        return slab_depth(
+            self.net2, in_plane, budget_mib, context=self.k - 1, classes=self.model.classes
+        )
+
+    def step(self, z0: int, z1: int) -> Tensor:
+        half, roi, shape = self.k // 2, self.region, self.case.meta.shape
+        origin = (z0 - half, roi[1].start, roi[2].start)
+        size = (z1 - z0 + self.k - 1, _length(roi[1]), _length(roi[2]))
+        image = read_padded(self.case.image, origin, size, IMAGE_PAD)
+        pixels = torch.as_tensor(image, dtype=torch.float32, device=self.model.device)
+        guides = upsample_box(self.guidance, shape, origin, size, self.outside)
+        x = torch.cat((pixels[None], guides))[None]
+        return flip_averaged(self.net2, x, self.flip_tta)[0]
+
+
+class Net1Upsampled(SlabPredictor):
+    """Net1's coarse probabilities upsampled trilinearly, slab by slab (no Net2)."""
+
+    def __init__(self, probabilities: Tensor, meta: CaseMeta) -> None:
+        super().__init__(whole_volume(meta.shape))
+        self.probabilities, self.shape = probabilities, meta.shape
+
+    def depth(self, budget_mib: float) -> int:
+        classes = self.probabilities.shape[0]
+        return per_slice_depth((self.shape[1], self.shape[2]), classes, budget_mib)
+
+    def step(self, z0: int, z1: int) -> Tensor:
+        size = (z1 - z0, self.shape[1], self.shape[2])
+        fill = background(self.probabilities.shape[0])
+        return upsample_box(self.probabilities, self.shape, (z0, 0, 0), size, fill)
+
+
+def _coarse_grids(
+    case_ids: list[str], size: tuple[int, ...], context: TrainingContext
+) -> list[tuple[Tensor, tuple[int, int, int]]]:
+    """Samples of a batch grouped by the grid that puts their case at the cache's
+    coarse spacing: Net1 sees every case at that spacing, as in step 1 and inference."""
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for position, case_id in enumerate(case_ids):
+        spacing = context.metas[case_id].spacing
+        grid = grid_shape(size, spacing, context.preprocessing.coarse_spacing)
+        groups.setdefault(grid, []).append(position)
+    return [(torch.tensor(index, device=context.device), g) for g, index in groups.items()]
+
+
+def _length(axis: slice) -> int:
+    return int(axis.stop - axis.start)
+
+
+def _weights_hash(network: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, value in network.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

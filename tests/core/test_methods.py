@@ -1,0 +1,110 @@
+"""The method seam: every registered schedule trains a registered method, each method
+trains and predicts through the engine, and mismatches are refused with their values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from duoseg.core import ConfigError, Method, load_plugins
+from duoseg.core.cache import open_cache
+from duoseg.core.cli import main
+from duoseg.core.config import load_config
+from duoseg.core.inference import Options, load_model, predict_case
+from duoseg.core.outputs import MemorySink
+from duoseg.core.trainer import Trainer, config_as_dict
+from duoseg.core.windows import StreamedWindows
+
+from tests.core.conftest import SLIDING_WINDOW, TWO_STAGE
+
+REGISTRY = load_plugins()
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("schedule"))
+def test_every_schedule_names_a_method_that_trains_its_stages(name: str) -> None:
+    schedule = REGISTRY.build("schedule", name)
+    method = REGISTRY.build("method", schedule.method)
+    assert isinstance(method, Method)
+    for index, stage in enumerate(schedule.stages):
+        assert stage.kind in method.stage_kinds, (name, index, stage.kind)
+        assert set(stage.train) | set(stage.freeze) <= set(method.roles)
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("method"))
+def test_every_method_declares_roles_and_stage_kinds(name: str) -> None:
+    method = REGISTRY.build("method", name)
+    assert method.roles and method.stage_kinds
+    assert len(set(method.roles)) == len(method.roles)
+
+
+def test_the_sliding_window_predicts_the_same_whatever_the_slab_depth(
+    sliding_window_run, cache
+) -> None:
+    model = load_model(sliding_window_run, REGISTRY)
+    case = open_cache(cache, REGISTRY).case("ct_train_1002")
+    results = []
+    for budget in (1, 4096):
+        sink = MemorySink()
+        report = predict_case(model, case, sink, Options(memory_budget_mib=budget))
+        results.append((sink.labels, report.slab))
+    (small, few), (large, many) = results
+    assert few < case.meta.shape[0] <= many  # several slabs, then one
+    np.testing.assert_array_equal(small, large)
+
+
+def test_the_sliding_window_blends_windows_of_its_network(sliding_window_run, cache) -> None:
+    model = load_model(sliding_window_run, REGISTRY)
+    case = open_cache(cache, REGISTRY).case("ct_train_1001")
+    sink = MemorySink()
+    predict_case(model, case, sink, Options(probabilities=True))
+    network = model.networks["unet3d"]
+    image = torch.as_tensor(case.image[...].astype(np.float32))
+
+    def read(origin, size):  # type: ignore[no-untyped-def]
+        return image[tuple(slice(o, o + s) for o, s in zip(origin, size, strict=True))][None]
+
+    windows = StreamedWindows(case.meta.shape, (16, 24, 24), read=read, classes=model.classes,
+                              forward=lambda x: network(x).softmax(1), batch=2)  # fmt: skip
+    with torch.no_grad():
+        expected = windows.slices(0, case.meta.shape[0])
+    assert sink.probabilities is not None
+    np.testing.assert_allclose(sink.probabilities, expected.numpy(), atol=2e-3)
+
+
+def test_the_sliding_window_method_through_the_cli(sliding_window_run, cache, tmp_path) -> None:
+    out = tmp_path / "pred.zarr"
+    assert main(["predict", str(sliding_window_run), str(cache), str(out), "--case",
+                 "ct_train_1001", "--method-option", "overlap=0.25"]) == 0  # fmt: skip
+    assert main(["predict", str(sliding_window_run), str(cache), str(tmp_path / "p"),
+                 "--method-option", "window=[8, 0, 8]"]) == 2  # fmt: skip
+
+
+def test_a_method_that_does_not_train_the_schedules_stages_is_refused(cache, tmp_path) -> None:
+    config_path = tmp_path / "c.toml"
+    config_path.write_text(TWO_STAGE)
+    config = load_config(config_path, [f"data.cache={str(cache)!r}", "method.component=resampled"])
+    with pytest.raises(ConfigError, match="networks.unet3d is missing; the method 'resampled'"):
+        Trainer(config, REGISTRY, tmp_path / "run", source="c.toml",
+                raw_config=config_as_dict(config))  # fmt: skip
+    text = SLIDING_WINDOW.replace("fullres_unet3d", "wang2018").replace(
+        "params = { iterations = 2, subvolume_sizes = [16, 24] }", ""
+    )
+    config_path.write_text(text)
+    config = load_config(config_path, [f"data.cache={str(cache)!r}"])
+    with pytest.raises(
+        ConfigError,
+        match=r"schedule.stages\[0\].kind = 'net1_coarse': method sliding_window trains stages "
+        r"of kind 'patches'",
+    ):
+        Trainer(config, REGISTRY, tmp_path / "run2", source="c.toml",
+                raw_config=config_as_dict(config))  # fmt: skip
+
+
+def test_a_network_outside_the_methods_roles_is_refused(cache, tmp_path) -> None:
+    config_path = tmp_path / "c.toml"
+    config_path.write_text(TWO_STAGE + '[networks.extra]\ncomponent = "unet3d"\n')
+    config = load_config(config_path, [f"data.cache={str(cache)!r}"])
+    with pytest.raises(ConfigError, match=r"networks.extra: the method 'two_stage' has roles "
+                       r"\['net1', 'net2'\]"):  # fmt: skip
+        Trainer(config, REGISTRY, tmp_path / "run", source="c.toml",
+                raw_config=config_as_dict(config))  # fmt: skip
