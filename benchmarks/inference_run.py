@@ -1,6 +1,7 @@
 """One inference run in its own process, for peak-memory figures (VmHWM).
 
-    python benchmarks/inference_run.py two_stage|baseline|monai CACHE OUT [--budget MiB] [--nifti]
+    python benchmarks/inference_run.py two_stage|baseline|sliding_window|monai CACHE OUT
+        [--budget MiB] [--nifti]
 
 Prints one JSON line: seconds, voxels, voxels/s, FLOPs per voxel, peak RSS and the
 RSS once libraries, model and case metadata are loaded (the difference is the
@@ -31,15 +32,22 @@ def duoseg_run(
 ) -> dict[str, object]:
     """``nifti``: labels to OUT/<case>_label.nii.gz in the source grid, else to OUT (Zarr)."""
     from duoseg.core import load_plugins, network_cost
-    from duoseg.core.cache import open_cache
-    from duoseg.core.inference import Model, Options, predict_case
-    from duoseg.core.outputs import NiftiSink, ZarrSink, finish_output, prepare_output
+    from duoseg.core.data.cache import open_cache
+    from duoseg.core.inference.outputs import NiftiSink, ZarrSink, finish_output, prepare_output
+    from duoseg.core.inference.streaming import Model, Options, predict_case
     from duoseg.plugins.methods.two_stage import TwoStageOptions, dynamic_tile
 
     torch.manual_seed(0)
     registry = load_plugins(entry_points=False)
     names = ("net1", "net2") if mode == "two_stage" else ("unet3d",)
-    method = registry.build("method", "two_stage" if mode == "two_stage" else "resampled")
+    methods = {
+        "two_stage": "two_stage",
+        "baseline": "resampled",
+        "sliding_window": "sliding_window",
+    }
+    # The sliding window as MONAI's peer run below: 96^3 windows, overlap 0.25.
+    params = {"window": (96, 96, 96), "overlap": 0.25, "batch": 1}
+    method = registry.build("method", methods[mode], **(params if mode == "sliding_window" else {}))
     networks = {n: registry.build("network", n).eval() for n in names}
     model = Model(networks, MMWHS_DATA, torch.device("cpu"), method)
     reader = open_cache(cache, registry)
@@ -64,6 +72,9 @@ def duoseg_run(
         net2 = network_cost(model.networks["net2"], (1, 2, report.slab + 8, box[1], box[2]))
         net1 = network_cost(model.networks["net1"], (1, 1, *case.meta.coarse_shape))
         flops = net2.flops_per_output_voxel * int(np.prod(box)) + net1.flops
+    elif mode == "sliding_window":
+        windows = report.details["windows"]
+        flops = network_cost(model.networks["unet3d"], (1, 1, 96, 96, 96)).flops * windows
     else:
         small = tuple(
             max(1, round(n * s / 2.0))
@@ -88,7 +99,7 @@ def duoseg_run(
 
 def monai_run(cache: Path) -> dict[str, object]:
     from duoseg.core import load_plugins
-    from duoseg.core.cache import open_cache
+    from duoseg.core.data.cache import open_cache
     from monai.inferers import sliding_window_inference
     from monai.networks.nets import UNet
     from torch.utils.flop_counter import FlopCounterMode
@@ -129,7 +140,7 @@ def monai_run(cache: Path) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("two_stage", "baseline", "monai"))
+    parser.add_argument("mode", choices=("two_stage", "baseline", "sliding_window", "monai"))
     parser.add_argument("cache", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--budget", type=float, default=256.0, help="Net2 slab budget, MiB")

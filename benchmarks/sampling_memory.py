@@ -17,7 +17,7 @@ import json
 import time
 
 from duoseg.core import load_plugins
-from duoseg.core.cache import open_cache
+from duoseg.core.data.cache import open_cache
 
 from benchmarks.memory import rss_mib
 

@@ -20,7 +20,7 @@ import json
 import time
 
 import torch
-from duoseg.core.checkpoint import TrainState
+from duoseg.core.training.checkpoint import TrainState
 
 from benchmarks.memory import rss_mib
 from benchmarks.training_setup import make_trainer

@@ -17,15 +17,16 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from duoseg.apps.demo import DemoData, Preset, prepare_data, train
+from duoseg.apps.phantom import DEFAULT_SIZE
 from duoseg.core import Registry
-from duoseg.core.cache import CacheCase, open_cache
-from duoseg.core.cache_build import build_cache
-from duoseg.core.data import SampleDataset
-from duoseg.core.demo import DemoData, Preset, prepare_data, train
-from duoseg.core.evaluation import dice_per_class
-from duoseg.core.inference import Options, load_model, predict_case
-from duoseg.core.outputs import MemorySink
-from duoseg.core.phantom import DEFAULT_SIZE
+from duoseg.core.data.cache import open_cache
+from duoseg.core.data.cache_build import build_cache
+from duoseg.core.data.dataset import SampleDataset
+from duoseg.core.inference.outputs import MemorySink
+from duoseg.core.inference.streaming import Options, load_model, predict_case
+from duoseg.core.interfaces.store import CacheCase
+from duoseg.core.training.evaluation import dice_per_class
 
 STEPS = (15, 80, 3, 150)  # wang2018's four steps; the others train sum(STEPS) iterations
 ITERATIONS = sum(STEPS)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from duoseg.core import Registry
-from duoseg.core.cache import open_cache
-from duoseg.core.cache_build import build_cache
+from duoseg.core.data.cache import open_cache
+from duoseg.core.data.cache_build import build_cache
 
 from benchmarks.data_fixtures import BIG, big_cache, big_source
 

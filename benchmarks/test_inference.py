@@ -48,6 +48,19 @@ def test_nifti_output_memory_does_not_grow_with_depth(
     benchmark.extra_info.update(figures)
 
 
+@pytest.mark.parametrize("depth", [64, 256])
+def test_sliding_window_memory_does_not_grow_with_depth(
+    benchmark, registry: Registry, tmp_path, depth
+) -> None:
+    """unet3d (width 16) in 96^3 Gaussian windows, overlap 0.25 (as MONAI's peer below),
+    streamed down z, 512 x 512 x depth; target: peak RSS(256) <= 1.15 x peak RSS(64)."""
+    cache = depth_cache(registry, depth)
+    figures = benchmark.pedantic(
+        run, args=("sliding_window", cache, tmp_path / "out.zarr"), rounds=1, iterations=1
+    )
+    benchmark.extra_info.update(figures)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("monai") is None, reason="peers extra not installed")
 def test_peer_monai_sliding_window(benchmark, registry: Registry, tmp_path) -> None:
     """MONAI's 3D U-Net (16-128, roi 96^3, overlap 0.25, gaussian) on 512 x 512 x 256."""

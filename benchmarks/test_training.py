@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from duoseg.core.checkpoint import TrainState
-from duoseg.core.phantom import phantom_cache
+from duoseg.apps.phantom import phantom_cache
+from duoseg.core.training.checkpoint import TrainState
 
 from benchmarks.data_fixtures import big_cache
 from benchmarks.training_setup import first_batches, make_trainer

@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from duoseg.core import load_plugins
-from duoseg.core.checkpoint import TrainState
 from duoseg.core.config import load_config
-from duoseg.core.preprocessing import Preprocessing
-from duoseg.core.trainer import Trainer, config_as_dict
+from duoseg.core.data.preprocessing import Preprocessing
+from duoseg.core.training.checkpoint import TrainState
+from duoseg.core.training.trainer import Trainer, config_as_dict
+from duoseg.plugins.importers import MMWHS_LABELS
 
 # How phantom data are prepared, for models built with random weights.
 MMWHS_DATA = Preprocessing(
-    class_names=("background", "Myo", "LA", "LV", "RA", "RV", "AA", "PA"),
-    label_values=(0, 205, 420, 500, 550, 600, 820, 850),
+    class_names=("background", *MMWHS_LABELS),
+    label_values=(0, *MMWHS_LABELS.values()),
     baseline_spacing=2.0,
 )
 

@@ -7,12 +7,11 @@ importable from here: a plugin needs no deeper import for the classes it subclas
 
 from __future__ import annotations
 
-from .accounting import NetworkCost, network_cost
-from .augmentation import Augmentation
-from .cache import CacheCase, CacheReader, CacheWriter, CaseMeta, VolumeStore, open_cache
-from .components import KINDS, Component, ComponentInfo, Kind, PluginSource
-from .config import ComponentRef, ExperimentConfig, check_components, load_config
-from .errors import (
+from duoseg.core.accounting import NetworkCost, network_cost
+from duoseg.core.components import KINDS, Component, ComponentInfo, Kind, PluginSource
+from duoseg.core.config import ComponentRef, ExperimentConfig, check_components, load_config
+from duoseg.core.data.cache import open_cache
+from duoseg.core.errors import (
     ComponentParameterError,
     ConfigError,
     DataError,
@@ -24,17 +23,19 @@ from .errors import (
     UnknownComponentError,
     WeightsError,
 )
-from .hookspecs import hookimpl
-from .importer import ImportedCase, Importer, SourcePair
-from .inference import Model, Options
-from .loss import SegmentationLoss
-from .method import Method, Part, SlabPredictor, TrainingContext
-from .metric import Metric
-from .network import SegmentationNetwork
-from .registry import Registry, load_plugins
-from .sampler import Sample, Sampler
-from .schedule import LossTerm, Schedule, Stage
-from .weights import load_weights, read_weights, save_weights
+from duoseg.core.hookspecs import hookimpl
+from duoseg.core.inference.streaming import Model, Options
+from duoseg.core.interfaces.augmentation import Augmentation
+from duoseg.core.interfaces.importer import ImportedCase, Importer, SourcePair
+from duoseg.core.interfaces.loss import SegmentationLoss
+from duoseg.core.interfaces.method import Method, Part, SlabPredictor, TrainingContext
+from duoseg.core.interfaces.metric import Metric
+from duoseg.core.interfaces.network import SegmentationNetwork
+from duoseg.core.interfaces.sampler import Sample, Sampler
+from duoseg.core.interfaces.schedule import LossTerm, Schedule, Stage
+from duoseg.core.interfaces.store import CacheCase, CacheReader, CacheWriter, CaseMeta, VolumeStore
+from duoseg.core.registry import Registry, load_plugins
+from duoseg.core.training.weights import load_weights, read_weights, save_weights
 
 __all__ = [
     "KINDS",

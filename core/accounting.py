@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from duoseg.core.interfaces.network import SegmentationNetwork, Shape
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
-
-from .network import SegmentationNetwork, Shape
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,10 +24,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from .errors import ConfigError, DuosegError
+from duoseg.core.errors import ConfigError, DuosegError
 
 if typing.TYPE_CHECKING:
-    from .registry import Registry
+    from duoseg.core.registry import Registry
 
 T = TypeVar("T")
 

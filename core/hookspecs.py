@@ -19,8 +19,7 @@ from __future__ import annotations
 from typing import Final
 
 import pluggy
-
-from .components import Component
+from duoseg.core.components import Component
 
 PROJECT: Final = "duoseg"
 hookspec: Final = pluggy.HookspecMarker(PROJECT)

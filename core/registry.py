@@ -13,23 +13,43 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Final
+from typing import Any, Final, Literal, overload
 
 import pluggy
-
-from . import hookspecs
-from .components import KINDS, Component, ComponentInfo, Kind, PluginSource
-from .errors import (
+from duoseg.core.components import KINDS, Component, ComponentInfo, Kind, PluginSource
+from duoseg.core.errors import (
     ComponentParameterError,
     DuplicateComponentError,
     PluginError,
     UnknownComponentError,
 )
+from duoseg.core.interfaces.augmentation import Augmentation
+from duoseg.core.interfaces.importer import Importer
+from duoseg.core.interfaces.loss import SegmentationLoss
+from duoseg.core.interfaces.method import Method
+from duoseg.core.interfaces.metric import Metric
+from duoseg.core.interfaces.network import SegmentationNetwork
+from duoseg.core.interfaces.sampler import Sampler
+from duoseg.core.interfaces.schedule import Schedule
+from duoseg.core.interfaces.store import VolumeStore
+
+from . import hookspecs
 
 ENTRY_POINT_GROUP: Final = "duoseg"
 BUILTIN_DISTRIBUTION: Final = "duoseg"
 DISABLE_AUTOLOAD_ENV: Final = "DUOSEG_DISABLE_PLUGIN_AUTOLOAD"
 BLOCKED_ENV: Final = "DUOSEG_BLOCKED_PLUGINS"
+INTERFACES: Final[dict[Kind, type]] = {  # what a component of each kind must be
+    "network": SegmentationNetwork,
+    "loss": SegmentationLoss,
+    "sampler": Sampler,
+    "schedule": Schedule,
+    "store": VolumeStore,
+    "importer": Importer,
+    "augmentation": Augmentation,
+    "metric": Metric,
+    "method": Method,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +206,41 @@ class Registry:
             version=entry.source.version,
         )
 
-    def build(self, kind: str, name: str, /, **params: Any) -> Any:
-        """Call the component's factory with ``params``, after checking it accepts them."""
+    @overload
+    def build(
+        self, kind: Literal["network"], name: str, /, **params: Any
+    ) -> SegmentationNetwork: ...
+    @overload
+    def build(self, kind: Literal["loss"], name: str, /, **params: Any) -> SegmentationLoss: ...
+    @overload
+    def build(self, kind: Literal["sampler"], name: str, /, **params: Any) -> Sampler: ...
+    @overload
+    def build(self, kind: Literal["schedule"], name: str, /, **params: Any) -> Schedule: ...
+    @overload
+    def build(self, kind: Literal["store"], name: str, /, **params: Any) -> VolumeStore: ...
+    @overload
+    def build(self, kind: Literal["importer"], name: str, /, **params: Any) -> Importer: ...
+    @overload
+    def build(self, kind: Literal["augmentation"], name: str, /, **params: Any) -> Augmentation: ...
+    @overload
+    def build(self, kind: Literal["metric"], name: str, /, **params: Any) -> Metric: ...
+    @overload
+    def build(self, kind: Literal["method"], name: str, /, **params: Any) -> Method: ...
+    @overload
+    def build(self, kind: str, name: str, /, **params: Any) -> object: ...
+    def build(self, kind: str, name: str, /, **params: Any) -> object:
+        """Call the component's factory with ``params``, after checking it accepts them;
+        what it returns must be an instance of the kind's interface (:data:`INTERFACES`)."""
         self.check_params(kind, name, params)
-        return self._lookup(kind, name).component.factory(**params)
+        entry = self._lookup(kind, name)
+        built = entry.component.factory(**params)
+        interface = INTERFACES[self._checked_kind(kind)]
+        if not isinstance(built, interface):
+            raise PluginError(
+                f"{kind} '{name}' from {entry.source}: its factory returned "
+                f"{type(built).__name__}, not a {interface.__name__} (the {kind} interface)"
+            )
+        return built
 
     def parameters(self, kind: str, name: str) -> list[str]:
         """Names of the keyword parameters the component's factory accepts."""

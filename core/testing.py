@@ -15,10 +15,12 @@ the factory's keyword arguments, where the defaults are too big for a quick test
 One suite per kind, each holding that kind's whole contract: :class:`NetworkConformance`,
 :class:`LossConformance`, :class:`SamplerConformance`, :class:`ScheduleConformance`,
 :class:`StoreConformance`, :class:`ImporterConformance`,
-:class:`AugmentationConformance` and :class:`MetricConformance`. A few take a hook
-where the contract needs something only the component's author knows: an importer's
-source files (:meth:`ImporterConformance.write_source`), how to lose one chunk of a
-store's format (:meth:`StoreConformance.remove_chunk`).
+:class:`AugmentationConformance`, :class:`MetricConformance` and
+:class:`MethodConformance`. A few take a hook where the contract needs something only
+the component's author knows: an importer's source files
+(:meth:`ImporterConformance.write_source`), how to lose one chunk of a store's format
+(:meth:`StoreConformance.remove_chunk`), the small networks and schedule a method
+trains with (:attr:`MethodConformance.recipes`).
 
 Every registered component
 --------------------------
@@ -35,7 +37,7 @@ component (``TestEveryStore::test_...[zarr]``)::
 
     class TestEveryNetwork(NetworkConformance):
         # per-component factory arguments; exclude=(...) leaves components out
-        name = every_registered("network", params={"unet3d": {"base_width": 4}})
+        name = every_registered("network", params={"tiny_unet": {"base_width": 4}})
 
 The suites parametrise themselves (a ``pytest_generate_tests`` of their own), so this
 needs no conftest. The registry is built once per test session, when the first suite
@@ -74,21 +76,32 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from duoseg.core.config import ComponentRef
+from duoseg.core.data.cache import open_cache
+from duoseg.core.data.orientation import canonical_affine, to_source
+from duoseg.core.data.preprocessing import Preprocessing, class_counts
+from duoseg.core.errors import ConfigError, DataError, InputShapeError, PredictError
+from duoseg.core.inference.outputs import MemorySink
+from duoseg.core.inference.streaming import Model, Options, load_model, predict_case
+from duoseg.core.interfaces.augmentation import Augmentation
+from duoseg.core.interfaces.importer import Importer, SourcePair
+from duoseg.core.interfaces.loss import SegmentationLoss
+from duoseg.core.interfaces.method import Method
+from duoseg.core.interfaces.metric import Metric
+from duoseg.core.interfaces.network import SegmentationNetwork
+from duoseg.core.interfaces.sampler import IMAGE_PAD, LABEL_PAD, Sampler
+from duoseg.core.interfaces.schedule import Schedule
+from duoseg.core.interfaces.store import (
+    CacheReader,
+    CaseArrays,
+    CaseMeta,
+    VolumeStore,
+    array_digest,
+    completion_record,
+)
+from duoseg.core.registry import Registry, load_plugins
+from duoseg.core.training.weights import load_weights, save_weights
 from numpy.typing import NDArray
-
-from .augmentation import Augmentation
-from .cache import CacheReader, CaseArrays, CaseMeta, VolumeStore, array_digest, completion_record
-from .errors import DataError, InputShapeError
-from .importer import Importer, SourcePair
-from .loss import SegmentationLoss
-from .metric import Metric
-from .network import SegmentationNetwork
-from .orientation import canonical_affine, to_source
-from .preprocessing import Preprocessing, class_counts
-from .registry import Registry, load_plugins
-from .sampler import IMAGE_PAD, LABEL_PAD, Sampler
-from .schedule import Schedule
-from .weights import load_weights, save_weights
 
 __all__ = [
     "AugmentationConformance",
@@ -96,6 +109,8 @@ __all__ = [
     "ExpectedCase",
     "ImporterConformance",
     "LossConformance",
+    "MethodConformance",
+    "MethodRecipe",
     "MetricConformance",
     "NetworkConformance",
     "SamplerConformance",
@@ -121,7 +136,7 @@ def session_registry(config: pytest.Config) -> Registry:
 def phantom_cache_path(config: pytest.Config, factory: pytest.TempPathFactory) -> Path:
     """A Zarr cache of two small phantom cases, built once per test session."""
     if _PHANTOM_CACHE not in config.stash:
-        from .phantom import phantom_cache
+        from duoseg.apps.phantom import phantom_cache
 
         root = factory.mktemp("duoseg-phantom")
         config.stash[_PHANTOM_CACHE] = phantom_cache(
@@ -341,7 +356,7 @@ class SamplerConformance(_ComponentSuite):
         cls, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> CacheReader:
         """A Zarr cache of two small phantom cases, built once per session."""
-        from .cache import open_cache
+        from duoseg.core.data.cache import open_cache
 
         path = phantom_cache_path(request.config, tmp_path_factory)
         return open_cache(path, session_registry(request.config))
@@ -473,7 +488,7 @@ class StoreConformance(_ComponentSuite):
         pytest.skip(f"{type(self).__name__} cannot remove a chunk of a {component_name} cache")
 
     def case_arrays(self, store: VolumeStore, case_id: str, seed: int = 0) -> CaseArrays:
-        """A small labelled case, as :func:`~duoseg.core.preprocessing.prepare_case` makes."""
+        """A small labelled case, as :func:`~duoseg.core.data.preprocessing.prepare_case` makes."""
         rng = np.random.default_rng(seed)
         image = rng.uniform(-1, 1, self.shape).astype(np.float16)
         label = rng.integers(0, len(self.class_names), self.shape, dtype=np.uint8)
@@ -645,7 +660,7 @@ class ImporterConformance(_ComponentSuite):
     def write_source(self, folder: Path) -> dict[str, ExpectedCase]:
         """Write a tiny labelled data set into ``folder``; return, per case id, what it
         must import as."""
-        from .phantom import make_case, write_case
+        from duoseg.apps.phantom import make_case, write_case
 
         expected = {}
         for number in (1, 0):  # written out of order: discovery sorts
@@ -892,9 +907,122 @@ class MetricConformance(_ComponentSuite):
 
 
 # --------------------------------------------------------------------------- method
-# MethodConformance (kind "method", core/method.py) joins the suites here, in the same
-# shape: one base class with the kind's whole contract, run over every registered
-# method by tests/test_conformance.py and listed in __all__ and the module docstring.
+
+
+@dataclass(frozen=True)
+class MethodRecipe:
+    """What a method trains in its conformance test: small networks for its roles, and a
+    short schedule of its stage kinds (a registered schedule with tiny settings)."""
+
+    networks: Mapping[str, ComponentRef]
+    schedule: ComponentRef
+    params: Mapping[str, Any] = field(default_factory=dict)  # the method's own
+
+
+class _ResumedSink(MemorySink):
+    """A sink that already holds slices ``0 .. done`` (a killed output being resumed)."""
+
+    def __init__(self, done: int, earlier: NDArray[np.uint8]) -> None:
+        self.done, self.earlier = done, earlier
+
+    def begin(self, meta: CaseMeta, probabilities: bool) -> int:
+        super().begin(meta, probabilities)
+        self.labels[: self.done] = self.earlier[: self.done]
+        return self.done
+
+
+class MethodConformance(_ComponentSuite):
+    """The method trains every stage of its recipe's schedule through the engine and
+    predicts through the streaming driver: labels of the volume's shape and classes,
+    probabilities that sum to 1, the same labels whatever the slab depth, an output
+    resumed part-way equal to an uninterrupted one; roles and options are checked.
+
+    Set ``recipes`` (component name -> :class:`MethodRecipe`), or override
+    :meth:`recipe`; a method without a recipe is skipped, saying so.
+    """
+
+    kind = "method"
+    recipes: ClassVar[Mapping[str, MethodRecipe]] = {}
+
+    def recipe(self, component_name: str) -> MethodRecipe:
+        if component_name not in self.recipes:
+            pytest.skip(f"method {component_name!r} has no recipe in {type(self).__name__}")
+        return self.recipes[component_name]
+
+    def test_declares_roles_and_stage_kinds(self, registry: Registry, component_name: str) -> None:
+        method: Method = self.build(registry, component_name)
+        assert method.roles and len(set(method.roles)) == len(method.roles), method.roles
+        assert method.stage_kinds, f"method {component_name} declares no stage kinds"
+
+    def test_a_missing_role_is_refused_by_name(
+        self, registry: Registry, component_name: str
+    ) -> None:
+        method: Method = self.build(registry, component_name)
+        with pytest.raises(ConfigError, match=rf"networks\.{method.roles[0]} is missing"):
+            method.check({}, None)
+
+    def test_its_schedule_trains_only_its_stage_kinds(
+        self, registry: Registry, component_name: str
+    ) -> None:
+        recipe = self.recipe(component_name)
+        schedule = registry.build("schedule", recipe.schedule.component, **recipe.schedule.params)
+        method: Method = self.build(registry, component_name)
+        for stage in schedule.stages:
+            assert stage.kind in method.stage_kinds, (stage.name, stage.kind)
+
+    @pytest.mark.slow
+    def test_trains_and_predicts_through_the_engine(
+        self,
+        registry: Registry,
+        component_name: str,
+        duoseg_phantom_cache: Path,
+        tmp_path: Path,
+    ) -> None:
+        model = self._trained(registry, component_name, duoseg_phantom_cache, tmp_path)
+        cache = open_cache(duoseg_phantom_cache, registry)
+        case = cache.case(cache.cases()[-1])
+        runs = []
+        for budget in (1.0, 4096.0):
+            sink = MemorySink()
+            options = Options(memory_budget_mib=budget, probabilities=True)
+            runs.append((sink, predict_case(model, case, sink, options).slab))
+        (small, few), (full, _) = runs
+        large = full.labels
+        assert large.shape == case.meta.shape and int(large.max()) < case.meta.classes
+        np.testing.assert_array_equal(small.labels, large, "labels depend on the slab depth")
+        assert full.probabilities is not None
+        total = full.probabilities.astype(np.float32).sum(0)
+        np.testing.assert_allclose(total, 1, atol=5e-3, err_msg="probabilities do not sum to 1")
+        done = max(1, case.meta.shape[0] // 2)
+        resumed = _ResumedSink(done, large)
+        predict_case(model, case, resumed, Options(memory_budget_mib=1.0))
+        np.testing.assert_array_equal(resumed.labels, large, "a resumed output differs")
+        assert few < case.meta.shape[0], "a 1 MiB budget should need several slabs"
+
+    def test_an_unknown_prediction_option_is_refused_with_the_known_ones(
+        self, registry: Registry, component_name: str, duoseg_phantom_cache: Path
+    ) -> None:
+        method: Method = self.build(registry, component_name)
+        with pytest.raises(PredictError, match=r"method option nonsense=1 is not an option"):
+            method.parse_options({"nonsense": 1}, "case")
+
+    def _trained(self, registry: Registry, component_name: str, cache: Path, run: Path) -> Model:
+        from duoseg.core.config import DataConfig, ExperimentConfig, TrainConfig
+        from duoseg.core.training.trainer import Trainer, config_as_dict
+
+        recipe = self.recipe(component_name)
+        cases = open_cache(cache, registry).cases()
+        config = ExperimentConfig(
+            seed=0,
+            data=DataConfig(cache=str(cache), validation_cases=[cases[-1]]),
+            train=TrainConfig(checkpoint_every=0),
+            networks=dict(recipe.networks),
+            schedule=recipe.schedule,
+            method=ComponentRef(component_name, {**self.params, **recipe.params}),
+        )
+        source = f"{type(self).__name__}[{component_name}]"
+        Trainer(config, registry, run, source=source, raw_config=config_as_dict(config)).run()
+        return load_model(run, registry)
 
 
 # --------------------------------------------------------------------------- pytest plugin

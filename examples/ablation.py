@@ -16,10 +16,10 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from duoseg.apps.demo import PRESETS, mean_dice, predict_and_evaluate, prepare_data, train
 from duoseg.core import load_plugins
-from duoseg.core.demo import PRESETS, mean_dice, predict_and_evaluate, prepare_data, train
-from duoseg.core.evaluate import class_names, overlays
-from duoseg.core.inference import Options
+from duoseg.core.inference.evaluate import class_names, overlays
+from duoseg.core.inference.streaming import Options
 
 VARIANTS = {"full schedule": [], "without step 1": [1], "without step 2": [2],
             "without step 3": [3]}  # fmt: skip

@@ -13,12 +13,12 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from duoseg.apps.phantom import phantom_cache
 from duoseg.core import load_config, load_plugins
-from duoseg.core.evaluate import evaluate, format_table
-from duoseg.core.inference import Options
-from duoseg.core.phantom import phantom_cache
-from duoseg.core.predict import predict_paths
-from duoseg.core.trainer import Trainer, config_as_dict
+from duoseg.core.inference.evaluate import evaluate, format_table
+from duoseg.core.inference.predict import predict_paths
+from duoseg.core.inference.streaming import Options
+from duoseg.core.training.trainer import Trainer, config_as_dict
 
 CONFIGS = Path(__file__).parent / "configs"
 

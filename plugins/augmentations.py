@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from duoseg.core import Component, hookimpl
-from duoseg.core.augmentation import Augmentation
 from duoseg.core.errors import InputShapeError
+from duoseg.core.interfaces.augmentation import Augmentation
 from torch import Tensor
 
 AXES = {"z": 2, "y": 3, "x": 4}

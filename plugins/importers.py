@@ -15,9 +15,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 from duoseg.core import Component, hookimpl
+from duoseg.core.data.orientation import canonical_affine, to_canonical
 from duoseg.core.errors import DataError
-from duoseg.core.importer import ImportedCase, Importer, SourcePair
-from duoseg.core.orientation import canonical_affine, to_canonical
+from duoseg.core.interfaces.importer import ImportedCase, Importer, SourcePair
 from nibabel.openers import ImageOpener
 from numpy.typing import NDArray
 

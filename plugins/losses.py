@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import torch
 from duoseg.core import Component, SegmentationLoss, hookimpl
-from duoseg.core.loss import Inputs
+from duoseg.core.interfaces.loss import Inputs
 from torch import Tensor
 
 

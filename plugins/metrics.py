@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from duoseg.core import Component, hookimpl
-from duoseg.core.metric import Metric
+from duoseg.core.interfaces.metric import Metric
 from numpy.typing import NDArray
 from scipy import ndimage
 

@@ -6,10 +6,17 @@ from collections.abc import Sequence
 
 import numpy as np
 from duoseg.core import Component, hookimpl
-from duoseg.core.cache import CacheCase, CaseMeta
+from duoseg.core.data.grid import downsample_image, downsample_label
 from duoseg.core.errors import DataError
-from duoseg.core.grid import downsample_image, downsample_label
-from duoseg.core.sampler import IMAGE_PAD, LABEL_PAD, Sample, Sampler, as_sample, read_padded
+from duoseg.core.interfaces.sampler import (
+    IMAGE_PAD,
+    LABEL_PAD,
+    Sample,
+    Sampler,
+    as_sample,
+    read_padded,
+)
+from duoseg.core.interfaces.store import CacheCase, CaseMeta
 from numpy.typing import NDArray
 
 

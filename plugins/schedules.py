@@ -9,7 +9,7 @@ from typing import Any
 
 from duoseg.core import Component, ComponentRef, hookimpl
 from duoseg.core.errors import ConfigError
-from duoseg.core.schedule import LossTerm, Schedule, Stage
+from duoseg.core.interfaces.schedule import LossTerm, Schedule, Stage
 
 PAPER_ITERATIONS = 200 * 16  # 200 epochs of 16 iterations per step
 
@@ -62,8 +62,10 @@ def wang2018(
     return Schedule("wang2018", "two_stage", kept)
 
 
-def _patch_stage(
+def _patch_schedule(
     name: str,
+    method: str,
+    stage: str,
     *,
     iterations: int,
     subvolume_sizes: Sequence[int],
@@ -71,14 +73,15 @@ def _patch_stage(
     lr: float,
     loss: str,
     loss_params: Mapping[str, Any] | None,
-) -> Stage:
-    """One stage training ``unet3d`` on class-balanced patches (stage kind ``patches``)."""
+) -> Schedule:
+    """A schedule of one stage training ``unet3d`` on class-balanced patches."""
     patches = ComponentRef(
         "class_balanced", {"sizes": list(subvolume_sizes), "batch_size": batch_size}
     )
     term = LossTerm("unet3d", loss, params=dict(loss_params or {}))
-    return Stage(name, "patches", patches, ("unet3d",), (term,), iterations, lr=lr,
+    only = Stage(stage, "patches", patches, ("unet3d",), (term,), iterations, lr=lr,
                  batch_size=batch_size)  # fmt: skip
+    return Schedule(name, method, (only,))
 
 
 def baseline_unet3d(
@@ -99,16 +102,7 @@ def baseline_unet3d(
     cardiac CT's field of view, whatever the data's resolution. The patches are read at
     full resolution and resampled to that grid (area for the image, majority for the
     label), as the whole volume is at prediction."""
-    stage = _patch_stage(
-        "baseline",
-        iterations=iterations,
-        subvolume_sizes=subvolume_sizes,
-        batch_size=batch_size,
-        lr=lr,
-        loss=loss,
-        loss_params=loss_params,
-    )
-    return Schedule("baseline_unet3d", "resampled", (stage,))
+    return _patch_schedule("baseline_unet3d", "resampled", "baseline", **locals())
 
 
 def fullres_unet3d(
@@ -123,16 +117,7 @@ def fullres_unet3d(
     """``unet3d`` on full-resolution patches (method ``sliding_window``, nnU-Net's
     3d_fullres recipe): edges in full-resolution voxels; predict with windows the size
     of the largest patch (``[method] params = { window = [...] }``)."""
-    stage = _patch_stage(
-        "fullres",
-        iterations=iterations,
-        subvolume_sizes=subvolume_sizes,
-        batch_size=batch_size,
-        lr=lr,
-        loss=loss,
-        loss_params=loss_params,
-    )
-    return Schedule("fullres_unet3d", "sliding_window", (stage,))
+    return _patch_schedule("fullres_unet3d", "sliding_window", "fullres", **locals())
 
 
 @hookimpl

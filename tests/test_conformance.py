@@ -12,10 +12,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from duoseg.core.config import ComponentRef
 from duoseg.core.testing import (
     AugmentationConformance,
     ImporterConformance,
     LossConformance,
+    MethodConformance,
+    MethodRecipe,
     MetricConformance,
     NetworkConformance,
     SamplerConformance,
@@ -80,7 +83,25 @@ class TestEveryMetric(MetricConformance):
     name = every_registered("metric")
 
 
-# TestEveryMethod(MethodConformance) joins these with the method kind's suite.
+class TestEveryMethod(MethodConformance):
+    name = every_registered("method")
+    recipes = {
+        "two_stage": MethodRecipe(
+            {"net1": ComponentRef("net1", {"base_width": 4, "norm": "instance"}),
+             "net2": ComponentRef("net2", {"base_width": 4, "k": 3, "norm": "instance"})},
+            ComponentRef("wang2018", {"iterations": 1, "subvolume_sizes": [16], "k": 3,
+                                      "stack_crop": [32, 32]}),
+        ),
+        "resampled": MethodRecipe(
+            {"unet3d": ComponentRef("unet3d", {"base_width": 4})},
+            ComponentRef("baseline_unet3d", {"iterations": 1, "subvolume_sizes": [16]}),
+        ),
+        "sliding_window": MethodRecipe(
+            {"unet3d": ComponentRef("unet3d", {"base_width": 4})},
+            ComponentRef("fullres_unet3d", {"iterations": 1, "subvolume_sizes": [16]}),
+            {"window": [16, 24, 24]},
+        ),
+    }  # fmt: skip
 
 
 THIRD_PARTY = """

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from duoseg.core.cli import main
-from duoseg.core.demo import PRESETS, finding, format_report
+from duoseg.apps.cli import main
+from duoseg.apps.demo import PRESETS, finding, format_report
 
 
 @pytest.mark.slow

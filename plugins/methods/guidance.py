@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from duoseg.core.data.grid import background
 from duoseg.core.errors import ConfigError
-from duoseg.core.grid import background
 from torch import Tensor
 
 Guidance = Literal["foreground", "probabilities"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from duoseg.core.method import Method, Part, TrainingContext
-from duoseg.core.sampler import IMAGE_PAD
+from duoseg.core.interfaces.method import Method, Part, TrainingContext
+from duoseg.core.interfaces.sampler import IMAGE_PAD
 
 
 class PatchNetworkMethod(Method):

@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from duoseg.core.cache import CacheCase
+from duoseg.core.data.grid import area_downsample, grid_shape
+from duoseg.core.data.preprocessing import Preprocessing
 from duoseg.core.errors import PredictError
-from duoseg.core.grid import area_downsample, grid_shape
-from duoseg.core.inference import Model, per_slice_depth, whole_volume
-from duoseg.core.method import SlabPredictor
-from duoseg.core.preprocessing import Preprocessing
-from duoseg.core.resample import BSplineUpsampler, as_probabilities
-from duoseg.core.sampler import Sampler
+from duoseg.core.inference.resample import BSplineUpsampler, as_probabilities
+from duoseg.core.inference.streaming import Model, per_slice_depth, whole_volume
+from duoseg.core.interfaces.method import SlabPredictor
+from duoseg.core.interfaces.sampler import Sampler
+from duoseg.core.interfaces.store import CacheCase
 from torch import Tensor
 
 from .patches import PatchNetworkMethod

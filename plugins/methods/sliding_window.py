@@ -1,6 +1,6 @@
 """A full-resolution 3D patch network (nnU-Net's 3d_fullres, MONAI's sliding window):
 trained on full-resolution patches, predicting with Gaussian-weighted overlapping
-windows streamed down z (:class:`~duoseg.core.windows.StreamedWindows`), so memory is
+windows streamed down z (:class:`~duoseg.core.inference.windows.StreamedWindows`), so memory is
 flat in the volume's depth where MONAI's ``sliding_window_inference`` holds the whole
 C x D x H x W sum.
 """
@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from duoseg.core.cache import CacheCase
 from duoseg.core.errors import ConfigError
-from duoseg.core.inference import Model
-from duoseg.core.method import SlabPredictor
-from duoseg.core.sampler import IMAGE_PAD, read_padded
-from duoseg.core.windows import StreamedWindows, WindowSlabs
+from duoseg.core.inference.streaming import Model
+from duoseg.core.inference.windows import StreamedWindows, WindowSlabs
+from duoseg.core.interfaces.method import SlabPredictor
+from duoseg.core.interfaces.sampler import IMAGE_PAD, read_padded
+from duoseg.core.interfaces.store import CacheCase
 from torch import Tensor
 
 from .patches import PatchNetworkMethod
@@ -70,7 +70,8 @@ class SlidingWindow(PatchNetworkMethod):
             return torch.as_tensor(image, dtype=torch.float32)[None]
 
         def forward(x: Tensor) -> Tensor:
-            return network(x).float().softmax(1)
+            scores: Tensor = network(x)
+            return scores.float().softmax(1)
 
         windows = StreamedWindows(
             case.meta.shape,

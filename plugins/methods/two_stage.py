@@ -26,22 +26,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from duoseg.core.cache import CacheCase, CaseMeta
-from duoseg.core.errors import ConfigError
-from duoseg.core.grid import (
+from duoseg.core.data.grid import (
     area_downsample,
     background,
     class_fractions,
     grid_shape,
     upsample_box,
 )
-from duoseg.core.inference import Model, per_slice_depth, slab_depth, whole_volume
-from duoseg.core.method import Method, Part, Region, SlabPredictor, TrainingContext
-from duoseg.core.network import SegmentationNetwork
-from duoseg.core.sampler import IMAGE_PAD, read_padded
-from duoseg.core.schedule import Schedule
+from duoseg.core.errors import ConfigError
+from duoseg.core.inference.outputs import largest_component
+from duoseg.core.inference.streaming import Model, per_slice_depth, slab_depth, whole_volume
+from duoseg.core.interfaces.method import Method, Part, Region, SlabPredictor, TrainingContext
+from duoseg.core.interfaces.network import SegmentationNetwork
+from duoseg.core.interfaces.sampler import IMAGE_PAD, read_padded
+from duoseg.core.interfaces.schedule import Schedule
+from duoseg.core.interfaces.store import CacheCase, CaseMeta
 from numpy.typing import NDArray
-from scipy import ndimage
 from torch import Tensor, nn
 
 from .guidance import Guidance, guidance_of, guide, outside_guidance
@@ -83,11 +83,8 @@ def dynamic_tile(
     """The full-resolution box around Net1's foreground (plus the margin), and whether
     the foreground was empty - then the whole volume is used, with a warning."""
     mask = foreground > options.threshold
-    if options.largest_component and mask.any():
-        components, count = ndimage.label(mask)
-        if count > 1:
-            sizes = np.bincount(components.ravel())[1:]
-            mask = components == int(np.argmax(sizes)) + 1
+    if options.largest_component:
+        mask = largest_component(mask)
     if not mask.any():
         log.warning(
             "%s: Net1 found no foreground above %.2f; predicting the whole volume",

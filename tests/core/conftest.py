@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from duoseg.core.phantom import phantom_cache
+from duoseg.apps.phantom import phantom_cache
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +38,7 @@ params = { iterations = 2, subvolume_sizes = [16] }
 
 
 def _run(tmp: Path, cache: Path, text: str, name: str) -> Path:
-    from duoseg.core.cli import main
+    from duoseg.apps.cli import main
 
     config = tmp / f"{name}.toml"
     config.write_text(text)

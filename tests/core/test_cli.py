@@ -8,7 +8,7 @@ import sys
 from importlib import metadata
 
 import pytest
-from duoseg.core.cli import main
+from duoseg.apps.cli import main
 
 from tests.conftest import FIXTURE_PLUGINS
 
@@ -17,7 +17,7 @@ EXAMPLE_DISTRIBUTION = "duoseg-example-plugin"
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "duoseg.core.cli", *args],
+        [sys.executable, "-m", "duoseg.apps.cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -76,3 +76,20 @@ def test_the_console_script_is_installed() -> None:
         check=False,
     )
     assert result.returncode == 0 and "dice_weighted" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "new_form"),
+    [
+        (["--net1-only"], "--method-option net1_only=true"),
+        (["--tta"], "--method-option flip_tta=true"),
+        (["--threshold", "0.3"], "--method-option threshold=0.3"),
+        (["--margin-mm", "5"], "--method-option margin_mm=5"),
+    ],
+)
+def test_flags_that_became_method_options_show_the_new_form(flags, new_form, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "run", "in.nii.gz", "out", *flags])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err.splitlines()[-1]
+    assert message.endswith(f"{flags[0]} is now an option of the two_stage method: {new_form}")

@@ -9,14 +9,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from duoseg.apps.cli import main
 from duoseg.core import load_plugins
-from duoseg.core.cache import CaseMeta
-from duoseg.core.checkpoint import TrainState, save_checkpoint
-from duoseg.core.cli import main
+from duoseg.core.data.preprocessing import Preprocessing
 from duoseg.core.errors import PredictError
-from duoseg.core.evaluate import evaluate, format_table
-from duoseg.core.outputs import COMPLETE, NiftiSink, finish_output
-from duoseg.core.preprocessing import Preprocessing
+from duoseg.core.inference.evaluate import evaluate, format_table
+from duoseg.core.inference.outputs import NiftiSink, finish_output
+from duoseg.core.interfaces.store import COMPLETION_FILE, CaseMeta
+from duoseg.core.training.checkpoint import TrainState, save_checkpoint
 
 BRAIN = {"csf": 1, "gm": 2, "wm": 3}  # a 4-class MR set: labels 0 to 3
 AFFINE = np.diag([1.5, 1.0, 2.0, 1.0])
@@ -48,9 +48,9 @@ def brain(tmp_path: Path) -> tuple[Path, Path]:
 def test_classes_come_from_the_predictions_completion_record(brain) -> None:
     pred, gt = brain
     finish_output(pred, ["mr_1", "mr_2"], [], BRAIN)
-    assert json.loads((pred / COMPLETE).read_text())["labels"] == BRAIN
+    assert json.loads((pred / COMPLETION_FILE).read_text())["labels"] == BRAIN
     result = evaluate(pred, gt, load_plugins())
-    assert result["labels"] == BRAIN and result["label_source"] == str(pred / COMPLETE)
+    assert result["labels"] == BRAIN and result["label_source"] == str(pred / COMPLETION_FILE)
     assert format_table(result).splitlines()[0] == "| metric | csf | gm | wm | WH |"
     dice = result["table"]["dice"]
     assert all(0.5 < dice[s]["mean"] <= 1.0 for s in (*BRAIN, "WH")), dice
@@ -162,11 +162,11 @@ def test_a_table_where_no_class_matched_is_an_error(brain, capsys) -> None:
 def test_a_record_whose_labels_are_malformed(brain) -> None:
     pred, gt = brain
     finish_output(pred, ["mr_1", "mr_2"], [], {"csf": "one"})  # type: ignore[dict-item]
-    with pytest.raises(PredictError, match=rf"{COMPLETE}: field labels: class 'csf' has label "
-                       r"value 'one'; label values are positive integers"):  # fmt: skip
+    message = rf"{COMPLETION_FILE}: field labels: class 'csf' has label value 'one'; label "
+    with pytest.raises(PredictError, match=message + "values are positive integers"):
         evaluate(pred, gt, load_plugins())
-    (pred / COMPLETE).write_text("{not json")
-    with pytest.raises(PredictError, match=rf"{COMPLETE}: not a readable completion record"):
+    (pred / COMPLETION_FILE).write_text("{not json")
+    with pytest.raises(PredictError, match=rf"{COMPLETION_FILE}: not a readable completion record"):
         evaluate(pred, gt, load_plugins())
 
 

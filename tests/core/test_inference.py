@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from duoseg.apps.cli import main
 from duoseg.core import load_plugins
-from duoseg.core.cache import open_cache
-from duoseg.core.cli import main
+from duoseg.core.data.cache import open_cache
+from duoseg.core.data.grid import upsample_box
 from duoseg.core.errors import PredictError
-from duoseg.core.grid import upsample_box
-from duoseg.core.inference import Options, load_model, predict_case
-from duoseg.core.outputs import MemorySink, ZarrSink, is_complete, prepare_output
-from duoseg.core.predict import predict_paths
-from duoseg.core.sampler import IMAGE_PAD, read_padded
+from duoseg.core.inference.outputs import MemorySink, ZarrSink, is_complete, prepare_output
+from duoseg.core.inference.predict import predict_paths
+from duoseg.core.inference.streaming import Options, load_model, predict_case
+from duoseg.core.interfaces.sampler import IMAGE_PAD, read_padded
 from duoseg.plugins.methods import resampled
 from duoseg.plugins.methods.two_stage import TwoStageOptions, dynamic_tile
 
@@ -292,7 +292,7 @@ def test_evaluate_refuses_grids_that_differ(tmp_path, capsys) -> None:
 
 
 def test_slab_bspline_resampling_equals_scipy_order_2() -> None:
-    from duoseg.core.resample import BSplineUpsampler, fine_coordinates
+    from duoseg.core.inference.resample import BSplineUpsampler, fine_coordinates
     from scipy import ndimage
 
     coarse = np.random.default_rng(0).random((3, 7, 9, 11)).astype(np.float32)
@@ -323,7 +323,7 @@ def test_predict_and_evaluate_a_baseline_run(baseline_run, cache, tmp_path, caps
 
 
 def test_zarr_output_with_lcc_equals_the_in_memory_result(two_stage_run, cache, tmp_path) -> None:
-    from duoseg.core.outputs import PredictionReader, finish_output
+    from duoseg.core.inference.outputs import PredictionReader, finish_output
 
     registry = load_plugins()
     model = load_model(two_stage_run, registry)

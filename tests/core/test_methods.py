@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from duoseg.apps.cli import main
 from duoseg.core import ConfigError, Method, load_plugins
-from duoseg.core.cache import open_cache
-from duoseg.core.cli import main
 from duoseg.core.config import load_config
-from duoseg.core.inference import Options, load_model, predict_case
-from duoseg.core.outputs import MemorySink
-from duoseg.core.trainer import Trainer, config_as_dict
-from duoseg.core.windows import StreamedWindows
+from duoseg.core.data.cache import open_cache
+from duoseg.core.inference.outputs import MemorySink
+from duoseg.core.inference.streaming import Options, load_model, predict_case
+from duoseg.core.inference.windows import StreamedWindows
+from duoseg.core.training.trainer import Trainer, config_as_dict
 
 from tests.core.conftest import SLIDING_WINDOW, TWO_STAGE
 
@@ -82,8 +82,9 @@ def test_the_sliding_window_method_through_the_cli(sliding_window_run, cache, tm
 def test_a_method_that_does_not_train_the_schedules_stages_is_refused(cache, tmp_path) -> None:
     config_path = tmp_path / "c.toml"
     config_path.write_text(TWO_STAGE)
-    config = load_config(config_path, [f"data.cache={str(cache)!r}", "method.component=resampled"])
-    with pytest.raises(ConfigError, match="networks.unet3d is missing; the method 'resampled'"):
+    settings = [f"data.cache={str(cache)!r}", "method.component=resampled"]
+    config = load_config(config_path, settings)
+    with pytest.raises(ConfigError, match=r"networks.unet3d is missing; the method 'resampled'"):
         Trainer(config, REGISTRY, tmp_path / "run", source="c.toml",
                 raw_config=config_as_dict(config))  # fmt: skip
     text = SLIDING_WINDOW.replace("fullres_unet3d", "wang2018").replace(

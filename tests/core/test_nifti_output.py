@@ -9,9 +9,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from duoseg.core.cache import CaseMeta
-from duoseg.core.orientation import to_source
-from duoseg.core.outputs import NiftiSink, largest_components, recorded_labels
+from duoseg.core.data.orientation import to_source
+from duoseg.core.inference.outputs import NiftiSink, largest_components, recorded_labels
+from duoseg.core.interfaces.store import CaseMeta
 
 SHAPE = (9, 7, 11)  # canonical (z, y, x)
 VALUES = (0, 205, 500, 600)
@@ -49,7 +49,9 @@ def stream(sink: NiftiSink, meta: CaseMeta, labels: np.ndarray, lcc: bool = Fals
 def test_streamed_labels_equal_the_whole_volume_written_at_once(
     tmp_path: Path, orientation: str, name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("duoseg.core.outputs.NIFTI_BLOCK_BYTES", 2 * 7 * 11 * 2)  # 2 planes
+    monkeypatch.setattr(
+        "duoseg.core.inference.outputs.NIFTI_BLOCK_BYTES", 2 * 7 * 11 * 2
+    )  # 2 planes
     affine = AFFINES[orientation]
     meta = meta_for(affine)
     labels = np.random.default_rng(0).integers(0, 4, SHAPE).astype(np.uint8)

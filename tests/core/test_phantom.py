@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from duoseg.core.cli import main
-from duoseg.core.grid import downsample_label, grid_shape
-from duoseg.core.phantom import MMWHS_LABELS, make_case
+from duoseg.apps.cli import main
+from duoseg.apps.phantom import MMWHS_LABELS, make_case
+from duoseg.core.data.grid import downsample_label, grid_shape
 
 
 def test_a_case_is_a_pure_function_of_its_seed_and_number() -> None:

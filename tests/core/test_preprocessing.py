@@ -8,16 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from duoseg.apps.cli import EXIT_BAD_INPUT, main
 from duoseg.core import load_plugins
-from duoseg.core.cache import open_cache
-from duoseg.core.cache_build import build_cache
-from duoseg.core.checkpoint import load_checkpoint
-from duoseg.core.cli import EXIT_BAD_INPUT, main
+from duoseg.core.data.cache import open_cache
+from duoseg.core.data.cache_build import build_cache
+from duoseg.core.data.preprocessing import Preprocessing
 from duoseg.core.errors import DataError
-from duoseg.core.importer import SourcePair
-from duoseg.core.inference import case_from_image, load_model
-from duoseg.core.preprocessing import Preprocessing
-from duoseg.core.trainer import LAST
+from duoseg.core.inference.streaming import case_from_image, load_model
+from duoseg.core.interfaces.importer import SourcePair
+from duoseg.core.training.checkpoint import load_checkpoint
+from duoseg.core.training.trainer import LAST
 
 
 def test_the_cache_and_the_checkpoint_carry_the_record(cache, two_stage_run) -> None:

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from duoseg.apps.phantom import PhantomCase, make_case, write_case
 from duoseg.core import ConfigError, SegmentationNetwork, load_plugins
-from duoseg.core.cache import open_cache
-from duoseg.core.cache_build import build_cache
-from duoseg.core.checkpoint import TrainState
 from duoseg.core.config import load_config
-from duoseg.core.evaluation import dice_per_class
-from duoseg.core.grid import grid_shape
-from duoseg.core.inference import Model, Options, predict_case
-from duoseg.core.outputs import MemorySink
-from duoseg.core.phantom import PhantomCase, make_case, write_case
-from duoseg.core.trainer import Trainer, config_as_dict
+from duoseg.core.data.cache import open_cache
+from duoseg.core.data.cache_build import build_cache
+from duoseg.core.data.grid import grid_shape
+from duoseg.core.inference.outputs import MemorySink
+from duoseg.core.inference.streaming import Model, Options, predict_case
+from duoseg.core.training.checkpoint import TrainState
+from duoseg.core.training.evaluation import dice_per_class
+from duoseg.core.training.trainer import Trainer, config_as_dict
 from duoseg.plugins.methods.two_stage import TwoStage
 from torch import Tensor
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from duoseg.apps.cli import main
 from duoseg.core import ConfigError, load_plugins
-from duoseg.core.cache import open_cache
-from duoseg.core.checkpoint import load_checkpoint
-from duoseg.core.cli import main
 from duoseg.core.config import load_config
+from duoseg.core.data.cache import open_cache
 from duoseg.core.errors import WeightsError
-from duoseg.core.trainer import LAST, Trainer, config_as_dict
+from duoseg.core.training.checkpoint import load_checkpoint
+from duoseg.core.training.trainer import LAST, Trainer, config_as_dict
 
 CONFIG = """
 seed = 3
@@ -166,7 +166,7 @@ def test_bad_configs_fail_before_any_step_naming_the_key(
 
 def test_a_stage_that_trains_and_freezes_one_network_is_refused() -> None:
     from duoseg.core.config import ComponentRef
-    from duoseg.core.schedule import LossTerm, Schedule, Stage
+    from duoseg.core.interfaces.schedule import LossTerm, Schedule, Stage
 
     stage = Stage("s", "net1_coarse", ComponentRef("whole_coarse"), ("net1",),
                   (LossTerm("net1", "dice_foreground"),), 1, freeze=("net1",))  # fmt: skip
@@ -192,7 +192,7 @@ def test_a_checkpoint_from_a_missing_plugin_fails_naming_it(cache, tmp_path) -> 
     trainer(config, cache, tmp_path / "run").run()
     registry = load_plugins(blocked=["duoseg-example-plugin"])
     path = tmp_path / "run" / LAST
-    from duoseg.core.weights import read_weights
+    from duoseg.core.training.weights import read_weights
 
     tensors, meta = read_weights(path)
     data = json.loads(meta["duoseg"])

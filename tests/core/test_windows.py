@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 import torch
-from duoseg.core.windows import StreamedWindows, gaussian_importance, window_starts
+from duoseg.core.inference.windows import StreamedWindows, gaussian_importance, window_starts
 
 SHAPE = (23, 20, 17)
 CLASSES = 3

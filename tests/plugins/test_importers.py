@@ -9,9 +9,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from duoseg.apps.phantom import make_case, write_case
+from duoseg.core.data.orientation import to_source
 from duoseg.core.errors import DataError
-from duoseg.core.orientation import to_source
-from duoseg.core.phantom import make_case, write_case
 from duoseg.plugins.importers import MMWHSImporter, NiftiPairImporter
 
 SIZE = (32, 28, 20)
@@ -172,8 +172,8 @@ def test_an_empty_or_absent_source_folder(tmp_path: Path) -> None:
 def test_a_hand_made_mmwhs_set_in_an_unusual_orientation(tmp_path: Path) -> None:
     """Not a phantom: arrays made here, stored with axes permuted (k, i, j) and flipped."""
     from duoseg.core import load_plugins
-    from duoseg.core.cache import open_cache
-    from duoseg.core.cache_build import build_cache
+    from duoseg.core.data.cache import open_cache
+    from duoseg.core.data.cache_build import build_cache
 
     label = np.zeros((20, 12, 16), np.int16)  # file axes (i, j, k)
     label[2:8, 3:9, 4:12] = 500

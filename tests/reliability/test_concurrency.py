@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 from duoseg.core import load_plugins
-from duoseg.core.cache import open_cache
-from duoseg.core.cache_build import build_cache
-from duoseg.core.data import SampleDataset
+from duoseg.core.data.cache import open_cache
+from duoseg.core.data.cache_build import build_cache
+from duoseg.core.data.dataset import SampleDataset
 from duoseg.core.errors import DataError
 
 from .conftest import DUOSEG, REPEATS, run

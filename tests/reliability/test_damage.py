@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from duoseg.apps.cli import main
 from duoseg.core import load_plugins
-from duoseg.core.cache import open_cache
-from duoseg.core.cli import main
+from duoseg.core.data.cache import open_cache
 from duoseg.core.errors import DataError
-from duoseg.core.outputs import PredictionReader
+from duoseg.core.inference.outputs import PredictionReader
 
 from .conftest import run
 

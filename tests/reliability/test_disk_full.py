@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 from duoseg.core import load_plugins
-from duoseg.core.cache import open_cache
-from duoseg.core.checkpoint import load_checkpoint
+from duoseg.core.data.cache import open_cache
 from duoseg.core.errors import DataError
-from duoseg.core.outputs import PredictionReader, is_complete
+from duoseg.core.inference.outputs import PredictionReader, is_complete
+from duoseg.core.training.checkpoint import load_checkpoint
 
 from .conftest import DUOSEG, TWO_STAGE
 

@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from duoseg.core.cache import CaseMeta
 from duoseg.core.errors import DataError, PredictError, WeightsError
-from duoseg.core.outputs import NiftiSink, ZarrSink, prepare_output
+from duoseg.core.inference.outputs import NiftiSink, ZarrSink, prepare_output
+from duoseg.core.interfaces.store import CaseMeta
 
 from .conftest import run
 
@@ -49,7 +49,7 @@ def test_a_pickled_checkpoint_is_refused_and_its_payload_never_runs(
 
 
 def test_an_oversized_safetensors_header_is_refused(tmp_path: Path) -> None:
-    from duoseg.core.weights import read_weights
+    from duoseg.core.training.weights import read_weights
 
     path = tmp_path / "huge.safetensors"
     path.write_bytes((2**62).to_bytes(8, "little") + b"{}")

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from duoseg.core import load_plugins
-from duoseg.core.cache import ARRAYS, open_cache
-from duoseg.core.checkpoint import load_checkpoint
+from duoseg.core.data.cache import open_cache
 from duoseg.core.errors import DataError, PredictError
-from duoseg.core.outputs import PredictionReader, is_complete
+from duoseg.core.inference.outputs import PredictionReader, is_complete
+from duoseg.core.interfaces.store import ARRAYS
+from duoseg.core.training.checkpoint import load_checkpoint
 
 from .conftest import REPEATS, TWO_STAGE, kill_at, kill_points, run, timed_run
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from duoseg.core.phantom import write_phantoms
+from duoseg.apps.phantom import write_phantoms
 
 from .conftest import SMALL
 
@@ -20,8 +20,8 @@ SCRIPT = """
 import json, sys
 from pathlib import Path
 from duoseg.core import load_plugins
-from duoseg.core.inference import Options
-from duoseg.core.predict import predict_paths
+from duoseg.core.inference.streaming import Options
+from duoseg.core.inference.predict import predict_paths
 
 def peak_mib():
     for line in open("/proc/self/status"):

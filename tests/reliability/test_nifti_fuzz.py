@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from duoseg.core import load_plugins
 from duoseg.core.errors import DataError
-from duoseg.core.importer import SourcePair
+from duoseg.core.interfaces.importer import SourcePair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -34,9 +34,9 @@ from duoseg.core import (
     Stage,
     TrainingContext,
 )
-from duoseg.core.grid import background, upsample_box
-from duoseg.core.sampler import IMAGE_PAD, read_padded
-from duoseg.core.windows import StreamedWindows, WindowSlabs
+from duoseg.core.data.grid import background, upsample_box
+from duoseg.core.inference.windows import StreamedWindows, WindowSlabs
+from duoseg.core.interfaces.sampler import IMAGE_PAD, read_padded
 from torch import Tensor
 
 

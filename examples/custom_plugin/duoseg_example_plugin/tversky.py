@@ -11,7 +11,7 @@ than false alarms, which helps thin structures such as the myocardium.
 from __future__ import annotations
 
 from duoseg.core import SegmentationLoss
-from duoseg.core.loss import Inputs
+from duoseg.core.interfaces.loss import Inputs
 from torch import Tensor
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from duoseg.core.testing import LossConformance, NetworkConformance
+from duoseg.core.config import ComponentRef
+from duoseg.core.testing import (
+    LossConformance,
+    MethodConformance,
+    MethodRecipe,
+    NetworkConformance,
+)
 
 
 class TestResUNet3d(NetworkConformance):
@@ -14,6 +20,18 @@ class TestResUNet3d(NetworkConformance):
 
 class TestTversky(LossConformance):
     name = "tversky"
+
+
+class TestCascade(MethodConformance):
+    name = "cascade"
+    recipes = {
+        "cascade": MethodRecipe(
+            {"coarse": ComponentRef("unet3d", {"base_width": 4, "norm": "instance"}),
+             "fine": ComponentRef("resunet3d", {"in_channels": 9, "width": 4, "levels": 2})},
+            ComponentRef("cascade", {"iterations": 1, "subvolume_sizes": [16]}),
+            {"window": [16, 24, 24]},
+        )
+    }  # fmt: skip
 
 
 def test_tversky_with_equal_weights_is_the_soft_dice() -> None:
@@ -30,8 +48,8 @@ def test_tversky_with_equal_weights_is_the_soft_dice() -> None:
 def test_the_example_config_trains_and_predicts_with_the_plugins_components(tmp_path) -> None:
     from pathlib import Path
 
-    from duoseg.core.cli import main
-    from duoseg.core.phantom import phantom_cache
+    from duoseg.apps.cli import main
+    from duoseg.apps.phantom import phantom_cache
 
     config = Path(__file__).resolve().parents[1] / "config.toml"
     cache = phantom_cache(tmp_path / "data", cases=5, size=(64, 56, 40), seed=3)
@@ -55,8 +73,8 @@ def test_the_cascade_method_trains_and_predicts_through_the_cli(tmp_path) -> Non
 
     import nibabel as nib
     import numpy as np
-    from duoseg.core.cli import main
-    from duoseg.core.phantom import phantom_cache
+    from duoseg.apps.cli import main
+    from duoseg.apps.phantom import phantom_cache
 
     config = Path(__file__).resolve().parents[1] / "cascade.toml"
     cache = phantom_cache(tmp_path / "data", cases=5, size=(64, 56, 40), seed=3)

@@ -1,0 +1,2 @@
+"""Inference: the streaming driver, streamed sliding windows, output sinks, ``predict``
+and ``evaluate``."""

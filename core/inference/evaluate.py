@@ -1,0 +1,361 @@
+"""``duoseg evaluate``: the paper's table (Dice, Jaccard, ASD, HD95 per class and the
+whole foreground) for one case or a folder (mean ± sd), as text, JSON and CSV, plus PNG
+overlays of ground truth against prediction on axial, coronal and sagittal slices.
+
+The classes - names and label values - are never a fixed table: they come from a
+``--labels`` map, a run's checkpoint, the prediction's own record (the completion
+record of its folder, or the NIfTI extension duoseg writes into every label file), or,
+failing all of those, the nonzero values found in the ground truth, named by value."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from duoseg.core.data.preprocessing import Preprocessing
+from duoseg.core.errors import PredictError
+from duoseg.core.inference.outputs import recorded_labels
+from duoseg.core.inference.streaming import CHECKPOINTS
+from duoseg.core.interfaces.metric import Metric
+from duoseg.core.interfaces.store import COMPLETION_FILE
+from duoseg.core.registry import Registry
+from duoseg.core.training.checkpoint import load_checkpoint
+from numpy.typing import NDArray
+
+METRICS = ("dice", "jaccard", "asd", "hd95")
+WHOLE = "WH"  # the whole foreground: the union of every listed class
+FROM_TRUTH = "the nonzero values found in"  # how a label source found in GT begins
+
+
+def _label_files(path: Path) -> dict[str, Path]:
+    if path.is_file():
+        return {_case(path): path}
+    if not path.is_dir():
+        raise PredictError(f"{path}: not found")
+    files = {_case(p): p for p in sorted(path.glob("*_label.nii*"))}
+    if not files:
+        raise PredictError(f"{path}: no *_label.nii[.gz] files")
+    return files
+
+
+def _case(path: Path) -> str:
+    name = path.name
+    for suffix in ("_label.nii.gz", "_label.nii", ".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _load(path: Path) -> tuple[NDArray[np.int32], Any]:
+    try:
+        image = nib.load(path)
+        data = np.asarray(image.dataobj).astype(np.int32)
+    except Exception as exc:
+        raise PredictError(f"{path}: not a readable NIfTI label file: {exc}") from exc
+    return data, image
+
+
+def check_labels(labels: Any, where: str) -> dict[str, int]:
+    """``labels`` as ``{class name: label value}`` in class order, or an error naming
+    ``where`` (file and field, or the option), the class and the offending value."""
+    if not isinstance(labels, Mapping) or not labels:
+        raise PredictError(f"{where}: expected a non-empty map {{class name: label value}}, "
+                           f"got {labels!r}")  # fmt: skip
+    checked: dict[str, int] = {}
+    owner: dict[int, str] = {}
+    for name, value in labels.items():
+        if not isinstance(name, str) or not name.strip():
+            raise PredictError(f"{where}: class name {name!r} is not a non-empty name")
+        if name == WHOLE:
+            raise PredictError(
+                f"{where}: class name {name!r} is reserved for the whole foreground "
+                "(the union of the classes)"
+            )
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise PredictError(
+                f"{where}: class {name!r} has label value {value!r}; label values are "
+                "positive integers (0 is the background)"
+            )
+        if value in owner:
+            raise PredictError(
+                f"{where}: classes {owner[value]!r} and {name!r} share label value {value}"
+            )
+        owner[value] = name
+        checked[name] = value
+    return checked
+
+
+def run_labels(run: Path, registry: Registry) -> dict[str, int]:
+    """The classes 1..C a run was trained on, from its best (else last) checkpoint."""
+    path = next((run / n for n in CHECKPOINTS if (run / n).is_file()), None)
+    if path is None:
+        raise PredictError(
+            f"{run}: --run has no complete checkpoint ({' or '.join(CHECKPOINTS)}) to take "
+            "the class names and label values from"
+        )
+    where = f"{path}: field data"
+    record = Preprocessing.from_dict(load_checkpoint(path, registry).data, where=where)
+    return check_labels(record.label_map(), where)
+
+
+def resolve_labels(
+    prediction: Path,
+    registry: Registry,
+    *,
+    labels: Mapping[str, int] | None = None,
+    run: Path | None = None,
+) -> tuple[dict[str, int], str] | None:
+    """The classes to evaluate and where they came from: ``labels`` (``--labels``), else
+    ``run``'s checkpoint, else the prediction's record; None if there is none of these."""
+    if labels is not None:
+        return check_labels(labels, "--labels"), "--labels"
+    if run is not None:
+        return run_labels(run, registry), f"run {run}"
+    files = [prediction] if prediction.is_file() else sorted(prediction.glob("*_label.nii*"))[:1]
+    folder = prediction if prediction.is_dir() else prediction.parent
+    for record in (folder / COMPLETION_FILE, *files):
+        found = recorded_labels(record)
+        if found is not None:
+            return check_labels(found, f"{record}: field labels"), str(record)
+    return None
+
+
+def _truth_labels(truths: Sequence[Path], where: Path) -> tuple[dict[str, int], str]:
+    """Every nonzero value found in the ground truth, named by its value."""
+    values: set[int] = set()
+    for path in truths:
+        values.update(int(v) for v in np.unique(_load(path)[0]))
+    values.discard(0)
+    if not values:
+        raise PredictError(
+            f"{where}: the ground truth holds only label value 0 and no label map was given "
+            "(--labels NAME=V,... or --run RUN_DIR)"
+        )
+    found = {str(v): v for v in sorted(values)}
+    return found, f"{FROM_TRUTH} {where}, named by value (no --labels, --run or record in PRED)"
+
+
+def _pairs(prediction: Path, truth: Path) -> list[tuple[Path, Path, str]]:
+    predicted, truths = _label_files(prediction), _label_files(truth)
+    if prediction.is_file() and truth.is_file():
+        return [(next(iter(predicted.values())), next(iter(truths.values())), _case(truth))]
+    common = sorted(set(predicted) & set(truths))
+    if not common:
+        raise PredictError(f"{prediction} and {truth} share no case names")
+    return [(predicted[c], truths[c], c) for c in common]
+
+
+def _check_grids(prediction: Path, truth: Path) -> None:
+    """From the headers alone: both files hold the same voxel grid."""
+    p_image, t_image = _header(prediction), _header(truth)
+    p_shape, t_shape = tuple(p_image.shape), tuple(t_image.shape)
+    if p_shape != t_shape or not np.allclose(p_image.affine, t_image.affine, atol=1e-3):
+        raise PredictError(
+            f"{prediction} vs {truth}: grids differ: shape {p_shape} vs {t_shape}, "
+            f"affine {_rounded(p_image.affine)} vs {_rounded(t_image.affine)}"
+        )
+
+
+def _header(path: Path) -> Any:
+    try:
+        return nib.load(path)  # the voxels are read only when asked for
+    except Exception as exc:
+        raise PredictError(f"{path}: not a readable NIfTI label file: {exc}") from exc
+
+
+def _load_pair(prediction: Path, truth: Path) -> tuple[NDArray[np.int32], NDArray[np.int32], Any]:
+    _check_grids(prediction, truth)
+    predicted, _ = _load(prediction)
+    target, t_image = _load(truth)
+    return predicted, target, t_image
+
+
+def _metrics(
+    predicted: NDArray[np.int32],
+    target: NDArray[np.int32],
+    spacing: tuple[float, ...],
+    registry: Registry,
+    labels: Mapping[str, int],
+) -> tuple[dict[str, dict[str, float]], bool]:
+    """Every metric per class and ``WH``; whether any class occurs in either volume."""
+    metrics: dict[str, Metric] = {name: registry.build("metric", name) for name in METRICS}
+    masks = {name: (predicted == value, target == value) for name, value in labels.items()}
+    values = list(labels.values())
+    masks[WHOLE] = (np.isin(predicted, values), np.isin(target, values))
+    scores = {
+        structure: {m: metrics[m](p, t, spacing) for m in METRICS}
+        for structure, (p, t) in masks.items()
+    }
+    return scores, bool(masks[WHOLE][0].any() or masks[WHOLE][1].any())
+
+
+def evaluate_case(
+    prediction: Path, truth: Path, registry: Registry, labels: Mapping[str, int]
+) -> dict[str, dict[str, float]]:
+    """Per class of ``labels`` (and ``WH``, their union): every metric."""
+    predicted, target, t_image = _load_pair(prediction, truth)
+    spacing = tuple(float(z) for z in t_image.header.get_zooms()[:3])
+    return _metrics(predicted, target, spacing, registry, check_labels(labels, "labels"))[0]
+
+
+def _rounded(affine: Any) -> list[list[float]]:
+    return np.round(np.asarray(affine), 3).tolist()  # type: ignore[no-any-return]
+
+
+def evaluate(
+    prediction: Path,
+    truth: Path,
+    registry: Registry,
+    *,
+    labels: Mapping[str, int] | None = None,
+    run: Path | None = None,
+) -> dict[str, Any]:
+    """Every case that both hold; a table of mean and sd per metric and class.
+
+    The result's ``labels`` are the classes used (``{name: value}``, in table order) and
+    ``label_source`` says where they came from (see :func:`resolve_labels`; failing those,
+    the nonzero values of the ground truth). No listed class in any case is an error."""
+    pairs = _pairs(prediction, truth)
+    for p, t, _ in pairs:  # before reading any voxels
+        _check_grids(p, t)
+    resolved = resolve_labels(prediction, registry, labels=labels, run=run)
+    classes, source = resolved or _truth_labels([t for _, t, _ in pairs], truth)
+    cases = {}
+    matched = False
+    for p, t, case in pairs:
+        (predicted, _), (target, t_image) = _load(p), _load(t)  # grids checked above
+        spacing = tuple(float(z) for z in t_image.header.get_zooms()[:3])
+        cases[case], present = _metrics(predicted, target, spacing, registry, classes)
+        matched = matched or present
+    if not matched:
+        found: set[int] = set()
+        for p, t, _ in pairs:
+            for path in (p, t):
+                found.update(int(v) for v in np.unique(_load(path)[0]))
+        raise PredictError(
+            f"{prediction} vs {truth}: field labels: none of the label values looked for "
+            f"{classes} (from {source}) occurs in any case; values found: {sorted(found)}"
+        )
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for metric in METRICS:
+        table[metric] = {}
+        for structure in [*classes, WHOLE]:
+            scores = [cases[c][structure][metric] for c in cases]
+            known = [v for v in scores if not math.isnan(v)]
+            # A surface distance to a missed structure is infinite; so is its mean.
+            finite = [v for v in known if math.isfinite(v)]
+            table[metric][structure] = {
+                "mean": float(np.mean(known)) if known else float("nan"),
+                "sd": float(np.std(finite)) if len(finite) > 1 and finite == known else 0.0,
+            }
+    return {"labels": classes, "label_source": source, "cases": cases, "table": table}
+
+
+def class_names(result: Mapping[str, Any]) -> list[str]:
+    """The classes of an :func:`evaluate` result in table order, ``WH`` excluded."""
+    return [s for s in result["table"]["dice"] if s != WHOLE]
+
+
+def format_table(result: dict[str, Any]) -> str:
+    names = {"dice": "Dice", "jaccard": "Jaccard", "asd": "ASD (mm)", "hd95": "HD95 (mm)"}
+    columns = [*class_names(result), WHOLE]
+    several = len(result["cases"]) > 1
+    lines = ["| metric | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for metric in METRICS:
+        cells = []
+        for structure in columns:
+            cell = result["table"][metric][structure]
+            text = f"{cell['mean']:.4f}" if metric in ("dice", "jaccard") else f"{cell['mean']:.2f}"
+            cells.append(text + (f" ± {cell['sd']:.2f}" if several else ""))
+        lines.append(f"| {names[metric]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(result: dict[str, Any], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case", "structure", *METRICS])
+        for case, rows in result["cases"].items():
+            for structure, values in rows.items():
+                writer.writerow([case, structure, *(values[m] for m in METRICS)])
+
+
+def overlays(
+    truth: Path,
+    predictions: Mapping[str, Path],
+    path: Path,
+    image: Path | None = None,
+    *,
+    planes: Sequence[str] = ("axial", "coronal", "sagittal"),
+    labels: Mapping[str, int] | None = None,
+) -> Path:
+    """One PNG at ``path``: the ground truth and each named prediction (columns) on
+    ``planes`` (rows) through the centre of the foreground, over the image if given.
+    Colours follow ``labels``' values (default: the nonzero values of every column)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # Shown in RAS+ (anterior up in axial slices) whatever the files' orientation.
+    target, t_image = _load(truth)
+    columns = {"ground truth": _ras(target, t_image)}
+    columns |= {name: _ras(*_load(p)) for name, p in predictions.items()}
+    background = None
+    if image is not None:
+        loaded = nib.load(image)
+        background = _ras(np.asarray(loaded.dataobj, dtype=np.float32), loaded)
+    target = columns["ground truth"]
+    centre = (
+        np.argwhere(target > 0).mean(0).astype(int) if target.any() else np.array(target.shape) // 2
+    )
+    zooms = nib.as_closest_canonical(t_image).header.get_zooms()[:3]
+    lookup = np.zeros(int(max(int(c.max()) for c in columns.values()) + 1))
+    if labels is None:
+        shown_values = sorted({int(v) for c in columns.values() for v in np.unique(c)} - {0})
+    else:
+        shown_values = sorted(labels.values())
+    for index, value in enumerate(shown_values):
+        if 0 < value < lookup.size:
+            lookup[value] = 1 + index % 9  # tab10's colours 1..9; 0 is masked
+    axes_of = {"axial": 2, "coronal": 1, "sagittal": 0}  # (i, j, k) axis held fixed
+    figure, axes = plt.subplots(
+        len(planes), len(columns), figsize=(3.2 * len(columns), 3.4 * len(planes)), squeeze=False
+    )
+    for row, plane in enumerate(planes):
+        axis = axes_of[plane]
+        take: list[slice | int] = [slice(None)] * 3
+        take[axis] = int(centre[axis])
+        others = [a for a in range(3) if a != axis]
+        aspect = zooms[others[1]] / zooms[others[0]]
+        for column, (name, values) in enumerate(columns.items()):
+            ax = axes[row, column]
+            if background is not None:
+                ax.imshow(background[tuple(take)].T, cmap="gray", origin="lower", aspect=1 / aspect)
+            shown = np.ma.masked_equal(lookup[values[tuple(take)]], 0)
+            ax.imshow(shown.T, cmap="tab10", vmin=0, vmax=9, alpha=0.6, origin="lower",
+                      aspect=1 / aspect, interpolation="nearest")  # fmt: skip
+            ax.set_title(f"{name} ({plane})")
+            ax.axis("off")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=70)
+    plt.close(figure)
+    return path
+
+
+def _ras(data: NDArray[Any], image: Any) -> NDArray[Any]:
+    transform = nib.orientations.ornt_transform(
+        nib.io_orientation(image.affine), nib.orientations.axcodes2ornt("RAS")
+    )
+    return np.asarray(nib.orientations.apply_orientation(data, transform))
+
+
+def save_json(result: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(result, indent=1, default=lambda v: None))

@@ -1,0 +1,259 @@
+"""Full-resolution inference: a method's slab predictor, streamed down z.
+
+A method (``method`` plugin) gives, for each case, the region to label, the slab
+depth that fits the memory budget and ``step(z0, z1)``: the class probabilities of
+those slices. This driver walks the volume in slabs of that depth, writes each slab's
+labels (and optionally probabilities) to the output before computing the next, and
+labels everything outside the region background. Memory therefore depends on the
+in-plane size and the slab depth, never on the number of slices.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from duoseg.core.accounting import network_cost
+from duoseg.core.config import ExperimentConfig, parse
+from duoseg.core.data.preprocessing import Preprocessing, prepare_case
+from duoseg.core.errors import PredictError
+from duoseg.core.interfaces.importer import ImportedCase
+from duoseg.core.interfaces.method import Method, resolve_method
+from duoseg.core.interfaces.network import SegmentationNetwork
+from duoseg.core.interfaces.store import CacheCase, CaseMeta, ChunkedArray
+from duoseg.core.registry import Registry
+from duoseg.core.training.checkpoint import load_checkpoint
+from numpy.typing import NDArray
+
+log = logging.getLogger("duoseg.inference")
+CHECKPOINTS = ("best.safetensors", "last.safetensors")
+MIN_COARSE = 4  # voxels per axis below which a coarse volume shows no anatomy
+
+
+@dataclass
+class Model:
+    """Trained networks, the method that combines them, and how their data were prepared."""
+
+    networks: dict[str, SegmentationNetwork]
+    preprocessing: Preprocessing
+    device: torch.device
+    method: Method
+
+    @property
+    def classes(self) -> int:
+        return self.preprocessing.classes
+
+
+def load_model(run_dir: Path, registry: Registry, device: str = "cpu") -> Model:
+    """The networks of ``run_dir``'s best (else last) checkpoint, in eval mode."""
+    path = next((run_dir / n for n in CHECKPOINTS if (run_dir / n).is_file()), None)
+    if path is None:
+        raise PredictError(
+            f"{run_dir}: no complete checkpoint ({' or '.join(CHECKPOINTS)}); train first"
+        )
+    checkpoint = load_checkpoint(path, registry)
+    if not checkpoint.data:
+        raise PredictError(f"{path}: checkpoint records no data preparation; retrain it")
+    preprocessing = Preprocessing.from_dict(checkpoint.data, where=str(path))
+    config = parse(ExperimentConfig, checkpoint.config, source=str(path))
+    method, _ = resolve_method(config, registry, source=str(path))
+    target = torch.device(device)
+    networks = {}
+    for role, ref in config.networks.items():
+        network = registry.build("network", ref.component, **ref.params)
+        network.load_state_dict(checkpoint.network_state(role))
+        networks[role] = network.to(target).eval()
+    method.check(networks, None)
+    return Model(networks, preprocessing, target, method)
+
+
+class MemoryArray(ChunkedArray):
+    """A numpy array behind the :class:`ChunkedArray` interface."""
+
+    def __init__(self, array: NDArray[Any], where: str) -> None:
+        super().__init__(array.shape, array.dtype, array.shape, where)
+        self.array = array
+
+    def _read(self, region: tuple[slice, ...]) -> NDArray[Any]:
+        return np.asarray(self.array[region])
+
+
+def case_from_image(image: ImportedCase, model: Model) -> CacheCase:
+    """A case to predict from an imported (canonical) image, prepared by the one builder
+    with the model's preprocessing record, exactly as its training cache was."""
+    arrays = prepare_case(image, model.preprocessing, checksums={}, chunks=image.image.shape)
+    meta = arrays.meta
+    if min(meta.coarse_shape) < MIN_COARSE:
+        raise PredictError(
+            f"{meta.case_id}: spacing {tuple(round(s, 3) for s in meta.spacing)} mm x shape "
+            f"{meta.shape} gives a coarse volume {meta.coarse_shape} at "
+            f"{meta.coarse_target} mm; at least {MIN_COARSE} voxels per axis are needed"
+        )
+    where = f"input {meta.case_id}"
+    return CacheCase(
+        meta,
+        MemoryArray(arrays.image, where),
+        None,
+        MemoryArray(arrays.coarse_image, where),
+        None,
+        arrays.class_counts,
+    )
+
+
+@dataclass(frozen=True)
+class Options:
+    """Inference settings every method shares (flags of ``duoseg predict``); ``method``
+    holds the method's own options (``--method-option KEY=VALUE``)."""
+
+    memory_budget_mib: float = 1024.0  # slab sizing
+    lcc_per_class: bool = False  # keep each class's largest connected component
+    probabilities: bool = False
+    precision: str = "fp32"  # "bf16": autocast on CUDA (CPU always runs fp32)
+    method: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    case_id: str
+    roi: tuple[tuple[int, int], ...]  # the region the method labelled
+    slab: int
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def whole_volume(shape: tuple[int, ...]) -> tuple[slice, slice, slice]:
+    return (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
+
+
+def per_slice_depth(in_plane: tuple[int, int], classes: int, budget_mib: float) -> int:
+    """Slices per slab when each slice holds ``classes`` float probability planes and
+    their working copies (16 bytes per voxel and class)."""
+    return max(1, int(budget_mib * 2**20 // (in_plane[0] * in_plane[1] * classes * 16)))
+
+
+def slab_depth(
+    network: SegmentationNetwork,
+    in_plane: tuple[int, int],
+    budget_mib: float,
+    *,
+    context: int,
+    classes: int,
+) -> int:
+    """Output slices per slab that fit the budget, from ``network``'s activation
+    accounting, for a network reading ``context`` more slices than it labels.
+
+    Peak memory is affine in the slab depth D (activations, input, guidance, scores):
+    measured on the meta device at two depths, then solved for D."""
+
+    def cost(depth: int) -> float:
+        channels = network.in_channels
+        peak = network_cost(network, (1, channels, depth + context, *in_plane))
+        voxels = in_plane[0] * in_plane[1]
+        buffers = voxels * ((depth + context) * (channels + 3) + depth * (classes + 1)) * 4
+        return float(peak.peak_activation_bytes + buffers)
+
+    per_slice = (cost(16) - cost(8)) / 8
+    fixed = cost(8) - 8 * per_slice
+    depth = int((budget_mib * 2**20 - fixed) // per_slice)
+    return max(1, min(depth, 512))
+
+
+class LabelSink:
+    """Where predicted slabs go; implemented by the Zarr and NIfTI outputs."""
+
+    def begin(self, meta: CaseMeta, probabilities: bool) -> int:
+        """Prepare the case; return how many leading slices are already written (resume)."""
+        raise NotImplementedError
+
+    def write(
+        self, z: int, labels: NDArray[np.uint8], probabilities: NDArray[np.float16] | None
+    ) -> None:
+        raise NotImplementedError
+
+    def end(self, meta: CaseMeta, lcc_box: tuple[slice, ...] | None) -> None:
+        raise NotImplementedError
+
+
+@torch.no_grad()
+def predict_case(
+    model: Model,
+    case: CacheCase,
+    sink: LabelSink,
+    options: Options,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> Report:
+    """Predict one case into ``sink``, slab by slab, through the model's method."""
+    if options.precision not in ("fp32", "bf16"):
+        raise PredictError(f"precision must be 'fp32' or 'bf16', got {options.precision!r}")
+    enabled = options.precision == "bf16" and model.device.type == "cuda"
+    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=enabled):
+        return _stream(model, case, sink, options, progress)
+
+
+def _stream(
+    model: Model,
+    case: CacheCase,
+    sink: LabelSink,
+    options: Options,
+    progress: Callable[[int], None] | None,
+) -> Report:
+    start = time.perf_counter()
+    meta = case.meta
+    predictor = model.method.predictor(model, case, options.method)
+    region = predictor.region
+    depth = predictor.depth(options.memory_budget_mib)
+    prepared = time.perf_counter()
+    done = sink.begin(meta, options.probabilities)
+    for z0 in range(done, meta.shape[0], depth):
+        z1 = min(z0 + depth, meta.shape[0])
+        labels, scores = _slab(predictor.step, region, meta, (z0, z1), options.probabilities)
+        sink.write(z0, labels, scores)
+        if progress is not None:
+            progress(z1 - z0)
+    streamed = time.perf_counter()
+    sink.end(meta, region if options.lcc_per_class else None)
+    seconds = {"prepare": prepared - start, "stream": streamed - prepared}
+    seconds["total"] = time.perf_counter() - start
+    roi = tuple((s.start, s.stop) for s in region)
+    return Report(meta.case_id, roi, depth, predictor.details, seconds)
+
+
+def _slab(
+    step: Callable[[int, int], torch.Tensor],
+    region: tuple[slice, slice, slice],
+    meta: CaseMeta,
+    slab: tuple[int, int],
+    keep_probabilities: bool,
+) -> tuple[NDArray[np.uint8], NDArray[np.float16] | None]:
+    """Labels (and probabilities) of slices ``slab``: the predictor's inside the region,
+    certainly background outside it."""
+    z0, z1 = slab
+    labels = np.zeros((z1 - z0, *meta.shape[1:]), np.uint8)
+    scores = None
+    if keep_probabilities:
+        scores = np.zeros((len(meta.class_names), z1 - z0, *meta.shape[1:]), np.float16)
+        scores[0] = 1
+    lo, hi = max(z0, region[0].start), min(z1, region[0].stop)
+    if hi > lo:
+        probabilities = step(lo, hi)
+        box = (slice(lo - z0, hi - z0), region[1], region[2])
+        labels[box] = probabilities.argmax(0).to(torch.uint8).cpu().numpy()
+        if scores is not None:
+            scores[(slice(None), *box)] = probabilities.half().cpu().numpy()
+    return labels, scores
+
+
+def predict_labels(model: Model, case: CacheCase, options: Options) -> NDArray[np.uint8]:
+    """One case's labels in memory (validation, notebooks)."""
+    from duoseg.core.inference.outputs import MemorySink
+
+    sink = MemorySink()
+    predict_case(model, case, sink, options)
+    return sink.labels

@@ -1,0 +1,253 @@
+"""The method interface: what turns networks into a segmentation.
+
+A method (the two-stage model, a resampled baseline, a sliding-window network, a third
+party's cascade) is a ``method`` plugin. The engine keeps what every method shares -
+the training loop, DDP, checkpoints and resume, the streaming driver, sinks and
+metrics - and asks the method for the rest:
+
+* :attr:`Method.roles`: the network roles it combines (``[networks.<role>]`` in a
+  config), and :meth:`Method.check`: whether the networks and schedule fit together;
+* for each kind of stage a schedule names (:attr:`Stage.kind`), the forward pass from
+  an augmented batch to each role's (scores, target) parts - :meth:`Method.forward` -
+  and what validation compares - :meth:`Method.validate`;
+* for inference, a :class:`SlabPredictor` per case: the region to label, the slab depth
+  that fits a memory budget, and ``step(z0, z1)`` giving class probabilities for those
+  slices. The engine streams slabs through it into the output.
+
+Subclasses fill the ``_``-prefixed methods; the public ones validate and explain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
+
+import numpy as np
+import torch
+from duoseg.core.config import ComponentRef, ExperimentConfig
+from duoseg.core.data.preprocessing import Preprocessing
+from duoseg.core.errors import ConfigError, PredictError
+from duoseg.core.interfaces.network import SegmentationNetwork
+from duoseg.core.interfaces.schedule import Schedule, Stage
+from duoseg.core.interfaces.store import CacheCase, CacheReader, CaseMeta
+from numpy.typing import NDArray
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from duoseg.core.inference.streaming import Model
+    from duoseg.core.interfaces.sampler import Sampler
+    from duoseg.core.registry import Registry
+
+Part = tuple[Tensor, Tensor]  # a network's scores and their target, for part of a batch
+Region = tuple[slice, slice, slice]
+
+
+@dataclass
+class TrainingContext:
+    """What a method's forward pass may use besides the batch.
+
+    ``augment(x, label, fill)`` applies the run's augmentations with this step's random
+    draw (one draw moves every channel of ``x`` and the label together); ``fill`` gives
+    each channel's value outside the volume.
+    """
+
+    networks: Mapping[str, SegmentationNetwork]
+    preprocessing: Preprocessing
+    metas: Mapping[str, CaseMeta]
+    cache: CacheReader
+    device: torch.device
+    augment: Callable[[Tensor, Tensor, list[float]], tuple[Tensor, Tensor]]
+
+
+class SlabPredictor(ABC):
+    """One case's prediction, slice slab by slice slab.
+
+    ``region`` is the box the predictor labels; everything outside it is background.
+    The engine calls :meth:`step` with consecutive, increasing slabs inside the
+    region's z range (the first one may start late: a resumed output). ``details``
+    are added to the case's report (timings, warnings).
+    """
+
+    def __init__(self, region: Region) -> None:
+        self.region = region
+        self.details: dict[str, Any] = {}
+
+    @abstractmethod
+    def depth(self, budget_mib: float) -> int:
+        """Output slices per slab whose working memory fits ``budget_mib``."""
+
+    @abstractmethod
+    def step(self, z0: int, z1: int) -> Tensor:
+        """Class probabilities ``(C + 1, z1 - z0, ry, rx)`` of slices ``z0..z1`` over the
+        region's in-plane box ``(ry, rx)``."""
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A method without prediction options."""
+
+
+class Method(ABC):
+    """How a method's networks train and predict.
+
+    Class attributes a subclass sets:
+
+    * ``roles``: the network roles, all of which prediction needs;
+    * ``stage_kinds``: the stage kinds :meth:`forward` accepts;
+    * ``prediction_options``: a frozen dataclass of the method's own prediction options
+      (``duoseg predict --method-option KEY=VALUE``).
+
+    Parameters come from the config's ``[method]`` section, like any component's.
+    """
+
+    roles: ClassVar[tuple[str, ...]] = ()
+    stage_kinds: ClassVar[tuple[str, ...]] = ()
+    prediction_options: ClassVar[type[Any]] = NoOptions
+    name: str = ""  # the registered name, for messages; set when a config builds it
+
+    def __str__(self) -> str:
+        return self.name or type(self).__name__
+
+    # ------------------------------------------------------------------ checks
+
+    def check(self, networks: Mapping[str, SegmentationNetwork], schedule: Schedule | None) -> None:
+        """Raise :class:`ConfigError` unless ``networks`` fill every role and fit the
+        method, and every stage of ``schedule`` (when given) is one the method trains."""
+        missing = [role for role in self.roles if role not in networks]
+        if missing:
+            raise ConfigError(
+                f"method {self} needs networks {list(self.roles)}; "
+                f"networks.{missing[0]} is missing (given: {sorted(networks)})"
+            )
+        extra = sorted(set(networks) - set(self.roles))
+        if extra:
+            raise ConfigError(
+                f"method {self} uses networks {list(self.roles)}; "
+                f"networks.{extra[0]} is not one of them"
+            )
+        for index, stage in enumerate(schedule.stages if schedule else ()):
+            self._check_stage(stage, f"schedule.stages[{index}]")
+        self._check(networks, schedule)
+
+    def _check_stage(self, stage: Stage, where: str) -> None:
+        if stage.kind not in self.stage_kinds:
+            raise ConfigError(
+                f"{where}.kind = {stage.kind!r}: method {self} trains stages of kind "
+                f"{', '.join(map(repr, self.stage_kinds))}"
+            )
+        for role in (*stage.train, *stage.freeze, *(t.network for t in stage.losses)):
+            if role not in self.roles:
+                raise ConfigError(
+                    f"{where} ({stage.name!r}) names network {role!r}; method {self} "
+                    f"has roles {list(self.roles)}"
+                )
+
+    def _check(  # noqa: B027 - an optional hook
+        self, networks: Mapping[str, SegmentationNetwork], schedule: Schedule | None
+    ) -> None:
+        """Method-specific compatibility checks (channels, K against a sampler's k)."""
+
+    # ------------------------------------------------------------------ training
+
+    def adapt_sampler(  # noqa: B027 - an optional hook
+        self, kind: str, sampler: Sampler, preprocessing: Preprocessing
+    ) -> None:
+        """Adjust a stage's sampler (for instance the grid it resamples to); default none."""
+
+    def forward(
+        self, kind: str, batch: Mapping[str, Any], context: TrainingContext
+    ) -> dict[str, list[Part]]:
+        """Each role's (scores, target) parts for one batch of a stage of ``kind``; the
+        batch holds ``image``, ``label``, ``case_id`` and ``origin`` (see ``Sample``).
+        The method applies ``context.augment`` itself, since it knows which channels
+        join the image."""
+        if kind not in self.stage_kinds:
+            raise ConfigError(f"method {self} has no stage kind {kind!r}")
+        return self._forward(kind, batch, context)
+
+    @abstractmethod
+    def _forward(
+        self, kind: str, batch: Mapping[str, Any], context: TrainingContext
+    ) -> dict[str, list[Part]]: ...
+
+    def validate(
+        self, kind: str, model: Model, case: CacheCase
+    ) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+        """The labels validation scores after a stage of ``kind``, and their target.
+
+        By default the prediction itself (what ``duoseg predict`` writes) against the
+        case's full-resolution label."""
+        from duoseg.core.inference.streaming import Options, predict_labels
+
+        return predict_labels(model, case, Options()), _label(case.label, case.case_id)
+
+    # ------------------------------------------------------------------ inference
+
+    def predictor(self, model: Model, case: CacheCase, options: Mapping[str, Any]) -> SlabPredictor:
+        """The slab predictor of one case, with the method's prediction ``options``."""
+        return self._predictor(model, case, self.parse_options(options, case.case_id))
+
+    @abstractmethod
+    def _predictor(self, model: Model, case: CacheCase, options: Any) -> SlabPredictor: ...
+
+    def parse_options(self, options: Mapping[str, Any], where: str) -> Any:
+        """``options`` as :attr:`prediction_options`, refusing unknown keys by name."""
+        fields = {f.name: f for f in dataclasses.fields(self.prediction_options)}
+        for key, value in options.items():
+            if key not in fields:
+                close = difflib.get_close_matches(key, fields, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                known = ", ".join(fields) or "none"
+                raise PredictError(
+                    f"{where}: method option {key}={value!r} is not an option of method "
+                    f"{self} (options: {known}){hint}"
+                )
+        try:
+            return self.prediction_options(**options)
+        except (TypeError, ValueError) as exc:
+            raise PredictError(f"{where}: method {self} options {dict(options)}: {exc}") from exc
+
+
+def _label(array: Any, case_id: str) -> NDArray[np.uint8]:
+    if array is None:
+        raise ConfigError(f"data.validation_cases: case {case_id} has no label")
+    return np.asarray(array[...], dtype=np.uint8)
+
+
+def resolve_method(
+    config: ExperimentConfig, registry: Registry, *, source: str
+) -> tuple[Method, Schedule | None]:
+    """The config's method and schedule: ``[method]`` if given, else the method the
+    schedule names (with default parameters)."""
+    schedule = None
+    if config.schedule is not None:
+        schedule = _build(registry, "schedule", config.schedule, source, "schedule")
+    ref = config.method
+    if ref is None and schedule is not None:
+        ref = ComponentRef(schedule.method)
+    if ref is None:
+        raise ConfigError(f"{source}: neither a [method] nor a [schedule] section")
+    method = _build(registry, "method", ref, source, "method")
+    method.name = ref.component
+    return method, schedule
+
+
+@overload
+def _build(
+    registry: Registry, kind: Literal["schedule"], ref: ComponentRef, source: str, key: str
+) -> Schedule: ...
+@overload
+def _build(
+    registry: Registry, kind: Literal["method"], ref: ComponentRef, source: str, key: str
+) -> Method: ...
+def _build(registry: Registry, kind: Any, ref: ComponentRef, source: str, key: str) -> object:
+    try:
+        return registry.build(kind, ref.component, **ref.params)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"{source}: {key}.component = {ref.component!r}: {exc}") from exc

@@ -1,0 +1,373 @@
+"""The volume cache: what training and inference read, in any store format.
+
+One cache holds cases; each case has, as lazily read (z, y, x) arrays:
+
+- ``image``: intensities normalised to [-1, 1] (float16; parameters in ``meta``),
+- ``label``: class indices (uint8), absent for unlabelled cases,
+- ``coarse_image`` / ``coarse_label``: the same at the coarse spacing (default 3 mm),
+
+plus ``class_counts``: per block of the label's chunk grid, per class, the voxel
+count, so that class-balanced sampling picks a block and then reads one chunk only.
+A cache is complete only when its completion record, written last, says so; a
+missing or truncated chunk is an error naming the case and chunk, never zeros.
+
+Stores (Zarr, HDF5, ...) are ``store`` plugins implementing :class:`VolumeStore`
+(with its :class:`CacheReader` and :class:`CacheWriter`); this module is their
+interface and the layout they share. :func:`duoseg.core.data.cache.open_cache` asks
+each registered store whether it recognises a path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+from duoseg.core.errors import DataError
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from duoseg.core.data.preprocessing import Preprocessing
+
+CACHE_FORMAT: Final = "duoseg-cache"
+CACHE_VERSION: Final = 2  # 2: the completion record holds the preprocessing record
+COMPLETION_FILE: Final = "duoseg-complete.json"  # a cache's or an output's record, written last
+ARRAYS: Final = ("image", "label", "coarse_image", "coarse_label", "class_counts")
+# Chosen by benchmark (docs/data.md): uncompressed (16, 128, 128) chunks read 924
+# random 64^3 image+label pairs/s and 325 K=9 stacks of 512^2 slices/s on 2 cores.
+DEFAULT_CHUNKS: Final = (16, 128, 128)
+Region = tuple[slice, slice, slice]
+
+
+SAFE_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
+
+
+def check_case_id(case_id: str, where: Path) -> str:
+    """Case ids become path components: refuse anything that could leave the cache."""
+    if not SAFE_CASE_ID.match(case_id) or ".." in case_id:
+        raise DataError(
+            f"{where}: case id {case_id!r} is not a safe name "
+            "(letters, digits, '_', '-', '.'; no leading '.', no '..')"
+        )
+    return case_id
+
+
+@dataclass(frozen=True)
+class CaseMeta:
+    """Everything about a case except its voxels; stored as JSON beside the arrays."""
+
+    case_id: str
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    coarse_shape: tuple[int, int, int]
+    coarse_spacing: tuple[float, float, float]
+    canonical_affine: list[list[float]]
+    source_affine: list[list[float]]
+    source_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+    label_values: tuple[int, ...]
+    normalisation: dict[str, float]
+    checksums: dict[str, str]
+    has_label: bool
+    digests: dict[str, str] = field(default_factory=dict)
+    coarse_target: float = 3.0  # the spacing asked for; coarse_spacing is what the grid gives
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, *, where: str) -> CaseMeta:
+        try:
+            raw = json.loads(text)
+            for key in ("shape", "spacing", "coarse_shape", "coarse_spacing", "source_shape",
+                        "class_names", "label_values"):  # fmt: skip
+                raw[key] = tuple(raw[key])
+            return cls(**raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise DataError(f"{where}: case metadata is malformed: {exc}") from exc
+
+    @property
+    def classes(self) -> int:
+        """Number of classes, background included (C + 1)."""
+        return len(self.class_names)
+
+
+class ChunkedArray(ABC):
+    """A (z, y, x) array on disk; indexing with slices reads only the chunks needed."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype[Any], chunks: tuple[int, ...],
+                 where: str) -> None:  # fmt: skip
+        self.shape = shape
+        self.dtype = dtype
+        self.chunks = chunks
+        self.where = where  # "cache X, case Y, array Z" for error messages
+
+    def __getitem__(self, key: Any) -> NDArray[Any]:
+        return self.read(self._region(key))
+
+    def read(self, region: Sequence[slice]) -> NDArray[Any]:
+        """Read a box of the array: one slice per axis, step 1, inside the bounds."""
+        return self._read(tuple(region))
+
+    def _region(self, key: Any) -> tuple[slice, ...]:
+        key = key if isinstance(key, tuple) else (key,)
+        if Ellipsis in key:
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (len(self.shape) - len(key) + 1) + key[i + 1 :]
+        key = key + (slice(None),) * (len(self.shape) - len(key))
+        if len(key) != len(self.shape):
+            raise IndexError(f"{self.where}: {len(key)} indices for a {len(self.shape)}-D array")
+        region = []
+        for k, n in zip(key, self.shape, strict=True):
+            box = slice(int(k) % n, int(k) % n + 1) if isinstance(k, int | np.integer) else k
+            start, stop, step = box.indices(n)
+            if step != 1:
+                raise IndexError(f"{self.where}: only step 1 slices are supported, got {k}")
+            region.append(slice(start, max(start, stop)))
+        return tuple(region)
+
+    def chunks_touched(self, region: Sequence[slice]) -> Iterator[tuple[int, ...]]:
+        """Indices of the chunks a box overlaps, in C order."""
+        ranges = [
+            range(s.start // c, (s.stop - 1) // c + 1) if s.stop > s.start else range(0)
+            for s, c in zip(region, self.chunks, strict=True)
+        ]
+        return itertools.product(*ranges)
+
+    def chunk_grid(self) -> Iterator[tuple[int, ...]]:
+        """Every chunk index, in C order."""
+        counts = [-(-n // c) for n, c in zip(self.shape, self.chunks, strict=True)]
+        yield from np.ndindex(*counts)
+
+    def chunk_region(self, index: tuple[int, ...]) -> tuple[slice, ...]:
+        return tuple(
+            slice(i * c, min((i + 1) * c, n))
+            for i, c, n in zip(index, self.chunks, self.shape, strict=True)
+        )
+
+    @abstractmethod
+    def _read(self, region: tuple[slice, ...]) -> NDArray[Any]:
+        """Read a validated box; raise :class:`DataError` naming the chunk if one is bad."""
+
+
+@dataclass
+class CacheCase:
+    """One case of an open cache; arrays are read lazily."""
+
+    meta: CaseMeta
+    image: ChunkedArray
+    label: ChunkedArray | None
+    coarse_image: ChunkedArray
+    coarse_label: ChunkedArray | None
+    class_counts: NDArray[np.int64]  # (blocks z, y, x, classes)
+
+    @classmethod
+    def from_arrays(cls, meta: CaseMeta, array: Callable[[str], ChunkedArray]) -> CacheCase:
+        """Open a case's arrays by name with ``array`` (a store's reader)."""
+        return cls(
+            meta=meta,
+            image=array("image"),
+            label=array("label") if meta.has_label else None,
+            coarse_image=array("coarse_image"),
+            coarse_label=array("coarse_label") if meta.has_label else None,
+            class_counts=array("class_counts")[...].astype(np.int64),
+        )
+
+    @property
+    def case_id(self) -> str:
+        return self.meta.case_id
+
+    @property
+    def label_block(self) -> tuple[int, ...]:
+        """The block shape of ``class_counts``: the label array's chunk shape."""
+        if self.label is None:
+            raise DataError(f"case {self.case_id} has no label")
+        return self.label.chunks
+
+
+class CacheReader(ABC):
+    """An open, complete cache."""
+
+    def __init__(self, path: Path, record: dict[str, Any]) -> None:
+        self.path = path
+        self.record = record
+
+    def cases(self) -> list[str]:
+        """Case ids, sorted, as the completion record lists them."""
+        return list(self.record["cases"])
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How every case of this cache was prepared."""
+        from duoseg.core.data.preprocessing import Preprocessing
+
+        return Preprocessing.from_dict(self.record.get("preprocessing"), where=str(self.path))
+
+    def case(self, case_id: str) -> CacheCase:
+        if case_id not in self.record["cases"]:
+            raise DataError(
+                f"{self.path}: no case {case_id!r}; cases: {', '.join(self.cases()[:10])}"
+            )
+        return self._case(case_id)
+
+    def verify(self) -> list[str]:
+        """Read every chunk of every case and compare digests; return the problems found."""
+        problems: list[str] = []
+        for case_id in self.cases():
+            try:
+                case = self.case(case_id)
+            except DataError as exc:
+                problems.append(str(exc))
+                continue
+            for name in ("image", "label", "coarse_image", "coarse_label"):
+                array = getattr(case, name)
+                if array is not None:
+                    problems += verify_array(array, case.meta.digests.get(name))
+        return problems
+
+    @abstractmethod
+    def _case(self, case_id: str) -> CacheCase:
+        """Open one listed case."""
+
+    def close(self) -> None:  # noqa: B027 - stores without handles need nothing
+        """Release file handles."""
+
+    def __enter__(self) -> CacheReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def array_digest(array: NDArray[Any] | ChunkedArray, chunks: tuple[int, ...]) -> str:
+    """SHA-256 of an array's bytes taken chunk by chunk in C order of the chunk grid."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    counts = [-(-n // c) for n, c in zip(array.shape, chunks, strict=True)]
+    for index in np.ndindex(*counts):
+        region = tuple(
+            slice(i * c, min((i + 1) * c, n))
+            for i, c, n in zip(index, chunks, array.shape, strict=True)
+        )
+        block = array.read(region) if isinstance(array, ChunkedArray) else array[region]
+        digest.update(np.ascontiguousarray(block).tobytes())
+    return digest.hexdigest()
+
+
+def verify_array(array: ChunkedArray, expected: str | None) -> list[str]:
+    try:
+        actual = array_digest(array, array.chunks)
+    except DataError as exc:
+        return [str(exc)]
+    if expected is not None and actual != expected:
+        return [f"{array.where}: contents differ from the digest recorded at build time"]
+    return []
+
+
+@dataclass(frozen=True)
+class CaseArrays:
+    """What a store writes for one case."""
+
+    meta: CaseMeta
+    image: NDArray[np.float16]
+    label: NDArray[np.uint8] | None
+    coarse_image: NDArray[np.float16]
+    coarse_label: NDArray[np.uint8] | None
+    class_counts: NDArray[np.int64]
+
+    def named(self) -> dict[str, NDArray[Any]]:
+        """The case's arrays by their name in :data:`ARRAYS`, absent ones left out."""
+        arrays = {name: getattr(self, name) for name in ARRAYS}
+        return {name: array for name, array in arrays.items() if array is not None}
+
+
+def array_chunks(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
+    """The chunk shape a store gives an array: ``chunks`` on the spatial axes, no larger
+    than the array (the coarse level and class counts get one chunk per axis at most)."""
+    spatial = tuple(min(c, n) for c, n in zip(chunks, shape, strict=False))
+    return spatial + tuple(shape[len(chunks) :])
+
+
+class CacheWriter(ABC):
+    """Adds, replaces and drops cases, then writes the completion record last."""
+
+    @abstractmethod
+    def case_metas(self) -> dict[str, CaseMeta]:
+        """The metadata of the complete cases already present, by case id."""
+
+    @abstractmethod
+    def write_case(self, arrays: CaseArrays) -> None:
+        """Write one case atomically: a reader never sees it half-written."""
+
+    @abstractmethod
+    def drop_case(self, case_id: str) -> None:
+        """Remove a case that is no longer in the source."""
+
+    @abstractmethod
+    def commit(self, record: dict[str, Any]) -> None:
+        """Write the completion record; the cache opens as complete only after this."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Stop without a completion record (the cache stays incomplete)."""
+
+
+class VolumeStore(ABC):
+    """A cache format: a ``store`` plugin. ``chunks`` and ``codec`` apply to new arrays."""
+
+    name: str
+
+    def __init__(self, *, chunks: Sequence[int] = DEFAULT_CHUNKS, codec: str = "none") -> None:
+        if len(chunks) != 3 or min(chunks) < 1:
+            raise DataError(f"store chunks must be three sizes >= 1, got {tuple(chunks)}")
+        self.chunks = tuple(int(c) for c in chunks)
+        self.codec = codec
+
+    @abstractmethod
+    def recognises(self, path: Path) -> bool:
+        """Whether ``path`` looks like a cache of this format (cheap, reads no data)."""
+
+    @abstractmethod
+    def open(self, path: Path) -> CacheReader:
+        """Open a complete cache; raise :class:`DataError` if it is incomplete or unsafe."""
+
+    @abstractmethod
+    def writer(self, path: Path) -> CacheWriter:
+        """Start (or continue) building a cache at ``path``; it is incomplete until commit."""
+
+
+def completion_record(
+    cases: list[str], store: str, preprocessing: dict[str, Any]
+) -> dict[str, Any]:
+    import datetime
+
+    return {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        "store": store,
+        "cases": sorted(cases),
+        "preprocessing": preprocessing,
+        "completed": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def check_record(record: Any, where: Path) -> dict[str, Any]:
+    if (
+        not isinstance(record, dict)
+        or record.get("format") != CACHE_FORMAT
+        or not isinstance(record.get("cases"), list)
+    ):
+        raise DataError(f"{where}: completion record is malformed: {str(record)[:200]}")
+    if record.get("version") != CACHE_VERSION:
+        raise DataError(
+            f"{where}: cache version {record.get('version')} is not the supported "
+            f"{CACHE_VERSION}; rebuild it with duoseg cache build"
+        )
+    return record

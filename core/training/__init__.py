@@ -1,0 +1,1 @@
+"""Training: the trainer (loop, DDP, validation), checkpoints and weights, plots."""
