@@ -84,6 +84,12 @@ def upsample_box(
     mode="trilinear", align_corners=False)`` cut to the box, without ever building the
     full-resolution volume: training crops, validation and inference slabs all read a
     coarse output through this one function. Differentiable in ``coarse``."""
+    if all(o == 0 for o in origin) and tuple(size) == tuple(shape):  # the whole volume
+        z, y, x = shape
+        whole = F.interpolate(
+            coarse[None].float(), (z, y, x), mode="trilinear", align_corners=False
+        )
+        return whole[0]
     device = coarse.device
     out = torch.tensor(fill, dtype=torch.float32, device=device).reshape(-1, 1, 1, 1)
     out = out.expand(coarse.shape[0], *size).clone()

@@ -10,6 +10,7 @@ in-plane size and the slab depth, never on the number of slices.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -19,12 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from duoseg.core.accounting import network_cost
 from duoseg.core.config import ExperimentConfig, parse
 from duoseg.core.data.preprocessing import Preprocessing, prepare_case
-from duoseg.core.errors import PredictError
+from duoseg.core.errors import ConfigError, PredictError
 from duoseg.core.interfaces.importer import ImportedCase
-from duoseg.core.interfaces.method import Method, resolve_method
+from duoseg.core.interfaces.method import Method, SlabPredictor, resolve_method
 from duoseg.core.interfaces.network import SegmentationNetwork
 from duoseg.core.interfaces.store import CacheCase, CaseMeta, ChunkedArray
 from duoseg.core.registry import Registry
@@ -33,7 +33,6 @@ from numpy.typing import NDArray
 
 log = logging.getLogger("duoseg.inference")
 CHECKPOINTS = ("best.safetensors", "last.safetensors")
-MIN_COARSE = 4  # voxels per axis below which a coarse volume shows no anatomy
 
 
 @dataclass
@@ -69,7 +68,10 @@ def load_model(run_dir: Path, registry: Registry, device: str = "cpu") -> Model:
         network = registry.build("network", ref.component, **ref.params)
         network.load_state_dict(checkpoint.network_state(role))
         networks[role] = network.to(target).eval()
-    method.check(networks, None)
+    try:
+        method.check(networks, None)
+    except ConfigError as exc:
+        raise PredictError(f"{path}: {exc}") from None
     return Model(networks, preprocessing, target, method)
 
 
@@ -89,12 +91,6 @@ def case_from_image(image: ImportedCase, model: Model) -> CacheCase:
     with the model's preprocessing record, exactly as its training cache was."""
     arrays = prepare_case(image, model.preprocessing, checksums={}, chunks=image.image.shape)
     meta = arrays.meta
-    if min(meta.coarse_shape) < MIN_COARSE:
-        raise PredictError(
-            f"{meta.case_id}: spacing {tuple(round(s, 3) for s in meta.spacing)} mm x shape "
-            f"{meta.shape} gives a coarse volume {meta.coarse_shape} at "
-            f"{meta.coarse_target} mm; at least {MIN_COARSE} voxels per axis are needed"
-        )
     where = f"input {meta.case_id}"
     return CacheCase(
         meta,
@@ -108,8 +104,8 @@ def case_from_image(image: ImportedCase, model: Model) -> CacheCase:
 
 @dataclass(frozen=True)
 class Options:
-    """Inference settings every method shares (flags of ``duoseg predict``); ``method``
-    holds the method's own options (``--method-option KEY=VALUE``)."""
+    """Inference settings every method shares; ``method`` holds the method's own options
+    (``duoseg predict --method-option KEY=VALUE``)."""
 
     memory_budget_mib: float = 1024.0  # slab sizing
     lcc_per_class: bool = False  # keep each class's largest connected component
@@ -135,33 +131,6 @@ def per_slice_depth(in_plane: tuple[int, int], classes: int, budget_mib: float) 
     """Slices per slab when each slice holds ``classes`` float probability planes and
     their working copies (16 bytes per voxel and class)."""
     return max(1, int(budget_mib * 2**20 // (in_plane[0] * in_plane[1] * classes * 16)))
-
-
-def slab_depth(
-    network: SegmentationNetwork,
-    in_plane: tuple[int, int],
-    budget_mib: float,
-    *,
-    context: int,
-    classes: int,
-) -> int:
-    """Output slices per slab that fit the budget, from ``network``'s activation
-    accounting, for a network reading ``context`` more slices than it labels.
-
-    Peak memory is affine in the slab depth D (activations, input, guidance, scores):
-    measured on the meta device at two depths, then solved for D."""
-
-    def cost(depth: int) -> float:
-        channels = network.in_channels
-        peak = network_cost(network, (1, channels, depth + context, *in_plane))
-        voxels = in_plane[0] * in_plane[1]
-        buffers = voxels * ((depth + context) * (channels + 3) + depth * (classes + 1)) * 4
-        return float(peak.peak_activation_bytes + buffers)
-
-    per_slice = (cost(16) - cost(8)) / 8
-    fixed = cost(8) - 8 * per_slice
-    depth = int((budget_mib * 2**20 - fixed) // per_slice)
-    return max(1, min(depth, 512))
 
 
 class LabelSink:
@@ -207,6 +176,7 @@ def _stream(
     start = time.perf_counter()
     meta = case.meta
     predictor = model.method.predictor(model, case, options.method)
+    _check_details(predictor, model)
     region = predictor.region
     depth = predictor.depth(options.memory_budget_mib)
     prepared = time.perf_counter()
@@ -223,6 +193,17 @@ def _stream(
     seconds["total"] = time.perf_counter() - start
     roi = tuple((s.start, s.stop) for s in region)
     return Report(meta.case_id, roi, depth, predictor.details, seconds)
+
+
+def _check_details(predictor: SlabPredictor, model: Model) -> None:
+    """Details go into the output's JSON record: refuse what JSON cannot hold now, not
+    after every case has been predicted."""
+    try:
+        json.dumps(predictor.details)
+    except (TypeError, ValueError) as exc:
+        raise PredictError(
+            f"method {model.method}: predictor details {predictor.details!r} are not JSON: {exc}"
+        ) from exc
 
 
 def _slab(

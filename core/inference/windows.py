@@ -109,9 +109,12 @@ class StreamedWindows:
             self._next_row = sum(1 for s in self.rows if s + self.window[0] <= z0)
         if z0 != self._base or not z0 < z1 <= self.shape[0]:
             raise ValueError(f"slices({z0}, {z1}): expected the slab after {self._base}")
-        while self._next_row < len(self.rows) and self.rows[self._next_row] < z1:
-            self._add_row(self.rows[self._next_row])
-            self._next_row += 1
+        rows = [z for z in self.rows[self._next_row :] if z < z1]
+        if rows:  # one allocation for every row this slab needs, not one per row
+            self._grow(min(rows[-1] + self.window[0], self.shape[0]) - self._base)
+        for z in rows:
+            self._add_row(z)
+        self._next_row += len(rows)
         depth = z1 - z0
         out = self._sum[:, :depth] / self._weight[:depth].clamp_min(1e-12)
         self._sum, self._weight = self._sum[:, depth:], self._weight[depth:]
@@ -119,8 +122,6 @@ class StreamedWindows:
         return out
 
     def _add_row(self, z: int) -> None:
-        assert self._base is not None
-        self._grow(min(z + self.window[0], self.shape[0]) - self._base)
         for first in range(0, len(self.plane), self.batch):
             origins = [(z, y, x) for y, x in self.plane[first : first + self.batch]]
             x = torch.stack([self.read(o, self.window) for o in origins]).to(self.device)
@@ -160,12 +161,13 @@ class WindowSlabs(SlabPredictor):
         self.details["windows"] = windows.windows
 
     def depth(self, budget_mib: float) -> int:
-        """Slices whose blend buffers (sum, weight and the slab handed out) fit beside
-        one batch of windows' activations and the window depth they span."""
+        """Slices whose buffers fit beside one batch of windows' activations and the
+        window depth they span: per voxel, the blend's sum and weight and the slab handed
+        out (float32), the driver's argmax (int64) and float16 probabilities."""
         w = self.windows
         batch = (w.batch, self.network.in_channels, *w.window)
         activations = network_cost(self.network, batch).peak_activation_bytes
-        per_slice = w.shape[1] * w.shape[2] * (2 * w.classes + 1) * 4
+        per_slice = w.shape[1] * w.shape[2] * ((2 * w.classes + 1) * 4 + 8 + 2 * w.classes)
         free = budget_mib * 2**20 - activations - w.window[0] * per_slice
         return max(1, min(int(free // per_slice), w.shape[0]))
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
 import numpy as np
 import torch
-from duoseg.core.config import ComponentRef, ExperimentConfig
+from duoseg.core.config import ComponentRef, ExperimentConfig, parse
 from duoseg.core.data.preprocessing import Preprocessing
 from duoseg.core.errors import ConfigError, PredictError
 from duoseg.core.interfaces.network import SegmentationNetwork
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from duoseg.core.interfaces.sampler import Sampler
     from duoseg.core.registry import Registry
 
+log = logging.getLogger("duoseg.method")
 Part = tuple[Tensor, Tensor]  # a network's scores and their target, for part of a batch
 Region = tuple[slice, slice, slice]
 
@@ -183,7 +185,7 @@ class Method(ABC):
         case's full-resolution label."""
         from duoseg.core.inference.streaming import Options, predict_labels
 
-        return predict_labels(model, case, Options()), _label(case.label, case.case_id)
+        return predict_labels(model, case, Options()), validation_label(case.label, case.case_id)
 
     # ------------------------------------------------------------------ inference
 
@@ -206,13 +208,16 @@ class Method(ABC):
                     f"{where}: method option {key}={value!r} is not an option of method "
                     f"{self} (options: {known}){hint}"
                 )
-        try:
-            return self.prediction_options(**options)
-        except (TypeError, ValueError) as exc:
-            raise PredictError(f"{where}: method {self} options {dict(options)}: {exc}") from exc
+        try:  # the config parser checks each value's type and names the key
+            return parse(self.prediction_options, options, source=f"{where}: method {self}")
+        except ConfigError as exc:
+            raise PredictError(str(exc)) from None
+        except (TypeError, ValueError) as exc:  # the options' own checks (__post_init__)
+            raise PredictError(f"{where}: method {self} option {exc}") from exc
 
 
-def _label(array: Any, case_id: str) -> NDArray[np.uint8]:
+def validation_label(array: Any, case_id: str) -> NDArray[np.uint8]:
+    """A validation case's label (full resolution or coarse), refused when absent."""
     if array is None:
         raise ConfigError(f"data.validation_cases: case {case_id} has no label")
     return np.asarray(array[...], dtype=np.uint8)
@@ -229,6 +234,11 @@ def resolve_method(
     ref = config.method
     if ref is None and schedule is not None:
         ref = ComponentRef(schedule.method)
+    elif ref is not None and schedule is not None and ref.component != schedule.method:
+        log.warning(
+            "%s: schedule %r is written for method %r; training it with method %r",
+            source, schedule.name, schedule.method, ref.component,
+        )  # fmt: skip
     if ref is None:
         raise ConfigError(f"{source}: neither a [method] nor a [schedule] section")
     method = _build(registry, "method", ref, source, "method")

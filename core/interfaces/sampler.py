@@ -73,9 +73,9 @@ class Sampler(ABC):
         seed: the run's seed; with ``epoch`` and ``index`` it fixes every draw.
         batch_size: samples per batch, for samplers whose size varies per batch.
 
-    ``grid_mm``, when the trainer sets it, asks for samples resampled to an isotropic
-    grid of that spacing (a resampled baseline's own grid); samplers that can do so
-    set ``resamples``, the others refuse it.
+    ``grid_mm``, when a method sets it (``Method.adapt_sampler``), asks for samples
+    resampled to an isotropic grid of that spacing (a resampled baseline's own grid);
+    samplers that can do so set ``resamples``, the others refuse it.
     """
 
     needs_label = True

@@ -153,7 +153,7 @@ class Trainer:
             if ref is None:
                 raise ConfigError(
                     f"{self.source}: networks.{role} is missing; the method "
-                    f"{self._method_name!r} uses it"
+                    f"{self.method.name!r} uses it"
                 )
             torch.manual_seed(self.config.seed + len(networks))
             network = self._build("network", ref, f"networks.{role}.component").to(self.device)
@@ -166,7 +166,7 @@ class Trainer:
         extra = sorted(set(self.config.networks) - set(networks))
         if extra:
             raise ConfigError(
-                f"{self.source}: networks.{extra[0]}: the method {self._method_name!r} has "
+                f"{self.source}: networks.{extra[0]}: the method {self.method.name!r} has "
                 f"roles {list(self.method.roles)}"
             )
         try:
@@ -174,10 +174,6 @@ class Trainer:
         except ConfigError as exc:
             raise ConfigError(f"{self.source}: {exc}") from None
         return networks
-
-    @property
-    def _method_name(self) -> str:
-        return self.config.method.component if self.config.method else self.schedule.method
 
     def _check_batch_shapes(self) -> None:
         """Samples of one batch must share a shape: refuse a sampler whose shape follows
@@ -195,8 +191,7 @@ class Trainer:
                     f"batch_size = {stage.batch_size} samples of sampler "
                     f"{stage.sampler.component!r}, whose shape follows the case: {a} from "
                     f"{case_a} but {b} from {case_b} cannot share a batch; give the sampler "
-                    "a fixed size (wang2018: schedule.params.stack_crop = [Y, X]) or "
-                    "batch_size = 1"
+                    "a fixed size (a crop; the schedule's parameters say how) or batch_size = 1"
                 )
 
     def _check_patch_sizes(self) -> None:
@@ -215,7 +210,7 @@ class Trainer:
 
     def provenance(self) -> dict[str, dict[str, str]]:
         used: list[tuple[str, str]] = [("schedule", self.config.schedule.component)]  # type: ignore[union-attr]
-        used.append(("method", self._method_name))
+        used.append(("method", self.method.name))
         used += [("network", r.component) for r in self.config.networks.values()]
         used += [("augmentation", r.component) for r in self.config.augmentations]
         for stage in self.schedule.stages:
@@ -424,7 +419,7 @@ class Trainer:
         with self._autocast():
             outputs = self._forward(stage, batch, generator)
             terms = {
-                f"{t.network}.{t.component}": t.weight * self._term(t, outputs[t.network])
+                f"{t.network}.{t.component}": t.weight * self._term(stage, t, outputs)
                 for t in stage.losses
             }
             total = torch.stack(list(terms.values())).sum()
@@ -450,8 +445,15 @@ class Trainer:
                     dist.all_reduce(param.grad)
                     param.grad /= self.world
 
-    def _term(self, term: LossTerm, parts: list[Part]) -> Tensor:
+    def _term(self, stage: Stage, term: LossTerm, outputs: dict[str, list[Part]]) -> Tensor:
         """The term's loss over a batch computed in parts: their mean, weighted by size."""
+        parts = outputs.get(term.network)
+        if not parts:
+            raise ConfigError(
+                f"{self.source}: stage {stage.name!r} scores network {term.network!r}, but "
+                f"method {self.method.name!r} gives it no output in stages of kind "
+                f"{stage.kind!r} (outputs: {sorted(k for k, v in outputs.items() if v)})"
+            )
         loss = self._loss(term)
         total = sum(loss(scores, target) * len(scores) for scores, target in parts)
         return total / sum(len(scores) for scores, _ in parts)  # type: ignore[no-any-return]

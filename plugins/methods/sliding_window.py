@@ -27,9 +27,17 @@ from .patches import PatchNetworkMethod
 class WindowOptions:
     """Prediction options; each replaces the method's own setting when given."""
 
-    window: tuple[int, int, int] | None = None  # voxels (z, y, x)
+    window: list[int] | None = None  # voxels (z, y, x)
     overlap: float | None = None  # fraction shared by neighbouring windows
     batch: int | None = None  # windows per forward pass
+
+    def __post_init__(self) -> None:
+        if self.window is not None:
+            _window(self.window, "window")
+        if self.overlap is not None and not 0 <= self.overlap < 1:
+            raise ValueError(f"overlap = {self.overlap} must lie in [0, 1)")
+        if self.batch is not None and self.batch < 1:
+            raise ValueError(f"batch = {self.batch} must be >= 1")
 
 
 class SlidingWindow(PatchNetworkMethod):

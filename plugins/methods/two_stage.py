@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from duoseg.core.accounting import network_cost
 from duoseg.core.data.grid import (
     area_downsample,
     background,
@@ -33,10 +34,17 @@ from duoseg.core.data.grid import (
     grid_shape,
     upsample_box,
 )
-from duoseg.core.errors import ConfigError
+from duoseg.core.errors import ConfigError, PredictError
 from duoseg.core.inference.outputs import largest_component
-from duoseg.core.inference.streaming import Model, per_slice_depth, slab_depth, whole_volume
-from duoseg.core.interfaces.method import Method, Part, Region, SlabPredictor, TrainingContext
+from duoseg.core.inference.streaming import Model, per_slice_depth, whole_volume
+from duoseg.core.interfaces.method import (
+    Method,
+    Part,
+    Region,
+    SlabPredictor,
+    TrainingContext,
+    validation_label,
+)
 from duoseg.core.interfaces.network import SegmentationNetwork
 from duoseg.core.interfaces.sampler import IMAGE_PAD, read_padded
 from duoseg.core.interfaces.schedule import Schedule
@@ -47,6 +55,7 @@ from torch import Tensor, nn
 from .guidance import Guidance, guidance_of, guide, outside_guidance
 
 log = logging.getLogger("duoseg.two_stage")
+MIN_COARSE = 4  # voxels per axis below which Net1 sees no anatomy to localise
 
 
 @dataclass(frozen=True)
@@ -58,15 +67,28 @@ class TwoStageOptions:
     largest_component: bool = False  # ROI from Net1's largest foreground component only
     flip_tta: bool = False  # average Net2 scores with the in-plane flipped input
     net1_only: bool = False  # Net1's upsampled labels (the paper's "Net1" rows), no Net2
-    roi: tuple[tuple[int, int], ...] | None = None  # a fixed tile instead of Net1's
+    roi: list[list[int]] | None = None  # [[z0, z1], [y0, y1], [x0, x1]]: a fixed tile
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold = {self.threshold} must lie in (0, 1)")
         if self.margin_mm < 0:
             raise ValueError(f"margin_mm = {self.margin_mm} must be >= 0")
-        if self.roi is not None and len(self.roi) != 3:
-            raise ValueError(f"roi = {self.roi} must give (start, stop) for z, y and x")
+        if self.roi is not None and [len(a) for a in self.roi] != [2, 2, 2]:
+            raise ValueError(f"roi = {self.roi} must be [[z0, z1], [y0, y1], [x0, x1]]")
+
+    def tile(self, shape: tuple[int, ...], where: str) -> Region | None:
+        """The fixed tile, checked against the volume's ``shape``."""
+        if self.roi is None:
+            return None
+        for axis, ((low, high), n) in enumerate(zip(self.roi, shape, strict=True)):
+            if not 0 <= low < high <= n:
+                raise PredictError(
+                    f"{where}: method option roi = {self.roi}: axis {'zyx'[axis]} "
+                    f"[{low}, {high}) must satisfy 0 <= start < stop <= {n}"
+                )
+        (z0, z1), (y0, y1), (x0, x1) = self.roi
+        return (slice(z0, z1), slice(y0, y1), slice(x0, x1))
 
 
 @torch.no_grad()
@@ -124,6 +146,28 @@ def net2_k(net2: SegmentationNetwork) -> int:
     return k
 
 
+def slab_depth(
+    net2: SegmentationNetwork, in_plane: tuple[int, int], budget_mib: float, classes: int
+) -> int:
+    """Output slices per slab that fit the budget, from Net2's activation accounting
+    (a slab of D output slices reads D + K - 1).
+
+    Peak memory is affine in the slab depth D (activations, input, guidance, scores):
+    measured on the meta device at two depths, then solved for D."""
+
+    def cost(depth: int) -> float:
+        channels, context = net2.in_channels, net2_k(net2) - 1
+        peak = network_cost(net2, (1, channels, depth + context, *in_plane))
+        voxels = in_plane[0] * in_plane[1]
+        buffers = voxels * ((depth + context) * (channels + 3) + depth * (classes + 1)) * 4
+        return float(peak.peak_activation_bytes + buffers)
+
+    per_slice = (cost(16) - cost(8)) / 8
+    fixed = cost(8) - 8 * per_slice
+    depth = int((budget_mib * 2**20 - fixed) // per_slice)
+    return max(1, min(depth, 512))
+
+
 def guidance_for(net2: SegmentationNetwork) -> Guidance:
     """What ``net2`` sees of Net1's output, from its input channels."""
     return guidance_of(net2.in_channels, net2.out_channels)
@@ -178,16 +222,11 @@ class TwoStage(Method):
             net1_scores = net1(area_downsample(image[index], grid))
             outputs["net1"].append((net1_scores, class_fractions(label[index], grid, classes)))
             if kind == "end_to_end":
-                k = net2_k(net2)
-                size = image.shape[2:]
-                probabilities = torch.stack(
-                    [
-                        upsample_box(p, size, (0, 0, 0), size, background(classes))
-                        for p in net1_scores.float().softmax(1)
-                    ]
-                )
-                guidance = guide(probabilities, guidance_for(net2))
-                scores = net2(torch.cat((image[index], guidance.to(image)), 1))
+                k, size, form = net2_k(net2), image.shape[2:], guidance_for(net2)
+                fill = outside_guidance(form, classes)
+                coarse = guide(net1_scores.float().softmax(1), form)  # linear: then upsample
+                guides = torch.stack([upsample_box(g, size, (0, 0, 0), size, fill) for g in coarse])
+                scores = net2(torch.cat((image[index], guides.to(image)), 1))
                 outputs["net2"].append((scores, label[index, k // 2 : label.shape[1] - k // 2]))
         return outputs
 
@@ -220,26 +259,31 @@ class TwoStage(Method):
         on the coarse volume against the coarse label."""
         if kind in ("end_to_end", "net2_stacks"):
             return super().validate(kind, model, case)
-        if case.coarse_label is None:
-            raise ConfigError(f"data.validation_cases: case {case.case_id} has no label")
+        target = validation_label(case.coarse_label, case.case_id)
         net1 = model.networks["net1"]
         probabilities = net1_probabilities(net1, case.coarse_image[...], str(model.device))
-        labels = probabilities.argmax(0).to(torch.uint8).cpu().numpy()
-        return labels, np.asarray(case.coarse_label[...], dtype=np.uint8)
+        return probabilities.argmax(0).to(torch.uint8).cpu().numpy(), target
 
     # ------------------------------------------------------------------ inference
 
     def _predictor(self, model: Model, case: CacheCase, options: Any) -> SlabPredictor:
-        start = time.perf_counter()
+        start, meta = time.perf_counter(), case.meta
+        if min(meta.coarse_shape) < MIN_COARSE:
+            raise PredictError(
+                f"{meta.case_id}: spacing {tuple(round(s, 3) for s in meta.spacing)} mm x "
+                f"shape {meta.shape} gives a coarse volume {meta.coarse_shape} at "
+                f"{meta.coarse_target} mm; Net1 needs at least {MIN_COARSE} voxels per axis"
+            )
         net1, net2 = model.networks["net1"], model.networks["net2"]
         probabilities = net1_probabilities(net1, case.coarse_image[...], str(model.device))
         if options.net1_only:
             predictor: SlabPredictor = Net1Upsampled(probabilities, case.meta)
         else:
-            foreground = (1 - probabilities[0]).cpu().numpy()
-            roi, empty = dynamic_tile(foreground, case.meta, options)
-            if options.roi is not None:
-                roi, empty = tuple(slice(a, b) for a, b in options.roi), False  # type: ignore[assignment]
+            roi = options.tile(meta.shape, meta.case_id)
+            empty = False
+            if roi is None:
+                foreground = (1 - probabilities[0]).cpu().numpy()
+                roi, empty = dynamic_tile(foreground, meta, options)
             predictor = Net2Slabs(model, case, guide(probabilities, guidance_for(net2)), roi)
             predictor.flip_tta = options.flip_tta
             predictor.details["empty_foreground"] = empty
@@ -260,9 +304,7 @@ class Net2Slabs(SlabPredictor):
 
     def depth(self, budget_mib: float) -> int:
         in_plane = (_length(self.region[1]), _length(self.region[2]))
-        return slab_depth(
-            self.net2, in_plane, budget_mib, context=self.k - 1, classes=self.model.classes
-        )
+        return slab_depth(self.net2, in_plane, budget_mib, self.model.classes)
 
     def step(self, z0: int, z1: int) -> Tensor:
         half, roi, shape = self.k // 2, self.region, self.case.meta.shape

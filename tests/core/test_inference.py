@@ -262,7 +262,7 @@ def test_a_volume_too_small_for_net1(two_stage_run, tmp_path, capsys) -> None:
     nib.save(nib.Nifti1Image(np.zeros((40, 40, 5), np.float32), np.eye(4)), path)
     assert main(["predict", str(two_stage_run), str(path), str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "x: spacing" in err and "at least 4 voxels per axis are needed" in err
+    assert "x: spacing" in err and "Net1 needs at least 4 voxels per axis" in err
 
 
 def test_an_existing_output_is_refused_unless_overwrite(tmp_path) -> None:

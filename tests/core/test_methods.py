@@ -3,16 +3,20 @@ trains and predicts through the engine, and mismatches are refused with their va
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from duoseg.apps.cli import main
-from duoseg.core import ConfigError, Method, load_plugins
+from duoseg.core import ConfigError, LossTerm, Method, PredictError, load_plugins
 from duoseg.core.config import load_config
 from duoseg.core.data.cache import open_cache
+from duoseg.core.data.grid import upsample_box
 from duoseg.core.inference.outputs import MemorySink
 from duoseg.core.inference.streaming import Options, load_model, predict_case
 from duoseg.core.inference.windows import StreamedWindows
+from duoseg.core.training.checkpoint import TrainState
 from duoseg.core.training.trainer import Trainer, config_as_dict
 
 from tests.core.conftest import SLIDING_WINDOW, TWO_STAGE
@@ -109,3 +113,60 @@ def test_a_network_outside_the_methods_roles_is_refused(cache, tmp_path) -> None
                        r"\['net1', 'net2'\]"):  # fmt: skip
         Trainer(config, REGISTRY, tmp_path / "run", source="c.toml",
                 raw_config=config_as_dict(config))  # fmt: skip
+
+
+def test_method_option_values_are_checked_by_type_and_range(two_stage_run, cache) -> None:
+    model = load_model(two_stage_run, REGISTRY)
+    case = open_cache(cache, REGISTRY).case("ct_train_1002")
+
+    def predict(**option: object) -> None:
+        predict_case(model, case, MemorySink(), Options(method=option))
+
+    with pytest.raises(PredictError, match=r"flip_tta = 'yes' must be of type bool, not str"):
+        predict(flip_tta="yes")
+    with pytest.raises(
+        PredictError,
+        match=r"ct_train_1002: method option roi = \[\[0, 8\], \[0, 99\], \[0, 8\]\]: axis y "
+        r"\[0, 99\) must satisfy 0 <= start < stop <= 40",
+    ):
+        predict(roi=[[0, 8], [0, 99], [0, 8]])
+    with pytest.raises(PredictError, match=r"roi = \[\[0, 8\]\] must be \[\[z0, z1\]"):
+        predict(roi=[[0, 8]])
+
+
+def test_sliding_window_options_are_checked(sliding_window_run, cache) -> None:
+    model = load_model(sliding_window_run, REGISTRY)
+    case = open_cache(cache, REGISTRY).case("ct_train_1002")
+    with pytest.raises(PredictError, match=r"overlap = 1.5 must lie in \[0, 1\)"):
+        predict_case(model, case, MemorySink(), Options(method={"overlap": 1.5}))
+    with pytest.raises(PredictError, match=r"window = \[8, 0, 8\] must be three sizes >= 1"):
+        predict_case(model, case, MemorySink(), Options(method={"window": [8, 0, 8]}))
+
+
+def test_a_stage_scoring_a_network_its_kind_does_not_run_is_refused(cache, tmp_path) -> None:
+    config_path = tmp_path / "c.toml"
+    config_path.write_text(TWO_STAGE)
+    config = load_config(config_path, [f"data.cache={str(cache)!r}"])
+    trainer = Trainer(config, REGISTRY, tmp_path / "run", source="c.toml",
+                      raw_config=config_as_dict(config))  # fmt: skip
+    first = trainer.schedule.stages[0]  # net1_coarse: only Net1 runs
+    wrong = dataclasses.replace(first, losses=(LossTerm("net2", "dice_ce"),))
+    trainer.schedule = dataclasses.replace(trainer.schedule, stages=(wrong,))
+    batch = next(trainer._batches(wrong, TrainState()))
+    optimizer = trainer._optimizer(wrong)
+    with pytest.raises(ConfigError, match=r"stage '1_localise' scores network 'net2', but "
+                       r"method 'two_stage' gives it no output in stages of kind "
+                       r"'net1_coarse' \(outputs: \['net1'\]\)"):  # fmt: skip
+        trainer._train_step(wrong, batch, optimizer, TrainState())
+
+
+def test_the_whole_volume_upsampling_is_the_interpolation_itself() -> None:
+    coarse = torch.rand(3, 5, 6, 7, requires_grad=True)
+    shape = (20, 18, 21)
+    expected = torch.nn.functional.interpolate(
+        coarse[None], shape, mode="trilinear", align_corners=False
+    )[0]
+    got = upsample_box(coarse, shape, (0, 0, 0), shape, [0.0, 0.0, 0.0])
+    assert torch.equal(got, expected)
+    got.sum().backward()  # step 3 trains Net1 through it
+    assert coarse.grad is not None and float(coarse.grad.abs().sum()) > 0

@@ -47,6 +47,12 @@ class CascadeOptions:
     overlap: float = 0.5  # fraction shared by neighbouring windows
     batch: int = 2  # windows per forward pass
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"overlap = {self.overlap} must lie in [0, 1)")
+        if self.batch < 1:
+            raise ValueError(f"batch = {self.batch} must be >= 1")
+
 
 @torch.no_grad()
 def coarse_probabilities(network: SegmentationNetwork, case: CacheCase, device: Any) -> Tensor:
