@@ -85,7 +85,7 @@ def main() -> int:
         whole = whole_volume(case.meta.shape)
         runs = [("fp32", roi), ("bf16", roi)] + ([("bf16", whole)] if depth == 256 else [])
         for precision, box in runs:
-            tile = {"roi": tuple((s.start, s.stop) for s in box)}
+            tile = {"roi": [[s.start, s.stop] for s in box]}
             options = Options(memory_budget_mib=args.budget_mib, precision=precision, method=tile)
             run(model, cache, root / "warm.zarr", options)  # cudnn autotuning
             row = run(model, cache, root / "out.zarr", options)

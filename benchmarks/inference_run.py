@@ -56,7 +56,7 @@ def duoseg_run(
     if mode == "two_stage":  # the tile a trained Net1 would give: the true heart's box
         heart = (case.coarse_label[...] > 0).astype(np.float32)
         roi, _ = dynamic_tile(heart, case.meta, TwoStageOptions())
-        method_options["roi"] = tuple((s.start, s.stop) for s in roi)
+        method_options["roi"] = [[s.start, s.stop] for s in roi]
     prepare_output(out, overwrite=True)
     loaded = rss_mib("VmRSS")
     start = time.perf_counter()

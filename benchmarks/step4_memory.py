@@ -34,9 +34,11 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--config", type=Path, default=TINY)
     parser.add_argument("--max-steps", type=int, default=400)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     torch.manual_seed(0)
-    trainer = make_trainer(args.config, args.cache, args.out, ["data.validation_cases=[]"])
+    overrides = ["data.validation_cases=[]", *args.set]
+    trainer = make_trainer(args.config, args.cache, args.out, overrides)
     stage = trainer.schedule.stages[-1]
     assert stage.kind == "net2_stacks", stage.kind
     optimizer = trainer._optimizer(stage)
@@ -48,7 +50,7 @@ def main() -> None:
     for batch in trainer._batches(stage, state):
         trainer._train_step(stage, batch, optimizer, state)
         steps += 1
-        seen += [c for c in batch["case_id"] if c not in seen]
+        seen += [c for c in dict.fromkeys(batch["case_id"]) if c not in seen]
         if after_five is None and len(seen) >= 5:
             after_five = rss_mib("VmRSS")
         if len(seen) == len(trainer.training_cases) or steps == args.max_steps:
@@ -56,6 +58,7 @@ def main() -> None:
     print(json.dumps({
         "cases": len(trainer.training_cases),
         "cases_seen": len(seen),
+        "coarse_outputs_kept": len(trainer.method._coarse),  # type: ignore[attr-defined]
         "steps": steps,
         "seconds_per_step": (time.perf_counter() - start) / steps,
         "rss_loaded_mib": loaded,

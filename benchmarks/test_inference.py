@@ -48,12 +48,13 @@ def test_nifti_output_memory_does_not_grow_with_depth(
     benchmark.extra_info.update(figures)
 
 
-@pytest.mark.parametrize("depth", [64, 256])
+@pytest.mark.parametrize("depth", [128, 512])
 def test_sliding_window_memory_does_not_grow_with_depth(
     benchmark, registry: Registry, tmp_path, depth
 ) -> None:
     """unet3d (width 16) in 96^3 Gaussian windows, overlap 0.25 (as MONAI's peer below),
-    streamed down z, 512 x 512 x depth; target: peak RSS(256) <= 1.15 x peak RSS(64)."""
+    streamed down z, 512 x 512 x depth; target: peak RSS(512) <= 1.15 x peak RSS(128).
+    (Volumes shallower than a window hold fewer planes, so they start at 128.)"""
     cache = depth_cache(registry, depth)
     figures = benchmark.pedantic(
         run, args=("sliding_window", cache, tmp_path / "out.zarr"), rounds=1, iterations=1

@@ -204,3 +204,14 @@ def check_components(config: ExperimentConfig, registry: Registry, *, source: st
             registry.check_params(kind, ref.component, ref.params)
         except DuosegError as exc:
             raise ConfigError(f"{source}: {path}.component = {ref.component!r}: {exc}") from exc
+
+
+def build_ref(registry: Registry, kind: str, ref: ComponentRef, *, where: str) -> Any:
+    """Build the component ``ref`` names; a failure is a :class:`ConfigError` naming
+    ``where`` (file and key) and the component, chained to its cause."""
+    try:
+        return registry.build(kind, ref.component, **ref.params)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"{where} = {ref.component!r}: {exc}") from exc

@@ -94,6 +94,9 @@ class StreamedWindows:
         self.importance = gaussian_importance(self.window, sigma_scale).to(self.device)
         self._next_row = 0
         self._base: int | None = None  # the first slice not yet handed out
+        self._held = 0  # slices from _base on that hold sums (the buffers' valid planes)
+        # Fixed buffers, reused for the whole volume: allocated once (first slab's needs),
+        # never concatenated, so no slab holds two copies of them.
         self._sum = torch.zeros((classes, 0, *self.shape[1:]), device=self.device)
         self._weight = torch.zeros((0, *self.shape[1:]), device=self.device)
 
@@ -110,16 +113,41 @@ class StreamedWindows:
         if z0 != self._base or not z0 < z1 <= self.shape[0]:
             raise ValueError(f"slices({z0}, {z1}): expected the slab after {self._base}")
         rows = [z for z in self.rows[self._next_row :] if z < z1]
-        if rows:  # one allocation for every row this slab needs, not one per row
-            self._grow(min(rows[-1] + self.window[0], self.shape[0]) - self._base)
+        if rows:
+            self._hold(min(rows[-1] + self.window[0], self.shape[0]) - self._base)
         for z in rows:
             self._add_row(z)
         self._next_row += len(rows)
         depth = z1 - z0
         out = self._sum[:, :depth] / self._weight[:depth].clamp_min(1e-12)
-        self._sum, self._weight = self._sum[:, depth:], self._weight[depth:]
+        self._shift(depth)
         self._base = z1
         return out
+
+    def _hold(self, depth: int) -> None:
+        """Make the buffers hold sums for ``depth`` slices from ``_base`` on; new planes
+        start at zero."""
+        if depth > self._weight.shape[0]:  # only the first slab, or a deeper one
+            planes = (depth, *self.shape[1:])
+            bigger_sum = self._sum.new_zeros(self.classes, *planes)
+            bigger_weight = self._weight.new_zeros(planes)
+            bigger_sum[:, : self._held] = self._sum[:, : self._held]
+            bigger_weight[: self._held] = self._weight[: self._held]
+            self._sum, self._weight = bigger_sum, bigger_weight
+        if depth > self._held:
+            self._sum[:, self._held : depth] = 0
+            self._weight[self._held : depth] = 0
+            self._held = depth
+
+    def _shift(self, depth: int) -> None:
+        """Drop the first ``depth`` planes: move the held ones after them to the front,
+        in blocks of at most ``depth`` planes so source and target never overlap."""
+        kept = max(self._held - depth, 0)
+        for start in range(0, kept, depth):
+            stop = min(start + depth, kept)
+            self._sum[:, start:stop] = self._sum[:, start + depth : stop + depth]
+            self._weight[start:stop] = self._weight[start + depth : stop + depth]
+        self._held = kept
 
     def _add_row(self, z: int) -> None:
         for first in range(0, len(self.plane), self.batch):
@@ -128,13 +156,6 @@ class StreamedWindows:
             probabilities = self.forward(x).float()
             for origin, p in zip(origins, probabilities, strict=True):
                 self._accumulate(origin, p)
-
-    def _grow(self, depth: int) -> None:
-        extra = depth - self._weight.shape[0]
-        if extra > 0:
-            planes = (extra, *self.shape[1:])
-            self._sum = torch.cat((self._sum, self._sum.new_zeros(self.classes, *planes)), 1)
-            self._weight = torch.cat((self._weight, self._weight.new_zeros(planes)))
 
     def _accumulate(self, origin: tuple[int, int, int], probabilities: Tensor) -> None:
         """Add one window's weighted probabilities where it meets the volume and the

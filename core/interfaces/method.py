@@ -25,11 +25,11 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
-from duoseg.core.config import ComponentRef, ExperimentConfig, parse
+from duoseg.core.config import ComponentRef, ExperimentConfig, build_ref, parse
 from duoseg.core.data.preprocessing import Preprocessing
 from duoseg.core.errors import ConfigError, PredictError
 from duoseg.core.interfaces.network import SegmentationNetwork
@@ -230,7 +230,9 @@ def resolve_method(
     schedule names (with default parameters)."""
     schedule = None
     if config.schedule is not None:
-        schedule = _build(registry, "schedule", config.schedule, source, "schedule")
+        schedule = build_ref(
+            registry, "schedule", config.schedule, where=f"{source}: schedule.component"
+        )
     ref = config.method
     if ref is None and schedule is not None:
         ref = ComponentRef(schedule.method)
@@ -241,23 +243,6 @@ def resolve_method(
         )  # fmt: skip
     if ref is None:
         raise ConfigError(f"{source}: neither a [method] nor a [schedule] section")
-    method = _build(registry, "method", ref, source, "method")
+    method: Method = build_ref(registry, "method", ref, where=f"{source}: method.component")
     method.name = ref.component
     return method, schedule
-
-
-@overload
-def _build(
-    registry: Registry, kind: Literal["schedule"], ref: ComponentRef, source: str, key: str
-) -> Schedule: ...
-@overload
-def _build(
-    registry: Registry, kind: Literal["method"], ref: ComponentRef, source: str, key: str
-) -> Method: ...
-def _build(registry: Registry, kind: Any, ref: ComponentRef, source: str, key: str) -> object:
-    try:
-        return registry.build(kind, ref.component, **ref.params)
-    except ConfigError:
-        raise
-    except Exception as exc:
-        raise ConfigError(f"{source}: {key}.component = {ref.component!r}: {exc}") from exc

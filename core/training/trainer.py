@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from duoseg.core.config import ComponentRef, ExperimentConfig
+from duoseg.core.config import ComponentRef, ExperimentConfig, build_ref
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.dataset import SampleDataset
 from duoseg.core.data.preprocessing import Preprocessing
@@ -128,12 +128,7 @@ class Trainer:
             stale.unlink()
 
     def _build(self, kind: str, ref: ComponentRef, key: str) -> Any:
-        try:
-            return self.registry.build(kind, ref.component, **ref.params)
-        except ConfigError:
-            raise
-        except Exception as exc:
-            raise ConfigError(f"{self.source}: {key} = {ref.component!r}: {exc}") from exc
+        return build_ref(self.registry, kind, ref, where=f"{self.source}: {key}")
 
     def _build_method(self) -> tuple[Method, Schedule]:
         method, schedule = resolve_method(self.config, self.registry, source=self.source)

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -180,9 +181,17 @@ class TwoStage(Method):
     stage_kinds = ("net1_coarse", "net1_subvolume", "end_to_end", "net2_stacks")
     prediction_options = TwoStageOptions
 
-    def __init__(self) -> None:
-        # Net1's guidance on whole coarse volumes, per case, for the current Net1 weights.
-        self._coarse: dict[tuple[str, str], Tensor] = {}
+    def __init__(self, *, coarse_cache_cases: int = 64) -> None:
+        """``coarse_cache_cases``: step 4 keeps Net1's guidance on the whole coarse volume
+        of at most this many cases (the most recently used; a few MB each), so its memory
+        stops growing with the data set there."""
+        if coarse_cache_cases < 1:
+            raise ConfigError(
+                f"method.params.coarse_cache_cases = {coarse_cache_cases} must be >= 1"
+            )
+        self.coarse_cache_cases = coarse_cache_cases
+        # Net1's guidance per case for the current Net1 weights (its hash), oldest first.
+        self._coarse: OrderedDict[tuple[str, str], Tensor] = OrderedDict()
 
     # ------------------------------------------------------------------ checks
 
@@ -241,16 +250,28 @@ class TwoStage(Method):
         fill = outside_guidance(guidance, context.preprocessing.classes)
         boxes = []
         for case_id, origin in zip(batch["case_id"], batch["origin"].tolist(), strict=True):
-            if (key, case_id) not in self._coarse:
-                kept = {k: v for k, v in self._coarse.items() if k[0] == key}
-                coarse = context.cache.case(case_id).coarse_image[...]
-                probabilities = net1_probabilities(net1, coarse, str(context.device))
-                kept[(key, case_id)] = guide(probabilities, guidance)
-                self._coarse = kept
-            coarse_guidance = self._coarse[(key, case_id)]
+            coarse_guidance = self._cached_guidance(key, case_id, context, guidance)
             shape = context.metas[case_id].shape
             boxes.append(upsample_box(coarse_guidance, shape, origin, size, fill))
         return torch.stack(boxes)
+
+    def _cached_guidance(
+        self, key: str, case_id: str, context: TrainingContext, guidance: Guidance
+    ) -> Tensor:
+        """Net1's guidance on a case's whole coarse volume, computed once per case and
+        Net1 weights, least recently used dropped first."""
+        if (key, case_id) in self._coarse:
+            self._coarse.move_to_end((key, case_id))
+            return self._coarse[(key, case_id)]
+        for stale in [k for k in self._coarse if k[0] != key]:  # Net1 changed since
+            del self._coarse[stale]
+        net1 = context.networks["net1"]
+        coarse = context.cache.case(case_id).coarse_image[...]
+        probabilities = net1_probabilities(net1, coarse, str(context.device))
+        self._coarse[(key, case_id)] = guide(probabilities, guidance)
+        while len(self._coarse) > self.coarse_cache_cases:
+            self._coarse.popitem(last=False)
+        return self._coarse[(key, case_id)]
 
     def validate(
         self, kind: str, model: Model, case: CacheCase

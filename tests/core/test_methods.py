@@ -170,3 +170,21 @@ def test_the_whole_volume_upsampling_is_the_interpolation_itself() -> None:
     assert torch.equal(got, expected)
     got.sum().backward()  # step 3 trains Net1 through it
     assert coarse.grad is not None and float(coarse.grad.abs().sum()) > 0
+
+
+def test_step4_keeps_net1s_coarse_output_for_at_most_the_configured_cases(cache, tmp_path) -> None:
+    config_path = tmp_path / "c.toml"
+    config_path.write_text(TWO_STAGE + "[method]\ncomponent = 'two_stage'\n"
+                           "params = { coarse_cache_cases = 2 }\n")  # fmt: skip
+    settings = [f"data.cache={str(cache)!r}", "schedule.params.iterations=[1, 1, 1, 12]"]
+    config = load_config(config_path, settings)
+    trainer = Trainer(config, REGISTRY, tmp_path / "run", source="c.toml",
+                      raw_config=config_as_dict(config))  # fmt: skip
+    stage = trainer.schedule.stages[3]
+    seen: set[str] = set()
+    with torch.no_grad():
+        for _, batch in zip(range(12), trainer._batches(stage, TrainState()), strict=False):
+            trainer._forward(stage, batch, torch.Generator().manual_seed(0))
+            seen |= set(batch["case_id"])
+            assert len(trainer.method._coarse) <= 2  # type: ignore[attr-defined]
+    assert len(seen) > 2, seen  # more cases than kept went through
