@@ -181,12 +181,14 @@ class Trainer:
             found = {shape: case for case, shape in shapes.items() if shape is not None}
             if len(found) > 1:
                 (a, case_a), (b, case_b) = sorted(found.items())[:2]
+                name = stage.sampler.component
+                accepted = ", ".join(self.registry.parameters("sampler", name))
                 raise ConfigError(
                     f"{self.source}: schedule.stages[{index}] ({stage.name!r}) batches "
-                    f"batch_size = {stage.batch_size} samples of sampler "
-                    f"{stage.sampler.component!r}, whose shape follows the case: {a} from "
-                    f"{case_a} but {b} from {case_b} cannot share a batch; give the sampler "
-                    "a fixed size (a crop; the schedule's parameters say how) or batch_size = 1"
+                    f"batch_size = {stage.batch_size} samples of sampler {name!r}, whose "
+                    f"shape follows the case: {a} from {case_a} but {b} from {case_b} cannot "
+                    f"share a batch; give the sampler a fixed size through the schedule (its "
+                    f"parameters: {accepted}) or batch_size = 1"
                 )
 
     def _check_patch_sizes(self) -> None:

@@ -245,7 +245,7 @@ def test_batches_of_whole_slices_from_cases_of_different_sizes_are_refused(tmp_p
         make_trainer(tmp_path, cache, text)
     message = str(caught.value)
     for part in ("schedule.stages[3]", "'4_fine'", "batch_size = 2", "'axial_stack'",
-                 "(3, 64, 64)", "(3, 40, 48)", "schedule.params.stack_crop"):  # fmt: skip
+                 "(3, 64, 64)", "(3, 40, 48)", "crop"):  # fmt: skip
         assert part in message, message
     make_trainer(tmp_path, cache, MIXED)  # with a crop every stack has one shape
 
