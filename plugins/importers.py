@@ -120,7 +120,7 @@ class NiftiPairImporter(Importer):
         if pair.label is not None:
             label_image = read_nifti(pair.label)
             check_same_grid(pair.image, image, pair.label, label_image)
-            label = to_canonical(self._class_indices(pair.label, label_image), image.affine)
+            label = to_canonical(self.class_indices(pair.label, label_image), image.affine)
         affine = np.asarray(image.affine, dtype=np.float64)
         shape = tuple(int(n) for n in image.shape)
         sx, sy, sz = (float(z) for z in image.header.get_zooms()[:3])
@@ -128,7 +128,7 @@ class NiftiPairImporter(Importer):
             case_id=pair.case_id,
             image=to_canonical(data, affine),
             label=label,
-            spacing=_canonical_spacing(affine, (sx, sy, sz)),
+            spacing=canonical_spacing(affine, (sx, sy, sz)),
             canonical_affine=canonical_affine(affine, shape),
             source_affine=affine,
             source_shape=(shape[0], shape[1], shape[2]),
@@ -136,7 +136,9 @@ class NiftiPairImporter(Importer):
             label_values=self.label_values,
         )
 
-    def _class_indices(self, path: Path, image: Any) -> NDArray[np.uint8]:
+    def class_indices(self, path: Path, image: Any) -> NDArray[np.uint8]:
+        """A label image's values as class indices, in the file's voxel order; values
+        outside the label map (after ``mapping``) are refused naming the file."""
         raw = read_voxels(path, lambda: image.dataobj)
         if np.issubdtype(raw.dtype, np.floating):
             if not np.isfinite(raw).all() or not np.array_equal(raw, np.round(raw)):
@@ -253,7 +255,7 @@ def check_same_grid(image_path: Path, image: Any, label_path: Path, label: Any) 
         )
 
 
-def _canonical_spacing(
+def canonical_spacing(
     affine: NDArray[np.float64], zooms_xyz: tuple[float, float, float]
 ) -> tuple[float, float, float]:
     """Spacing (z, y, x) of the canonical array: source zooms permuted to RAS order."""

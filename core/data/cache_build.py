@@ -25,7 +25,7 @@ from duoseg.core.data.preprocessing import (
     prepare_case,
 )
 from duoseg.core.errors import DataError
-from duoseg.core.interfaces.importer import Importer, file_checksum
+from duoseg.core.interfaces.importer import Importer, SourcePair, file_checksum, image_checksum
 from duoseg.core.interfaces.store import (
     ARRAYS,
     CaseArrays,
@@ -68,8 +68,9 @@ def build_lock(target: Path) -> Iterator[None]:
         handle.close()
 
 
-def source_checksums(image: Path, label: Path | None) -> dict[str, str]:
-    return {"image": file_checksum(image), **({"label": file_checksum(label)} if label else {})}
+def source_checksums(pair: SourcePair) -> dict[str, str]:
+    label = {"label": file_checksum(pair.label)} if pair.label else {}
+    return {"image": image_checksum(pair), **label}
 
 
 def build_cache(
@@ -101,7 +102,7 @@ def build_cache(
             cached = writer.case_metas()
             metas: list[CaseMeta] = []
             for pair in tqdm(pairs, desc=f"cache {target.name}", unit="case", disable=not progress):
-                checksums = {**source_checksums(pair.image, pair.label), "plan": plan.digest()}
+                checksums = {**source_checksums(pair), "plan": plan.digest()}
                 previous = cached.get(pair.case_id)
                 if previous is not None and previous.checksums == checksums:
                     report.skipped.append(pair.case_id)

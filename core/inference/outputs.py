@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 import nibabel as nib
 import numpy as np
 import zarr
+from duoseg.core.data.ngff import AXES, prediction_metadata, write_group_metadata
 from duoseg.core.data.orientation import source_blocks
 from duoseg.core.data.zarr_arrays import ZarrArray, chunk_path
 from duoseg.core.errors import DataError, PredictError
@@ -167,7 +168,8 @@ class PredictionReader:
 
 class ZarrSink(LabelSink):
     """``OUTPUT/cases/<case>/labels`` (uint8, one chunk per slice) and optionally
-    ``probabilities`` (float16), with ``progress.json`` after every slab."""
+    ``probabilities`` (float16), with ``progress.json`` after every slab; a finished
+    case's group is an OME-Zarr label image (:mod:`duoseg.core.data.ngff`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -192,6 +194,7 @@ class ZarrSink(LabelSink):
             fill_value=0,
             compressors=None,  # read back by ZarrArray, which refuses missing chunks
             config={"write_empty_chunks": True},
+            dimension_names=AXES,  # NGFF: they name the axes of the case's multiscale
         )
         self.keep_probabilities = probabilities
         if probabilities:
@@ -203,6 +206,7 @@ class ZarrSink(LabelSink):
                 fill_value=0,
                 compressors=None,
                 config={"write_empty_chunks": True},
+                dimension_names=("c", *AXES),
             )
         return int(json.loads(progress.read_text())["done"]) if progress.exists() else 0
 
@@ -241,6 +245,8 @@ class ZarrSink(LabelSink):
             box = (slice(None), *lcc_box[1:])
             labels[box] = largest_components(labels[box], len(meta.class_names))
             self._write_slices("labels", lcc_box[0].start, labels)
+        # Viewers see the case only once its labels are final.
+        write_group_metadata(self.case, prediction_metadata(meta))
         info = {
             "source_affine": meta.source_affine,
             "label_values": list(meta.label_values),

@@ -18,11 +18,15 @@ from numpy.typing import NDArray
 
 @dataclass(frozen=True)
 class SourcePair:
-    """An image file and its label file, found by an importer's discovery."""
+    """An image file and its label file, found by an importer's discovery.
+
+    An image stored as many files (a DICOM series) names its folder as ``image`` and
+    lists its files, in slice order, as ``files``; a one-file image leaves it empty."""
 
     case_id: str
     image: Path
     label: Path | None
+    files: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,16 @@ class Importer(ABC):
     @abstractmethod
     def load(self, pair: SourcePair) -> ImportedCase:
         """Read and validate one case."""
+
+
+def image_checksum(pair: SourcePair) -> str:
+    """SHA-256 of the image's file, or of its files' names and checksums in order."""
+    if not pair.files:
+        return file_checksum(pair.image)
+    digest = hashlib.sha256()
+    for path in pair.files:
+        digest.update(f"{path.name}\0{file_checksum(path)}\n".encode())
+    return digest.hexdigest()
 
 
 def file_checksum(path: Path) -> str:

@@ -4,7 +4,8 @@ Written with zarr-python and read straight from its chunk files (the benchmark i
 docs/data.md: 6-8x faster than zarr-python's reader for small random patches), which
 also lets a missing or truncated chunk raise instead of reading as the fill value.
 Only uncompressed chunks or Blosc are accepted; any other codec, dtype or storage
-transformer is refused before data are read.
+transformer is refused before data are read. Case groups also carry OME-Zarr (NGFF 0.5)
+metadata for viewers (:mod:`duoseg.core.data.ngff`), which the reader does not need.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import zarr
+from duoseg.core.data.ngff import AXES, cache_metadata
 from duoseg.core.data.zarr_arrays import ZarrArray, read_json
 from duoseg.core.errors import DataError
 from duoseg.core.fs import fsync_directory, write_atomically
@@ -79,14 +81,17 @@ class ZarrCacheWriter(CacheWriter):
         partial = self.cases / f".partial-{case_id}-{os.getpid()}"
         group = zarr.open_group(str(partial), mode="w")
         for name, data in arrays.named().items():
-            chunks = self.store.chunks if data.ndim == 3 else data.shape
+            volume = data.ndim == 3  # class_counts is (blocks z, y, x, classes)
+            chunks = self.store.chunks if volume else data.shape
             target = group.create_array(
                 name, shape=data.shape, dtype=data.dtype, chunks=array_chunks(data.shape, chunks),
                 compressors=self.store.compressors(), fill_value=0,
-                config={"write_empty_chunks": True},
+                config={"write_empty_chunks": True}, dimension_names=AXES if volume else None,
             )  # fmt: skip
             target[...] = data
-        group.attrs["duoseg"] = json.loads(arrays.meta.to_json())
+        # "ome": OME-Zarr (NGFF 0.5) metadata, for viewers
+        meta = {"duoseg": json.loads(arrays.meta.to_json()), "ome": cache_metadata(arrays.meta)}
+        group.attrs.update(meta)
         self._replace(partial, self.cases / case_id)
 
     def _replace(self, partial: Path, final: Path) -> None:
