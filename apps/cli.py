@@ -44,11 +44,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_evaluate(commands: Any) -> None:
-    evaluate = commands.add_parser("evaluate", help="Dice, Jaccard, ASD, HD95 against ground truth")
-    evaluate.add_argument("prediction", type=Path, metavar="PRED", help="label file or folder")
-    evaluate.add_argument("truth", type=Path, metavar="GT", help="label file or folder")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="Dice, Jaccard, ASD, HD95 against ground truth",
+        usage="duoseg evaluate [PRED] GT [--ceiling MM] [options]",
+    )
+    evaluate.add_argument(
+        "paths", type=Path, nargs="+", metavar="PRED GT",
+        help="prediction and ground truth (label files or folders); GT alone with --ceiling",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--ceiling",
+        type=float,
+        metavar="MM",
+        help="also score GT itself taken to MM mm and back (2nd-order B-splines): the best "
+        "any model predicting on that grid can do",
+    )
     evaluate.add_argument("--json", type=Path, metavar="FILE", help="write every figure as JSON")
     evaluate.add_argument("--csv", type=Path, metavar="FILE", help="per-case rows as CSV")
+    evaluate.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="score N cases at a time (processes)"
+    )
     evaluate.add_argument("--overlays", type=Path, metavar="DIR", help="PNG overlays per case")
     evaluate.add_argument(
         "--labels",
@@ -68,6 +84,7 @@ def _add_evaluate(commands: Any) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from duoseg.core.inference.evaluate import (
         FROM_TRUTH,
+        ceiling,
         evaluate,
         format_table,
         overlays,
@@ -76,7 +93,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
 
     labels = _label_map(args.labels).get("labels") if args.labels is not None else None
-    result = evaluate(args.prediction, args.truth, load_plugins(), labels=labels, run=args.run_dir)
+    if len(args.paths) > 2 or (len(args.paths) == 1 and args.ceiling is None):
+        got = " ".join(map(str, args.paths))
+        raise DuosegError(f"evaluate takes PRED GT, or GT alone with --ceiling MM; got {got}")
+    registry = load_plugins()
+    if args.ceiling is not None:
+        bound = ceiling(args.paths[-1], registry, args.ceiling, labels=labels, workers=args.workers)
+        print(f"ceiling of the {args.ceiling:g} mm path ({args.paths[-1]} to {args.ceiling:g} mm "
+              "and back):")  # fmt: skip
+        print(format_table(bound))
+        if len(args.paths) == 1:
+            if args.json:
+                save_json(bound, args.json)
+            return 0
+        print()
+    args.prediction, args.truth = args.paths
+    result = evaluate(
+        args.prediction, args.truth, registry, labels=labels, run=args.run_dir, workers=args.workers
+    )
+    if args.ceiling is not None:
+        result["ceiling"] = bound
     if result["label_source"].startswith(FROM_TRUTH):
         print(f"classes: {result['label_source']}", file=sys.stderr)
     print(format_table(result))
@@ -103,12 +139,19 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _add_predict(commands: Any) -> None:
     predict = commands.add_parser("predict", help="segment volumes at full resolution")
     predict.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    predict.add_argument("input", type=Path, metavar="INPUT", help="NIfTI file, folder or cache")
+    predict.add_argument(
+        "input", type=Path, metavar="INPUT", help="NIfTI file or folder, DICOM folder, or cache"
+    )
     predict.add_argument(
         "output", type=Path, metavar="OUTPUT", help="file.nii[.gz], folder (NIfTI) or *.zarr"
     )
+    predict.add_argument(
+        "--format",
+        choices=("nifti", "zarr", "dicom-seg"),
+        help="output format (default: from OUTPUT; dicom-seg: a folder, for DICOM INPUT)",
+    )
     predict.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    predict.add_argument("--case", action="append", help="cache case id(s) to predict")
+    predict.add_argument("--case", action="append", help="case id(s) of a cache or DICOM folder")
     predict.add_argument(
         "--probabilities", action="store_true", help="also write probabilities (Zarr)"
     )
@@ -173,6 +216,7 @@ def _predict(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         registry=load_plugins(),
         progress=True,
+        output_format=args.format,
     )
     for report in reports:
         print(
@@ -204,10 +248,10 @@ def _add_train(commands: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import os
-
+    import torch
     import torch.distributed as dist
     from duoseg.core.config import check_components, load_config
+    from duoseg.core.distributed import Ranks
     from duoseg.core.training.trainer import Trainer, config_as_dict
 
     overrides = list(args.set)
@@ -218,8 +262,12 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     registry = load_plugins()
     check_components(config, registry, source=str(args.config))
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if config.train.device.startswith("cuda") else "gloo")
+    ranks = Ranks.from_environment()
+    if ranks.distributed and not dist.is_initialized():
+        cuda = config.train.device.startswith("cuda")
+        if cuda:  # NCCL talks to the current device: one GPU per rank
+            torch.cuda.set_device(torch.device(ranks.device(config.train.device)))
+        dist.init_process_group("nccl" if cuda else "gloo")
     trainer = Trainer(
         config, registry, args.out, source=str(args.config), raw_config=config_as_dict(config)
     )
@@ -257,8 +305,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _add_phantom(commands: Any) -> None:
-    from duoseg.apps.phantom import DEFAULT_SIZE
+    from duoseg.apps.phantom import PROTOCOLS, SMALL_SIZE
 
+    protocols = "; ".join(
+        f"{m} {' x '.join(map(str, p.size))} at {p.in_plane[0]}-{p.in_plane[1]} mm in-plane"
+        for m, p in PROTOCOLS.items()
+    )
     phantom = commands.add_parser("phantom", help="write synthetic whole-heart NIfTI cases")
     phantom.add_argument("out_dir", type=Path, metavar="OUT_DIR")
     phantom.add_argument("--cases", type=int, default=4, help="number of cases (default 4)")
@@ -268,9 +320,9 @@ def _add_phantom(commands: Any) -> None:
         "--size",
         type=int,
         nargs=3,
-        default=DEFAULT_SIZE,
         metavar=("X", "Y", "Z"),
-        help=f"voxels per axis (default {' '.join(map(str, DEFAULT_SIZE))})",
+        help=f"voxels per axis over the protocol's field of view (default the protocol's: "
+        f"{protocols}); {' '.join(map(str, SMALL_SIZE))} gives small cases for quick runs",
     )
     phantom.set_defaults(run=_phantom)
 
@@ -285,7 +337,7 @@ def _phantom(args: argparse.Namespace) -> int:
         cases=args.cases,
         modality=args.modality,
         seed=args.seed,
-        size=tuple(args.size),
+        size=tuple(args.size) if args.size else None,
         progress=True,
     )
     print(f"wrote {len(pairs)} {args.modality} phantom cases to {args.out_dir}")
@@ -299,8 +351,8 @@ def _add_cache(commands: Any) -> None:
     build.add_argument("source", type=Path, metavar="SRC_DIR")
     build.add_argument("cache", type=Path, metavar="CACHE")
     build.add_argument("--format", default="zarr", help="store plugin (zarr, hdf5, ...)")
-    build.add_argument("--importer", default="mmwhs", help="importer plugin (mmwhs, nifti)")
-    build.add_argument("--labels", help="label map for --importer nifti: NAME=VALUE,...")
+    build.add_argument("--importer", default="mmwhs", help="importer plugin (mmwhs, nifti, dicom)")
+    build.add_argument("--labels", help="label map for --importer nifti or dicom: NAME=VALUE,...")
     build.add_argument("--codec", default="none", help="chunk codec (zarr: none, lz4, zstd)")
     build.add_argument("--coarse-spacing", type=float, default=3.0, help="coarse level grid in mm")
     build.add_argument(

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from duoseg.apps.demo import DemoData, Preset, prepare_data, train
-from duoseg.apps.phantom import DEFAULT_SIZE
+from duoseg.apps.phantom import SMALL_SIZE
 from duoseg.core import Registry
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache
@@ -30,7 +30,7 @@ from duoseg.core.training.evaluation import dice_per_class
 
 STEPS = (15, 80, 3, 150)  # wang2018's four steps; the others train sum(STEPS) iterations
 ITERATIONS = sum(STEPS)
-PRESET = Preset("accuracy", DEFAULT_SIZE, train_cases=4, test_cases=2)
+PRESET = Preset("accuracy", SMALL_SIZE, train_cases=4, test_cases=2)
 Predictor = Callable[[CacheCase], np.ndarray]
 
 

@@ -60,6 +60,10 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; CPU always runs fp32
     deterministic: bool = False
     baseline_spacing: float = 2.0  # mm, the grid a resampling method trains and predicts on
+    # Wall-clock budget of the whole schedule, shared by the stages in proportion to their
+    # iterations: a stage ends at its iterations or its share, whichever comes first.
+    # 0 = iterations only. What comparisons at equal training time set.
+    seconds: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

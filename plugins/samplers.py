@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from duoseg.core import Component, hookimpl
 from duoseg.core.data.grid import downsample_image, downsample_label
-from duoseg.core.errors import DataError
+from duoseg.core.errors import ConfigError, DataError
 from duoseg.core.interfaces.sampler import (
     IMAGE_PAD,
     LABEL_PAD,
@@ -127,7 +127,10 @@ class ClassBalancedSampler(PatchSampler):
 
     Every class present in the case is equally likely to be at the patch centre
     (1 / classes present), or in proportion to ``class_weights`` (one per class index).
-    Edges are drawn per batch from ``sizes`` (the paper: 64, 128, 256).
+    A share ``uniform_fraction`` of the patches is centred uniformly over the volume
+    instead, so the network also sees the background far from any structure (what it
+    must reject at prediction). Edges are drawn per batch from ``sizes`` (the paper:
+    64, 128, 256).
     """
 
     def __init__(
@@ -135,19 +138,31 @@ class ClassBalancedSampler(PatchSampler):
         *,
         sizes: Sequence[int] = (64, 128, 256),
         class_weights: Sequence[float] | None = None,
+        uniform_fraction: float = 0.0,
         allow_padding: bool = True,
         seed: int = 0,
         batch_size: int = 1,
     ) -> None:
         super().__init__(sizes=sizes, allow_padding=allow_padding, seed=seed, batch_size=batch_size)
+        if not 0 <= uniform_fraction <= 1:
+            raise ConfigError(f"uniform_fraction must lie in [0, 1], got {uniform_fraction}")
         self.class_weights = class_weights
+        self.uniform_fraction = uniform_fraction
 
     def _sample(
         self, case: CacheCase, rng: np.random.Generator, batch_rng: np.random.Generator
     ) -> Sample:
         size = self._size(case, batch_rng)
-        centre = pick_voxel(case, pick_class(case, rng, self.class_weights), rng)
+        if self.uniform_fraction and rng.random() < self.uniform_fraction:
+            centre = uniform_voxel(case, rng)
+        else:
+            centre = pick_voxel(case, pick_class(case, rng, self.class_weights), rng)
         return self._patch(case, centre, size)
+
+
+def uniform_voxel(case: CacheCase, rng: np.random.Generator) -> NDArray[np.int64]:
+    """A voxel uniform over the whole volume."""
+    return np.asarray([int(rng.integers(n)) for n in case.meta.shape])
 
 
 class UniformSampler(PatchSampler):
@@ -156,9 +171,7 @@ class UniformSampler(PatchSampler):
     def _sample(
         self, case: CacheCase, rng: np.random.Generator, batch_rng: np.random.Generator
     ) -> Sample:
-        size = self._size(case, batch_rng)
-        centre = np.asarray([int(rng.integers(n)) for n in case.meta.shape])
-        return self._patch(case, centre, size)
+        return self._patch(case, uniform_voxel(case, rng), self._size(case, batch_rng))
 
 
 class WholeCoarseSampler(Sampler):

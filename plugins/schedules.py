@@ -73,11 +73,14 @@ def _patch_schedule(
     lr: float,
     loss: str,
     loss_params: Mapping[str, Any] | None,
+    uniform_fraction: float,
 ) -> Schedule:
-    """A schedule of one stage training ``unet3d`` on class-balanced patches."""
-    patches = ComponentRef(
-        "class_balanced", {"sizes": list(subvolume_sizes), "batch_size": batch_size}
-    )
+    """A schedule of one stage training ``unet3d`` on class-balanced patches, a share
+    ``uniform_fraction`` of them centred uniformly instead."""
+    params = {"sizes": list(subvolume_sizes), "batch_size": batch_size}
+    if uniform_fraction:
+        params["uniform_fraction"] = uniform_fraction
+    patches = ComponentRef("class_balanced", params)
     term = LossTerm("unet3d", loss, params=dict(loss_params or {}))
     only = Stage(stage, "patches", patches, ("unet3d",), (term,), iterations, lr=lr,
                  batch_size=batch_size)  # fmt: skip
@@ -92,6 +95,7 @@ def baseline_unet3d(
     lr: float = 1e-4,
     loss: str = "dice_weighted",
     loss_params: Mapping[str, Any] | None = None,
+    uniform_fraction: float = 0.0,
 ) -> Schedule:
     """The paper's comparison: ``unet3d`` on data resampled to 2 mm (method
     ``resampled``), trained with the same multi-class loss as ``wang2018`` (Eq. 1 by
@@ -113,6 +117,7 @@ def fullres_unet3d(
     lr: float = 1e-4,
     loss: str = "dice_weighted",
     loss_params: Mapping[str, Any] | None = None,
+    uniform_fraction: float = 0.0,
 ) -> Schedule:
     """``unet3d`` on full-resolution patches (method ``sliding_window``, nnU-Net's
     3d_fullres recipe): edges in full-resolution voxels; predict with windows the size

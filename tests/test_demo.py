@@ -17,9 +17,13 @@ def test_quick_demo_writes_the_report_with_every_method(tmp_path: Path, capsys) 
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
     report = (out / "report.md").read_text()
-    header = "| structure | Dice Net1 | Dice Net1+Net2 | Dice Baseline | Jaccard Net1 |"
+    header = (
+        "| structure | Dice Net1 | Dice Net1+Net2 | Dice Baseline | Dice 2 mm ceiling | "
+        "Jaccard Net1 |"
+    )
     assert header in report
-    assert re.search(r"\| Myo \| \d\.\d{4} \| \d\.\d{4} \| \d\.\d{4} \|", report)
+    assert re.search(r"\| Myo \| \d\.\d{4} \| \d\.\d{4} \| \d\.\d{4} \| 0\.\d{4} \|", report)
+    assert "Every model trained for 20 s of wall-clock (`train.seconds`)" in report
     assert "not assessed: the quick preset is a smoke run" in report
     for line in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
         assert (out / line).stat().st_size > 0, line
@@ -28,6 +32,7 @@ def test_quick_demo_writes_the_report_with_every_method(tmp_path: Path, capsys) 
         "train two_stage",
         "train baseline",
         "predict + evaluate Net1",
+        "ceiling of the 2 mm path",
     ):
         assert f"| {phase} |" in report
     for method in ("net1", "net1_net2", "baseline"):
@@ -61,6 +66,8 @@ def test_the_finding_needs_both_mean_and_myocardium_better() -> None:
                         "Baseline": _result({"Myo": 0.45})}  # fmt: skip
     outcome = finding(better_mean_only)
     assert outcome["mean"][2] and not outcome["Myo"][2]
-    report = format_report(PRESETS["cpu"], "cpu", better_mean_only, {"phantoms": 1.0}, {})
+    bound = _result({})
+    report = format_report(PRESETS["cpu"], "cpu", results=better_mean_only,
+                           timings={"phantoms": 1.0}, figures={}, bound=bound)  # fmt: skip
     assert "**not reproduced**: Net1+Net2 mean Dice" in report
     assert "myocardium 0.4000 vs 0.4500" in report

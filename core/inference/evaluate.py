@@ -12,14 +12,18 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nibabel as nib
 import numpy as np
+from duoseg.core.data.ngff import palette_index
 from duoseg.core.data.preprocessing import Preprocessing
 from duoseg.core.errors import PredictError
+from duoseg.core.inference.ceiling import round_trip
 from duoseg.core.inference.outputs import recorded_labels
 from duoseg.core.inference.streaming import CHECKPOINTS
 from duoseg.core.interfaces.metric import Metric
@@ -29,6 +33,7 @@ from duoseg.core.training.checkpoint import load_checkpoint
 from numpy.typing import NDArray
 
 METRICS = ("dice", "jaccard", "asd", "hd95")
+T = TypeVar("T")
 WHOLE = "WH"  # the whole foreground: the union of every listed class
 FROM_TRUTH = "the nonzero values found in"  # how a label source found in GT begins
 
@@ -176,15 +181,18 @@ def _load_pair(prediction: Path, truth: Path) -> tuple[NDArray[np.int32], NDArra
     return predicted, target, t_image
 
 
+def _built_metrics(registry: Registry) -> dict[str, Metric]:
+    return {name: registry.build("metric", name) for name in METRICS}
+
+
 def _metrics(
     predicted: NDArray[np.int32],
     target: NDArray[np.int32],
     spacing: tuple[float, ...],
-    registry: Registry,
+    metrics: Mapping[str, Metric],
     labels: Mapping[str, int],
 ) -> tuple[dict[str, dict[str, float]], bool]:
     """Every metric per class and ``WH``; whether any class occurs in either volume."""
-    metrics: dict[str, Metric] = {name: registry.build("metric", name) for name in METRICS}
     masks = {name: (predicted == value, target == value) for name, value in labels.items()}
     values = list(labels.values())
     masks[WHOLE] = (np.isin(predicted, values), np.isin(target, values))
@@ -201,7 +209,8 @@ def evaluate_case(
     """Per class of ``labels`` (and ``WH``, their union): every metric."""
     predicted, target, t_image = _load_pair(prediction, truth)
     spacing = tuple(float(z) for z in t_image.header.get_zooms()[:3])
-    return _metrics(predicted, target, spacing, registry, check_labels(labels, "labels"))[0]
+    classes = check_labels(labels, "labels")
+    return _metrics(predicted, target, spacing, _built_metrics(registry), classes)[0]
 
 
 def _rounded(affine: Any) -> list[list[float]]:
@@ -215,24 +224,24 @@ def evaluate(
     *,
     labels: Mapping[str, int] | None = None,
     run: Path | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Every case that both hold; a table of mean and sd per metric and class.
 
     The result's ``labels`` are the classes used (``{name: value}``, in table order) and
     ``label_source`` says where they came from (see :func:`resolve_labels`; failing those,
-    the nonzero values of the ground truth). No listed class in any case is an error."""
+    the nonzero values of the ground truth). No listed class in any case is an error.
+    ``workers`` processes score cases at a time (the metrics must pickle; the built-ins
+    do)."""
     pairs = _pairs(prediction, truth)
     for p, t, _ in pairs:  # before reading any voxels
         _check_grids(p, t)
     resolved = resolve_labels(prediction, registry, labels=labels, run=run)
     classes, source = resolved or _truth_labels([t for _, t, _ in pairs], truth)
-    cases = {}
-    matched = False
-    for p, t, case in pairs:
-        (predicted, _), (target, t_image) = _load(p), _load(t)  # grids checked above
-        spacing = tuple(float(z) for z in t_image.header.get_zooms()[:3])
-        cases[case], present = _metrics(predicted, target, spacing, registry, classes)
-        matched = matched or present
+    score = partial(_score_pair, metrics=_built_metrics(registry), classes=classes)
+    scored = _map(score, [(p, t) for p, t, _ in pairs], workers)
+    cases = {case: result for (_, _, case), (result, _) in zip(pairs, scored, strict=True)}
+    matched = any(present for _, present in scored)
     if not matched:
         found: set[int] = set()
         for p, t, _ in pairs:
@@ -242,6 +251,14 @@ def evaluate(
             f"{prediction} vs {truth}: field labels: none of the label values looked for "
             f"{classes} (from {source}) occurs in any case; values found: {sorted(found)}"
         )
+    return {"labels": classes, "label_source": source, "cases": cases,
+            "table": _table(cases, classes)}  # fmt: skip
+
+
+def _table(
+    cases: Mapping[str, Mapping[str, Mapping[str, float]]], classes: Mapping[str, int]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean and sd over the cases of every metric, per class and ``WH``."""
     table: dict[str, dict[str, dict[str, float]]] = {}
     for metric in METRICS:
         table[metric] = {}
@@ -254,7 +271,69 @@ def evaluate(
                 "mean": float(np.mean(known)) if known else float("nan"),
                 "sd": float(np.std(finite)) if len(finite) > 1 and finite == known else 0.0,
             }
-    return {"labels": classes, "label_source": source, "cases": cases, "table": table}
+    return table
+
+
+def _ceiling_case(
+    path: Path, *, spacing_mm: float, metrics: Mapping[str, Metric], classes: Mapping[str, int]
+) -> dict[str, dict[str, float]]:
+    """One label file to ``spacing_mm`` and back, scored against itself."""
+    target, image = _load(path)
+    spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
+    values = np.array([0, *classes.values()], np.int32)
+    order = np.argsort(values)
+    found = np.searchsorted(values[order], target).clip(0, len(values) - 1)
+    index = order[found]
+    unknown = values[index] != target
+    index[unknown] = 0  # values outside the classes are background to both
+    back = values[round_trip(index.astype(np.uint8), spacing, spacing_mm, len(values))]
+    return _metrics(back, np.where(unknown, 0, target), spacing, metrics, classes)[0]
+
+
+def _score_pair(
+    pair: tuple[Path, Path], *, metrics: Mapping[str, Metric], classes: Mapping[str, int]
+) -> tuple[dict[str, dict[str, float]], bool]:
+    (predicted, _), (target, t_image) = _load(pair[0]), _load(pair[1])  # grids checked
+    spacing = tuple(float(z) for z in t_image.header.get_zooms()[:3])
+    return _metrics(predicted, target, spacing, metrics, classes)
+
+
+def _map(job: Callable[[Any], T], items: Sequence[Any], workers: int) -> list[T]:
+    """``job`` over ``items``, in ``workers`` processes when there are several of both."""
+    if workers < 1:
+        raise PredictError(f"--workers must be >= 1, got {workers}")
+    if workers == 1 or len(items) < 2:
+        return [job(item) for item in items]
+    with ProcessPoolExecutor(min(workers, len(items))) as pool:
+        return list(pool.map(job, items))
+
+
+def ceiling(
+    truth: Path,
+    registry: Registry,
+    spacing_mm: float,
+    *,
+    labels: Mapping[str, int] | None = None,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """The ceiling of the ``spacing_mm`` path for every ground-truth case: each label map
+    taken to that grid and back (:mod:`duoseg.core.inference.ceiling`) and scored against
+    itself, as :func:`evaluate` scores a prediction. The classes are ``labels`` or the
+    nonzero values found in the ground truth."""
+    if not spacing_mm > 0 or not math.isfinite(spacing_mm):
+        raise PredictError(
+            f"--ceiling: the grid must be a positive spacing in mm, got {spacing_mm}"
+        )
+    files = _label_files(truth)
+    if labels is not None:
+        classes, source = check_labels(labels, "--labels"), "--labels"
+    else:
+        classes, source = _truth_labels(list(files.values()), truth)
+    job = partial(_ceiling_case, spacing_mm=spacing_mm, metrics=_built_metrics(registry),
+                  classes=classes)  # fmt: skip
+    cases = dict(zip(files, _map(job, list(files.values()), workers), strict=True))
+    return {"labels": classes, "label_source": source, "cases": cases,
+            "table": _table(cases, classes), "ceiling_mm": spacing_mm}  # fmt: skip
 
 
 def class_names(result: Mapping[str, Any]) -> list[str]:
@@ -323,7 +402,7 @@ def overlays(
         shown_values = sorted(labels.values())
     for index, value in enumerate(shown_values):
         if 0 < value < lookup.size:
-            lookup[value] = 1 + index % 9  # tab10's colours 1..9; 0 is masked
+            lookup[value] = palette_index(index)  # tab10's colours 1..9; 0 is masked
     axes_of = {"axial": 2, "coronal": 1, "sagittal": 0}  # (i, j, k) axis held fixed
     figure, axes = plt.subplots(
         len(planes), len(columns), figsize=(3.2 * len(columns), 3.4 * len(planes)), squeeze=False

@@ -35,6 +35,7 @@ class TrainState:
     stage: int = 0
     step: int = 0
     best_score: float = -1.0
+    seconds: float = 0.0  # wall-clock spent in this stage so far (train.seconds budgets it)
 
 
 def save_checkpoint(

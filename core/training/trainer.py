@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -30,6 +29,7 @@ from duoseg.core.config import ComponentRef, ExperimentConfig, build_ref
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.dataset import SampleDataset
 from duoseg.core.data.preprocessing import Preprocessing
+from duoseg.core.distributed import Ranks
 from duoseg.core.errors import ConfigError, DataError
 from duoseg.core.inference.streaming import Model
 from duoseg.core.interfaces.loss import SegmentationLoss
@@ -83,9 +83,9 @@ class Trainer:
     ) -> None:
         self.config, self.registry, self.run_dir = config, registry, Path(run_dir)
         self.source, self.raw_config = source, raw_config
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.device = torch.device(config.train.device)
+        ranks = Ranks.from_environment()
+        self.world, self.rank = ranks.world, ranks.rank
+        self.device = torch.device(ranks.device(config.train.device))  # one GPU per rank
         self.cache = self._open_cache()
         self.method, self.schedule = self._build_method()
         self.networks = self._build_networks()
@@ -247,6 +247,7 @@ class Trainer:
         elif self.writes:  # rows of a run killed before its first checkpoint belong to nothing
             self.metrics_path.unlink(missing_ok=True)
         torch.use_deterministic_algorithms(self.config.train.deterministic, warn_only=True)
+        budgets = [self._stage_seconds(stage) for stage in self.schedule.stages]
         while state.stage < len(self.schedule.stages):
             stage = self.schedule.stages[state.stage]
             optimizer = self._optimizer(stage)
@@ -260,20 +261,54 @@ class Trainer:
                 disable=not self.writes,
                 unit="it",
             )
+            budget = budgets[state.stage]
+            started = time.perf_counter() - state.seconds
             for batch in self._batches(stage, state):
                 terms = self._train_step(stage, batch, optimizer, state)
                 state.step += 1
+                state.seconds = time.perf_counter() - started
                 loss = sum(terms.values())
                 bar.set_postfix(loss=f"{loss:.4f}")
                 bar.update()
                 self._log({"stage": stage.name, "step": state.step, "loss": loss, **terms})
                 self._after_step(stage, state, optimizer)
+                if self._out_of_time(state, budget):
+                    self._log(
+                        {
+                            "stage": stage.name,
+                            "step": state.step,
+                            "stopped": "train.seconds",
+                            "seconds": round(state.seconds, 3),
+                            "budget": round(budget, 3),
+                        }
+                    )
+                    break
             bar.close()
             score = self._validate(stage, state)
             state = TrainState(stage=state.stage + 1, step=0, best_score=state.best_score)
             self._save_stage_end(score, state)
         self._plot()
         return state
+
+    def _stage_seconds(self, stage: Stage) -> float:
+        """The stage's share of ``train.seconds`` (infinite when unset)."""
+        total = self.config.train.seconds
+        if total < 0 or math.isnan(total):
+            raise ConfigError(f"train.seconds must be >= 0 (0 = no time limit), got {total}")
+        if total == 0:
+            return math.inf
+        planned = sum(s.iterations for s in self.schedule.stages)
+        return total * stage.iterations / planned
+
+    def _out_of_time(self, state: TrainState, budget: float) -> bool:
+        """Whether the stage's share is spent; every rank stops at the same step (rank 0's
+        clock decides)."""
+        if math.isinf(budget):
+            return False
+        spent = torch.tensor([float(state.seconds >= budget)])
+        if self.world > 1 and dist.is_initialized():
+            dist.broadcast(spent, src=0)
+        return bool(spent.item())
 
     def _resume_checkpoint(self) -> Any:
         path = self.run_dir / LAST

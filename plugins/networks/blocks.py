@@ -35,7 +35,9 @@ def images_to_slices(x: Tensor, batch: int) -> Tensor:
 
 
 class DilatedBlock3d(nn.Module):
-    """Two kxkxk convolutions with dilation ``d``, each followed by ReLU, then dropout.
+    """Two kxkxk convolutions with dilation ``d``, each followed by ReLU, then dropout;
+    with ``residual``, plus the input (through a 1x1x1 convolution where the widths
+    differ), as MONAI's residual units and nnU-Net's residual encoders add it.
 
     Zero padding ``d (k - 1) / 2`` keeps the shape, so the receptive field of the
     block grows by ``2 d (k - 1)`` voxels per axis without any downsampling.
@@ -50,6 +52,7 @@ class DilatedBlock3d(nn.Module):
         dilation: int = 1,
         dropout: float = 0.2,
         norm: Norm = "none",
+        residual: bool = False,
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0 or dilation < 1:
@@ -66,10 +69,14 @@ class DilatedBlock3d(nn.Module):
             ]
         layers.append(nn.Dropout(dropout) if dropout > 0 else nn.Identity())
         self.body = nn.Sequential(*layers)
+        self.skip: nn.Module | None = None
+        if residual:
+            same = in_channels == out_channels
+            self.skip = nn.Identity() if same else nn.Conv3d(in_channels, out_channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         out: Tensor = self.body(x)
-        return out
+        return out if self.skip is None else out + self.skip(x)
 
 
 class SliceConv(nn.Module):

@@ -33,6 +33,8 @@ class DilatedUNet3d(SegmentationNetwork):
         kernel_size: convolution size along each axis.
         dropout: dropout rate after each block.
         norm: ``"none"`` (the paper) or ``"instance"``.
+        residual: add each block's input to its output (residual units), which with
+            instance norm makes the strong baseline the accuracy comparison trains.
         channels_last: run channels-last (default; 1.4x faster for ``unet3d`` on a
             2-core CPU, neutral for ``net1``).
 
@@ -58,6 +60,7 @@ class DilatedUNet3d(SegmentationNetwork):
         kernel_size: int = 5,
         dropout: float = 0.2,
         norm: Norm = "none",
+        residual: bool = False,
         channels_last: bool = True,
     ) -> None:
         super().__init__(in_channels, classes)
@@ -66,7 +69,7 @@ class DilatedUNet3d(SegmentationNetwork):
                 f"dilations needs one rate per level ({LEVELS}), got {tuple(dilations)}"
             )
         widths = [base_width * 2**level for level in range(LEVELS)]
-        block = {"kernel_size": kernel_size, "dropout": dropout, "norm": norm}
+        block = {"kernel_size": kernel_size, "dropout": dropout, "norm": norm, "residual": residual}
         self.encoder = nn.ModuleList(
             DilatedBlock3d(cin, cout, dilation=d, **block)  # type: ignore[arg-type]
             for cin, cout, d in zip([in_channels, *widths[:-1]], widths, dilations, strict=True)
@@ -110,6 +113,7 @@ class UNet3d(DilatedUNet3d):
         base_width: int = 16,
         dropout: float = 0.0,
         norm: Norm = "none",
+        residual: bool = False,
         channels_last: bool = True,
     ) -> None:
         super().__init__(
@@ -120,5 +124,6 @@ class UNet3d(DilatedUNet3d):
             kernel_size=3,
             dropout=dropout,
             norm=norm,
+            residual=residual,
             channels_last=channels_last,
         )

@@ -188,3 +188,48 @@ def test_a_background_only_truth_without_a_label_map(tmp_path, capsys) -> None:
         f"{gt}: the ground truth holds only label value 0 and no label map was given"
         in capsys.readouterr().err
     )
+
+
+def test_the_ceiling_of_a_coarser_grid_loses_thin_detail(brain, capsys) -> None:
+    """GT alone with --ceiling: the label map to 4 mm and back scores below 1, lowest on
+    the thinnest class; to a grid finer than the data's and back it loses (almost) nothing."""
+    _, gt = brain
+    assert main(["evaluate", str(gt), "--ceiling", "4", "--labels", "csf=1,gm=2,wm=3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"ceiling of the 4 mm path ({gt} to 4 mm and back):")
+    from duoseg.core.inference.evaluate import ceiling
+
+    coarse = ceiling(gt, load_plugins(), 4.0, labels=BRAIN)
+    dice = {c: coarse["table"]["dice"][c]["mean"] for c in BRAIN}
+    assert all(0.3 < d < 1.0 for d in dice.values()) and min(dice, key=dice.get) == "gm", dice
+    assert ceiling(gt, load_plugins(), 0.5, labels=BRAIN)["table"]["dice"]["csf"]["mean"] > 0.9
+
+
+def test_the_ceiling_beside_a_prediction_and_in_parallel(brain, tmp_path, capsys) -> None:
+    pred, gt = brain
+    json_path = tmp_path / "result.json"
+    args = ["evaluate", str(pred), str(gt), "--ceiling", "2", "--workers", "2", "--json"]
+    assert main([*args, str(json_path)]) == 0
+    out = capsys.readouterr().out
+    assert "ceiling of the 2 mm path" in out and out.count("| Dice |") == 2
+    result = json.loads(json_path.read_text())
+    assert result["ceiling"]["ceiling_mm"] == 2.0
+    serial = evaluate(pred, gt, load_plugins(), labels=BRAIN)
+    assert result["cases"] == json.loads(json.dumps(serial["cases"]))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ceiling", "0"], "--ceiling: the grid must be a positive spacing in mm, got 0.0"),
+        ([], "evaluate takes PRED GT, or GT alone with --ceiling MM; got "),
+        (["extra", "--ceiling", "2"], "evaluate takes PRED GT, or GT alone with --ceiling MM"),
+        (["--workers", "0", "--ceiling", "2"], "--workers must be >= 1, got 0"),
+    ],
+)
+def test_bad_ceiling_arguments(brain, capsys, args, message) -> None:
+    _, gt = brain
+    paths = [str(gt)] if args[:1] != ["extra"] else [str(gt), str(gt), "extra"]
+    rest = args[1:] if args[:1] == ["extra"] else args
+    assert main(["evaluate", *paths, *rest]) == 2
+    assert message in capsys.readouterr().err

@@ -164,6 +164,28 @@ def test_bad_configs_fail_before_any_step_naming_the_key(
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
+def test_a_time_budget_ends_each_stage_at_its_share(cache, tmp_path) -> None:
+    """train.seconds is shared by the stages in proportion to their iterations; a stage
+    ends at its share, logged, whatever its iterations say."""
+    config = write_config(tmp_path, iterations="[1000, 1000, 1000, 1000]")
+    run = tmp_path / "run"
+    trainer(config, cache, run, ["train.seconds=0.0001"]).run()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    stops = [r for r in rows if r.get("stopped") == "train.seconds"]
+    assert [(r["stage"], r["step"]) for r in stops] == [
+        (s, 1) for s in ("1_localise", "2_coarse", "3_end_to_end", "4_fine")
+    ]
+    assert all(r["budget"] == pytest.approx(0.0001 / 4, abs=1e-3) for r in stops)
+    assert load_checkpoint(run / LAST, load_plugins()).state.stage == 4
+
+
+def test_a_negative_time_budget_is_refused(cache, tmp_path, capsys) -> None:
+    code = main(["train", str(write_config(tmp_path)), "--cache", str(cache), "--out",
+                 str(tmp_path / "run"), "--set", "train.seconds=-5"])  # fmt: skip
+    assert code == 2
+    assert "train.seconds must be >= 0 (0 = no time limit), got -5.0" in capsys.readouterr().err
+
+
 def test_a_stage_that_trains_and_freezes_one_network_is_refused() -> None:
     from duoseg.core.config import ComponentRef
     from duoseg.core.interfaces.schedule import LossTerm, Schedule, Stage

@@ -9,7 +9,7 @@ from duoseg.apps.phantom import phantom_cache
 from duoseg.core import Registry
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.dataset import SampleDataset
-from duoseg.core.errors import DataError
+from duoseg.core.errors import ConfigError, DataError
 from torch.utils.data import DataLoader
 
 
@@ -39,6 +39,23 @@ def test_class_weights_bias_the_draw(registry: Registry, cache_path) -> None:
     )
     case = open_cache(cache_path, registry).case("ct_train_1001")
     assert {int(sampler.sample(case, epoch=0, index=i).label[1, 1, 1]) for i in range(50)} == {3}
+
+
+def test_a_uniform_fraction_shows_the_background(registry: Registry, cache_path) -> None:
+    """With uniform_fraction 1 the centres land on background as often as the uniform
+    sampler's; with 0.5 about half as often, against 1/8 for class balancing alone."""
+    case = open_cache(cache_path, registry).case("ct_train_1001")
+
+    def centres(name: str, **params: float) -> list[int]:
+        sampler = registry.build("sampler", name, sizes=[3], seed=4, **params)
+        return [int(sampler.sample(case, epoch=0, index=i).label[1, 1, 1]) for i in range(400)]
+
+    uniform = centres("uniform").count(0) / 400
+    assert abs(centres("class_balanced", uniform_fraction=1.0).count(0) / 400 - uniform) < 0.05
+    half = centres("class_balanced", uniform_fraction=0.5).count(0) / 400
+    assert abs(half - (uniform + 1 / 8) / 2) < 0.07, (half, uniform)
+    with pytest.raises(ConfigError, match=r"uniform_fraction must lie in \[0, 1\], got 1.5"):
+        registry.build("sampler", "class_balanced", uniform_fraction=1.5)
 
 
 def test_patch_size_is_drawn_per_batch(registry: Registry, cache_path) -> None:

@@ -42,6 +42,18 @@ def test_the_baseline_is_a_plain_unet(registry: Registry) -> None:
     assert not any(isinstance(m, torch.nn.Dropout) for m in net.modules())
 
 
+def test_residual_units_add_each_blocks_input(registry: Registry) -> None:
+    net = registry.build("network", "unet3d", base_width=4, residual=True, norm="instance").eval()
+    skips = [block.skip for block in [*net.encoder, net.bottom, *net.decoder]]
+    assert sum(isinstance(s, torch.nn.Conv3d) for s in skips) == 7  # where the widths change
+    assert sum(isinstance(s, torch.nn.Identity) for s in skips) == 1  # the bottom block
+    block = net.bottom
+    x = torch.randn(1, block.body[0].in_channels, 4, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), block.body(x) + x)
+        assert net(torch.randn(1, 1, 12, 8, 8)).shape == (1, 8, 12, 8, 8)
+
+
 def test_bad_channel_counts_are_refused(registry: Registry) -> None:
     with pytest.raises(InputShapeError, match=r"out_channels >= 2.*out_channels=1"):
         registry.build("network", "net1", classes=1)
