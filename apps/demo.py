@@ -15,6 +15,7 @@ import platform
 import shutil
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -90,7 +91,7 @@ PRESETS = {
         PROTOCOLS["ct"],
         train_cases=10,
         test_cases=3,
-        seconds=90.0,
+        seconds=70.0,
         two_stage=(
             "schedule.params.batch_size=4",
             "schedule.params.stack_crop=[256, 256]",
@@ -163,21 +164,35 @@ def train(
     return run
 
 
-def predict_and_evaluate(
-    run: Path,
-    data: DemoData,
-    folder: Path,
-    options: Options,
-    *,
-    device: str,
-    registry: Registry,
-    workers: int = 1,
-) -> dict[str, Any]:
-    """Predict the test cases into ``folder``; their table against the ground truth
-    (``workers`` processes score the cases)."""
+def predict_test_cases(
+    run: Path, data: DemoData, folder: Path, options: Options, *, device: str, registry: Registry
+) -> Path:
+    """Predict the test cases into ``folder`` (NIfTI, the sources' grids)."""
     predict_paths(run, data.test_source, folder, options=options, device=device, cases=None,
                   overwrite=False, registry=registry, progress=True)  # fmt: skip
-    return evaluate(folder, data.test_source, registry, workers=workers)
+    return folder
+
+
+def predict_and_evaluate(
+    run: Path, data: DemoData, folder: Path, options: Options, *, device: str, registry: Registry
+) -> dict[str, Any]:
+    """Predict the test cases into ``folder``; their table against the ground truth."""
+    predict_test_cases(run, data, folder, options, device=device, registry=registry)
+    return evaluate(folder, data.test_source, registry)
+
+
+def _scores(
+    predictions: dict[str, Path], truth: Path, registry: Registry, workers: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every prediction's table and the ceiling's, ``workers`` processes in all: the
+    methods side by side (threads that wait on their cases' processes)."""
+    per_method = max(1, workers // (len(predictions) + 1))
+    with ThreadPoolExecutor(max(1, min(len(predictions), workers // per_method))) as pool:
+        jobs = {m: pool.submit(evaluate, folder, truth, registry, workers=per_method)
+                for m, folder in predictions.items()}  # fmt: skip
+        results = {m: job.result() for m, job in jobs.items()}
+    labels = results["Net1+Net2"]["labels"]
+    return results, ceiling(truth, registry, CEILING_MM, labels=labels, workers=workers)
 
 
 def run_demo(out: Path, *, preset: Preset, device: str, registry: Registry) -> Path:
@@ -192,20 +207,16 @@ def run_demo(out: Path, *, preset: Preset, device: str, registry: Registry) -> P
             budget = (f"train.seconds={preset.seconds}", *overrides)
             runs[name] = train(name, data, out / "runs" / name, budget, device=device,
                                registry=registry)  # fmt: skip
-    results = {}
+    predictions = {}
     for method, (run, options) in METHODS.items():
-        if run not in runs:
-            continue
-        with _timed(timings, f"predict + evaluate {method}"):
-            results[method] = predict_and_evaluate(
-                runs[run], data, out / "predictions" / _slug(method), options, device=device,
-                registry=registry, workers=preset.workers,
-            )  # fmt: skip
-    with _timed(timings, f"ceiling of the {CEILING_MM:g} mm path"):
-        labels = results["Net1+Net2"]["labels"]
-        bound = ceiling(
-            data.test_source, registry, CEILING_MM, labels=labels, workers=preset.workers
-        )
+        if run in runs:
+            with _timed(timings, f"predict {method}"):
+                predictions[method] = predict_test_cases(
+                    runs[run], data, out / "predictions" / _slug(method), options,
+                    device=device, registry=registry,
+                )  # fmt: skip
+    with _timed(timings, f"evaluate, and the {CEILING_MM:g} mm ceiling"):
+        results, bound = _scores(predictions, data.test_source, registry, preset.workers)
     figures = _figures(out, runs, data.test_source, list(results))
     save_json({"preset": preset.name, "results": results, "ceiling": bound, "timings": timings},
               out / "results.json")  # fmt: skip

@@ -190,10 +190,11 @@ class WholeCoarseSampler(Sampler):
 class AxialStackSampler(Sampler):
     """K consecutive full-resolution axial slices and the central slice's label (1, y, x).
 
-    The central slice is chosen class-balanced (a class, then a voxel of it) unless
-    ``balanced`` is false (uniform over slices). ``crop`` = (y, x) cuts an in-plane
-    window around the chosen voxel instead of whole slices. Slices beyond the
-    volume are padded.
+    The central voxel is chosen class-balanced (a class, then a voxel of it) unless
+    ``balanced`` is false (uniform over the volume); with ``uniform_fraction``, that
+    share of the stacks is centred uniformly all the same, so Net2 also learns the
+    background far from the heart. ``crop`` = (y, x) cuts an in-plane window around
+    the chosen voxel instead of whole slices. Slices beyond the volume are padded.
     """
 
     def __init__(
@@ -201,6 +202,7 @@ class AxialStackSampler(Sampler):
         *,
         k: int = 9,
         balanced: bool = True,
+        uniform_fraction: float = 0.0,
         crop: Sequence[int] | None = None,
         class_weights: Sequence[float] | None = None,
         seed: int = 0,
@@ -211,8 +213,11 @@ class AxialStackSampler(Sampler):
             raise DataError(f"axial_stack needs an odd number of slices k, got k={k}")
         if crop is not None and (len(crop) != 2 or min(crop) < 1):
             raise DataError(f"crop must be two positive sizes (y, x), got {list(crop)}")
+        if not 0 <= uniform_fraction <= 1:
+            raise ConfigError(f"uniform_fraction must lie in [0, 1], got {uniform_fraction}")
         self.k = k
         self.balanced = balanced
+        self.uniform_fraction = uniform_fraction
         self.crop = None if crop is None else (int(crop[0]), int(crop[1]))
         self.class_weights = class_weights
 
@@ -224,10 +229,13 @@ class AxialStackSampler(Sampler):
     ) -> Sample:
         assert case.label is not None
         shape = np.asarray(case.meta.shape)
-        if self.balanced:
-            voxel = pick_voxel(case, pick_class(case, rng, self.class_weights), rng)
+        uniform = not self.balanced or (
+            self.uniform_fraction > 0 and rng.random() < self.uniform_fraction
+        )
+        if uniform:
+            voxel = uniform_voxel(case, rng)
         else:
-            voxel = np.asarray([int(rng.integers(n)) for n in shape])
+            voxel = pick_voxel(case, pick_class(case, rng, self.class_weights), rng)
         in_plane = shape[1:] if self.crop is None else np.asarray(self.crop)
         corner = np.zeros(2, np.int64) if self.crop is None else voxel[1:] - in_plane // 2
         origin = np.asarray([voxel[0] - self.k // 2, *corner])

@@ -26,12 +26,15 @@ def wang2018(
     omit: Sequence[int] = (),
     loss: str = "dice_weighted",
     loss_params: Mapping[str, Any] | None = None,
+    uniform_fraction: float = 0.0,
 ) -> Schedule:
     """The paper's Table 1. ``iterations`` per step (one number or four);
     ``omit`` drops any of steps 1-3 (the paper's Fig. 2 ablation); ``loss`` is the
     multi-class loss of both nets (the paper's Eq. 1 by default; "nothing stops using
     a more sophisticated loss", it says), built with ``loss_params`` (for instance
-    ``{ literal = true }``: Eq. 1 exactly as printed)."""
+    ``{ literal = true }``: Eq. 1 exactly as printed). ``uniform_fraction`` of the
+    subvolumes (steps 2-3) and stacks (step 4) are centred uniformly instead of
+    class-balanced (the paper: 0), so both nets see the chest far from the heart."""
     counts = [iterations] * 4 if isinstance(iterations, int) else list(iterations)
     if len(counts) != 4:
         raise ConfigError(f"schedule.params.iterations needs 1 or 4 numbers, got {list(counts)}")
@@ -40,11 +43,14 @@ def wang2018(
         raise ConfigError(f"schedule.params.omit = {list(omit)}: only steps 1, 2, 3 may be omitted")
     if k < 3 or k % 2 == 0:
         raise ConfigError(f"schedule.params.k = {k}: K must be odd and >= 3")
+    uniform = {"uniform_fraction": uniform_fraction} if uniform_fraction else {}
     patches = ComponentRef(
         "class_balanced",
-        {"sizes": list(subvolume_sizes), "batch_size": batch_size, "allow_padding": allow_padding},
-    )
-    stack = {"k": k, "batch_size": batch_size, **({"crop": list(stack_crop)} if stack_crop else {})}
+        {"sizes": list(subvolume_sizes), "batch_size": batch_size, "allow_padding": allow_padding,
+         **uniform},
+    )  # fmt: skip
+    stack = {"k": k, "batch_size": batch_size, **({"crop": list(stack_crop)} if stack_crop else {}),
+             **uniform}  # fmt: skip
     coarse = LossTerm("net1", loss, params=dict(loss_params or {}))
     roi = LossTerm("net1", "dice_foreground")
     fine = LossTerm("net2", loss, params=dict(loss_params or {}))

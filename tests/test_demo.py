@@ -31,8 +31,8 @@ def test_quick_demo_writes_the_report_with_every_method(tmp_path: Path, capsys) 
         "phantoms + cache build",
         "train two_stage",
         "train baseline",
-        "predict + evaluate Net1",
-        "ceiling of the 2 mm path",
+        "predict Net1",
+        "evaluate, and the 2 mm ceiling",
     ):
         assert f"| {phase} |" in report
     for method in ("net1", "net1_net2", "baseline"):

@@ -58,6 +58,20 @@ def test_a_uniform_fraction_shows_the_background(registry: Registry, cache_path)
         registry.build("sampler", "class_balanced", uniform_fraction=1.5)
 
 
+def test_axial_stacks_take_a_uniform_fraction_too(registry: Registry, cache_path) -> None:
+    case = open_cache(cache_path, registry).case("ct_train_1001")
+
+    def background(**params: float) -> float:
+        sampler = registry.build("sampler", "axial_stack", k=3, crop=[3, 3], seed=5, **params)
+        labels = [int(sampler.sample(case, epoch=0, index=i).label[0, 1, 1]) for i in range(300)]
+        return labels.count(0) / 300
+
+    assert background(uniform_fraction=1.0) > 0.6
+    assert background() < 0.25  # class-balanced: 1 in 8
+    with pytest.raises(ConfigError, match=r"uniform_fraction must lie in \[0, 1\], got -0.1"):
+        registry.build("sampler", "axial_stack", uniform_fraction=-0.1)
+
+
 def test_patch_size_is_drawn_per_batch(registry: Registry, cache_path) -> None:
     sampler = registry.build("sampler", "uniform", sizes=[8, 16, 24], batch_size=4)
     case = open_cache(cache_path, registry).case("ct_train_1001")
