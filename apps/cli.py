@@ -17,6 +17,7 @@ from typing import Any
 from duoseg.core.components import KINDS
 from duoseg.core.config import apply_override
 from duoseg.core.errors import DuosegError
+from duoseg.core.inference import FORMATS
 from duoseg.core.registry import load_plugins
 
 EXIT_BAD_INPUT = 2
@@ -143,12 +144,16 @@ def _add_predict(commands: Any) -> None:
         "input", type=Path, metavar="INPUT", help="NIfTI file or folder, DICOM folder, or cache"
     )
     predict.add_argument(
-        "output", type=Path, metavar="OUTPUT", help="file.nii[.gz], folder (NIfTI) or *.zarr"
+        "output",
+        type=Path,
+        metavar="OUTPUT",
+        help="file.nii[.gz], folder (NIfTI, or DICOM-SEG with --format dicom-seg) or *.zarr",
     )
     predict.add_argument(
         "--format",
-        choices=("nifti", "zarr", "dicom-seg"),
-        help="output format (default: from OUTPUT; dicom-seg: a folder, for DICOM INPUT)",
+        choices=FORMATS,
+        help="output file format (default: from OUTPUT; dicom-seg: a folder, for DICOM "
+        "INPUT); not the store plugin that cache build's --format names",
     )
     predict.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     predict.add_argument("--case", action="append", help="case id(s) of a cache or DICOM folder")

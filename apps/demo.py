@@ -74,7 +74,7 @@ class Preset:
 # a field of view cropped to the heart (about 130 mm), so two cores train on it in minutes.
 CPU_VIEW = Protocol((224, 224, 144), (0.56, 0.60), (0.85, 0.95))
 PRESETS = {
-    "cpu": Preset("cpu", CPU_VIEW, train_cases=7, test_cases=3, seconds=330.0),
+    "cpu": Preset("cpu", CPU_VIEW, train_cases=7, test_cases=3, seconds=330.0, workers=2),
     "quick": Preset(
         "quick",
         CPU_VIEW,

@@ -682,6 +682,7 @@ def write_phantoms(
     """Generate and write cases ``first .. first + cases - 1`` (``workers`` processes at a
     time); return the (image, label) paths."""
     from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
 
     from tqdm import tqdm
 
@@ -693,7 +694,8 @@ def write_phantoms(
     bar = partial(tqdm, total=cases, desc="phantoms", unit="case", disable=not progress)
     if workers <= 1:
         return list(bar(map(job, numbers)))
-    with ProcessPoolExecutor(min(workers, cases)) as pool:
+    # Spawned: forking a process whose torch threads run can deadlock the children.
+    with ProcessPoolExecutor(min(workers, cases), mp_context=get_context("spawn")) as pool:
         return list(bar(pool.map(job, numbers)))
 
 

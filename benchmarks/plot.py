@@ -7,8 +7,8 @@ Writes, for the figures the runs hold:
 - ``patches.png``: random patch pairs/s by store and samples/s by sampler;
 - ``peers.png``: duoseg against MONAI (sliding-window inference) and TorchIO
   (LabelSampler), speed and memory;
-- ``accuracy.png``: mean Dice of duoseg's two schedules and MONAI's 3D U-Net trained
-  for the same number of iterations.
+- ``accuracy.png``: mean Dice of every model trained for the same wall-clock (with the
+  2 mm ceiling), and each one's inference time and working memory.
 Several runs of one benchmark (e.g. two machines) are drawn side by side, labelled by
 file name.
 """
@@ -119,14 +119,26 @@ def plot_peers(runs: Runs, out: Path) -> Path | None:
 
 
 def plot_accuracy(runs: Runs, out: Path) -> Path | None:
-    data = select(runs, "test_peer_accuracy")
+    data = select(runs, "test_accuracy_at_equal_training_time")
     if not data:
         return None
-    figure, ax = plt.subplots(figsize=(7, 4))
-    _bars(ax, data, lambda info: info["mean_dice"])
-    ax.set(ylabel="mean Dice (7 structures)", ylim=(0, 1),
-           title="same cache, same iterations, full-resolution evaluation")  # fmt: skip
-    return _save(figure, out / "accuracy.png", ax)
+    figure, (dice, cost) = plt.subplots(1, 2, figsize=(12, 4))
+    _bars(dice, data, lambda info: info["mean_dice"])
+    ceilings = [b.get("test_ceiling", {}).get("mean_dice") for b in runs.values()]
+    for ceiling in filter(None, ceilings):
+        dice.axhline(ceiling, color="grey", linestyle="--", label="2 mm ceiling (mean)")
+    dice.set(ylabel="mean Dice (7 structures)", ylim=(0, 1),
+             title="equal training wall-clock, same cache and test cases")  # fmt: skip
+    _bars(cost, data, lambda info: info["inference_seconds"])
+    cost.set(ylabel="inference seconds per case", title="inference time (working MiB on bars)")
+    for bar, info in zip(cost.patches, _flat(data), strict=True):
+        cost.annotate(f"{info['working_mib']:.0f}", (bar.get_x() + bar.get_width() / 2,
+                      bar.get_height()), ha="center", va="bottom", fontsize=8)  # fmt: skip
+    return _save(figure, out / "accuracy.png", dice, cost)
+
+
+def _flat(data: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [info for hits in data.values() for info in hits.values()]
 
 
 def _bars(

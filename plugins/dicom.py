@@ -6,9 +6,10 @@ importer without them.
 
 - Every DICOM Part 10 file under the source folder is read (headers only, first) and
   grouped by SeriesInstanceUID, which every file but a DICOMDIR must have (so a damaged
-  file is refused, never silently dropped). Series none of whose files has Rows
-  (reports, presentation states) are not images and are left out; DICOM-SEG files are
-  labels.
+  file is refused, never silently dropped; so are unreadable files and symbolic links).
+  Series none of whose files has Rows (reports, presentation states) are not images and
+  are left out, and so are localizers (ImageType LOCALIZER: scouts, logged); DICOM-SEG
+  files are labels.
 - A series' slices are ordered by their position along the slice normal (the cross
   product of the ImageOrientationPatient cosines), never by file name or InstanceNumber.
 - The affine follows from ImageOrientationPatient, ImagePositionPatient and
@@ -26,27 +27,29 @@ importer without them.
   (orientation, pixel spacing); mixed image sizes; fewer than two slices; two slices at
   one position; slice spacing not uniform to 1%; slice positions off the slice normal
   (gantry tilt); multi-frame files; colour images; compressed transfer syntaxes no
-  installed package decodes (naming the syntax and the packages that would).
+  installed package decodes (naming the syntax and the packages that would). Only the
+  series asked for are checked (all for ``cache build``, ``--case``'s for ``predict``),
+  and all their refusals are raised together.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-import warnings
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from duoseg.core import Component, hookimpl
-from duoseg.core.data.dicom import dicom_files
+from duoseg.core.data.dicom import Dataset, dicom_files, library, quiet, read_dataset
 from duoseg.core.data.orientation import canonical_affine, to_canonical
 from duoseg.core.errors import DataError
-from duoseg.core.interfaces.importer import ImportedCase, Importer, SourcePair
+from duoseg.core.interfaces.importer import ImportedCase, Importer, SourcePair, pick
+from duoseg.core.interfaces.store import check_case_id
 from duoseg.plugins.importers import (
     MAX_VOXELS,
     MMWHS_LABELS,
@@ -57,7 +60,6 @@ from duoseg.plugins.importers import (
 )
 from numpy.typing import NDArray
 
-INSTALL = 'pip install "duoseg[dicom]"'
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation Storage SOP class
 DICOMDIR = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage SOP class
 SPACING_TOLERANCE = 0.01  # of the mean slice step: steps and drift off the normal
@@ -66,44 +68,8 @@ DUPLICATE_MM = 1e-3  # slices closer than this along the normal are one position
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 BITS = (8, 16, 32)
-Dataset = Any  # pydicom.Dataset: pydicom is imported only when a folder is read
 
-
-def _pydicom() -> Any:
-    try:
-        import pydicom
-    except ImportError:
-        raise DataError(f"reading DICOM needs pydicom: {INSTALL}") from None
-    return pydicom
-
-
-def _highdicom() -> Any:
-    try:
-        import highdicom
-    except ImportError:
-        raise DataError(f"reading DICOM-SEG needs highdicom: {INSTALL}") from None
-    return highdicom
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """pydicom warns about odd values it reads; duoseg checks every value it uses and
-    names the file and tag, so its warnings would only repeat that less clearly."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
-def read_dataset(path: Path, *, pixels: bool) -> Dataset:
-    """One DICOM file (headers only unless ``pixels``), or duoseg's error naming it."""
-    pydicom = _pydicom()
-    try:
-        with _quiet():
-            return pydicom.dcmread(path, stop_before_pixels=not pixels)
-    except MemoryError:
-        raise DataError(f"{path}: the file does not fit in memory") from None
-    except Exception as exc:  # pydicom raises many types for damaged files
-        raise DataError(f"{path}: not a readable DICOM file: {exc}") from exc
+log = logging.getLogger(__name__)
 
 
 def tag_name(keyword: str) -> str:
@@ -121,7 +87,7 @@ def tag_error(where: str, keyword: str, problem: str) -> DataError:
 def _value(ds: Dataset, keyword: str, where: str) -> Any:
     """A tag's value, None when absent; pydicom parses values when first read."""
     try:
-        with _quiet():
+        with quiet():
             return ds.get(keyword)
     except Exception as exc:  # a value its VR cannot hold
         raise tag_error(where, keyword, f"unreadable value: {exc}") from exc
@@ -333,28 +299,52 @@ class DicomImporter(Importer):
         self.require_labels = require_labels
 
     def discover(self, source: Path) -> list[SourcePair]:
+        return self.discover_cases(source, None)
+
+    def discover_cases(
+        self, source: Path, cases: Sequence[str] | None, *, labels: bool = True
+    ) -> list[SourcePair]:
+        """Only the series asked for are validated (geometry, slice order, label), so one
+        unusual series in a study stops neither the others nor ``--case``; the refusals of
+        those asked for are raised together, one line each."""
         source = Path(source)
+        found, segmentations = self._series(source)
+        pairs: list[SourcePair] = []
+        refusals: list[str] = []
+        for case_id, (stem, series) in zip(cases or found, pick(found, cases, source), strict=True):
+            seg = segmentations.get(series.uid, [])
+            try:
+                label = self._label(series, stem, seg) if labels else None
+                pairs.append(_pair(case_id, series, label))
+            except DataError as exc:
+                refusals.append(str(exc))
+        if refusals:
+            raise DataError("\n".join(refusals))
+        return pairs
+
+    def _series(self, source: Path) -> tuple[dict[str, tuple[str, _Series]], dict[str, list[Path]]]:
+        """Every image series under ``source`` by case id (sorted), with its name in its
+        folder; and the DICOM-SEG files by the series they reference."""
         if not source.is_dir():
             raise DataError(f"{source}: source folder not found")
         files = dicom_files(source)
         images, segmentations = _group(files)
+        localizers = [uid for uid, series in images.items() if _is_localizer(series)]
+        for uid in localizers:
+            log.warning("%s: series %s is a localizer (ImageType LOCALIZER); left out",
+                        images[uid].folder, shown(uid))  # fmt: skip
+            del images[uid]
         if not images:
-            raise DataError(f"{source}: no DICOM image series found ({len(files)} DICOM files)")
-        pairs = []
-        for stem, series in _stems(images):
-            label = self._label(series, stem, segmentations.pop(series.uid, []))
-            paths = [p for p, _ in series.slices]
-            geometry = series_geometry([d for _, d in series.slices], paths, series.folder,
-                                       shown(series.uid))  # fmt: skip
-            files_in_order = tuple(series.slices[i][0] for i in geometry.order)
-            pairs.append(SourcePair(_case_id(source, series.folder, stem), series.folder,
-                                    label, files_in_order))  # fmt: skip
-        if segmentations and self.require_labels:
-            uid, paths = next(iter(segmentations.items()))
-            problem = f"references series {shown(uid)}, which is not under {source}"
-            raise tag_error(str(paths[0]), "ReferencedSeriesSequence", problem)
-        _check_unique(pairs)
-        return sorted(pairs, key=lambda pair: pair.case_id)
+            raise DataError(f"{source}: no DICOM image series found ({len(files)} DICOM files, "
+                            f"{len(localizers)} localizer series)")  # fmt: skip
+        orphans = sorted(set(segmentations) - set(images) - set(localizers))
+        if orphans and self.require_labels:
+            problem = f"references series {shown(orphans[0])}, which is not under {source}"
+            raise tag_error(str(segmentations[orphans[0]][0]), "ReferencedSeriesSequence", problem)
+        stems = _stems(images)
+        named = {_case_id(source, s.folder, stem): (stem, s) for stem, s in stems}
+        _check_unique(named, stems, source)
+        return dict(sorted(named.items())), segmentations
 
     def _label(self, series: _Series, stem: str, segmentations: list[Path]) -> Path | None:
         masks = [series.folder.parent / f"{stem}{self.label_suffix}{ext}" for ext in NIFTI_SUFFIXES]
@@ -380,21 +370,15 @@ class DicomImporter(Importer):
         where = f"{pair.image}: series {uid}"
         geometry = series_geometry(headers, files, pair.image, uid)
         ordered = [files[i] for i in geometry.order]
-        _check_file_sizes([headers[i] for i in geometry.order], ordered, uid, geometry)
-        columns, rows, n = geometry.shape
-        try:
-            volume = np.empty((n, rows, columns), np.float32)
-        except MemoryError:
-            raise DataError(f"{where}: {geometry.shape} voxels do not fit in memory") from None
-        for k, path in enumerate(ordered):
-            dataset = read_dataset(path, pixels=True)
-            volume[k] = _pixels(dataset, f"{path}: series {uid}", (rows, columns))
-        data = volume.transpose(2, 1, 0)  # (column, row, slice): the affine's voxel order
-        image = to_canonical(data, geometry.affine)
+        in_order = [headers[i] for i in geometry.order]
+        _check_file_sizes(in_order, ordered, uid, geometry)
+        image = to_canonical(_volume(ordered, uid, geometry, where), geometry.affine)
         label = None
-        if pair.label is not None:
-            label = self._read_label(pair.label, geometry, [headers[i] for i in geometry.order],
-                                     where, image.shape)  # fmt: skip
+        if pair.label is not None and pair.label.name.endswith(NIFTI_SUFFIXES):
+            label = self._mask(pair.label, geometry, where, image.shape)
+        elif pair.label is not None:
+            at = [f"{path}: series {uid}" for path in ordered]
+            label = self._segments(pair.label, geometry, in_order, at, where)
         return ImportedCase(
             case_id=pair.case_id,
             image=image,
@@ -406,13 +390,6 @@ class DicomImporter(Importer):
             class_names=self.masks.class_names,
             label_values=self.masks.label_values,
         )
-
-    def _read_label(self, path: Path, geometry: Geometry, headers: list[Dataset], where: str,
-                    shape: tuple[int, ...]) -> NDArray[np.uint8]:  # fmt: skip
-        if path.name.endswith(NIFTI_SUFFIXES):
-            return self._mask(path, geometry, where, shape)
-        indices = self._segments(path, headers, where)  # (slice, row, column)
-        return to_canonical(indices.transpose(2, 1, 0), geometry.affine)
 
     def _mask(self, path: Path, geometry: Geometry, where: str,
               shape: tuple[int, ...]) -> NDArray[np.uint8]:  # fmt: skip
@@ -430,15 +407,32 @@ class DicomImporter(Importer):
             )
         return label
 
-    def _segments(self, path: Path, headers: list[Dataset], where: str) -> NDArray[np.uint8]:
-        """A DICOM-SEG's segments as class indices (slice, row, column), matched by name."""
-        highdicom = _highdicom()
+    def _segments(self, path: Path, geometry: Geometry, headers: list[Dataset],
+                  at: list[str], where: str) -> NDArray[np.uint8]:  # fmt: skip
+        """A DICOM-SEG's segments as canonical class indices, matched to the classes by
+        name; ``headers`` are the series' in slice order, ``at`` where each one is."""
+        highdicom = library("highdicom", "reading DICOM-SEG")
         try:
-            with _quiet():
+            with quiet():
                 seg = highdicom.seg.segread(path)
                 labels = {int(s.SegmentNumber): str(s.SegmentLabel) for s in seg.SegmentSequence}
         except Exception as exc:  # highdicom and pydicom raise many types
             raise DataError(f"{path}: not a readable DICOM-SEG: {exc}") from exc
+        lookup = self._segment_lookup(path, labels)
+        uids = [_text(d, "SOPInstanceUID", w) for d, w in zip(headers, at, strict=True)]
+        try:
+            with quiet():
+                numbers = np.asarray(seg.get_pixels_by_source_instance(uids, combine_segments=True))
+        except Exception as exc:
+            raise DataError(f"{path}: cannot read its segments on {where}: {exc}") from exc
+        columns, rows, _ = geometry.shape
+        if numbers.shape != (len(uids), rows, columns):
+            raise DataError(f"{path}: segments of shape {numbers.shape} do not fit {where} "
+                            f"({len(uids)} slices of {rows} x {columns})")  # fmt: skip
+        return to_canonical(lookup[numbers].transpose(2, 1, 0), geometry.affine)
+
+    def _segment_lookup(self, path: Path, labels: dict[int, str]) -> NDArray[np.uint8]:
+        """Segment number -> class index, by the segments' labels."""
         names = self.masks.class_names
         bad = [number for number in labels if not 1 <= number <= 65535]
         if bad:
@@ -450,17 +444,44 @@ class DicomImporter(Importer):
                                 f"segment {number} is {name!r}, not a class of the label map "
                                 f"{list(names[1:])}")  # fmt: skip
             lookup[number] = names.index(name)
-        uids = [_text(d, "SOPInstanceUID", where) for d in headers]
-        try:
-            with _quiet():
-                numbers = np.asarray(seg.get_pixels_by_source_instance(uids, combine_segments=True))
-        except Exception as exc:
-            raise DataError(f"{path}: cannot read its segments on {where}: {exc}") from exc
-        rows, columns = _integer(headers[0], "Rows", where), _integer(headers[0], "Columns", where)
-        if numbers.shape != (len(uids), rows, columns):
-            raise DataError(f"{path}: segments of shape {numbers.shape} do not fit {where} "
-                            f"({len(uids)} slices of {rows} x {columns})")  # fmt: skip
-        return np.asarray(lookup[numbers], dtype=np.uint8)
+        return lookup
+
+
+def _pair(case_id: str, series: _Series, label: Path | None) -> SourcePair:
+    """Series ``series`` validated (single-frame files, geometry), its files in order."""
+    paths = [p for p, _ in series.slices]
+    datasets = [d for _, d in series.slices]
+    uid = shown(series.uid)
+    for path, ds in series.slices:
+        if _value(ds, "NumberOfFrames", str(path)) not in (None, "", 1, "1"):
+            raise tag_error(f"{path}: series {uid}", "NumberOfFrames", "multi-frame (enhanced) "
+                            "images are not read; export one file per slice")  # fmt: skip
+    geometry = series_geometry(datasets, paths, series.folder, uid)
+    return SourcePair(case_id, series.folder, label, tuple(paths[i] for i in geometry.order))
+
+
+def _is_localizer(series: _Series) -> bool:
+    """A scout (ImageType LOCALIZER in every file): a few images in orthogonal planes,
+    for planning the scan, not a volume."""
+    for path, ds in series.slices:
+        value = _value(ds, "ImageType", str(path))
+        kinds = [value] if isinstance(value, str | bytes) else list(value or ())
+        if "LOCALIZER" not in (str(kind).strip().upper() for kind in kinds):
+            return False
+    return True
+
+
+def _volume(files: list[Path], uid: str, geometry: Geometry, where: str) -> NDArray[np.float32]:
+    """The series' modality values, (column, row, slice): the affine's voxel order."""
+    columns, rows, n = geometry.shape
+    try:
+        volume = np.empty((n, rows, columns), np.float32)
+    except MemoryError:
+        raise DataError(f"{where}: {geometry.shape} voxels do not fit in memory") from None
+    for k, path in enumerate(files):
+        dataset = read_dataset(path, pixels=True)
+        volume[k] = _pixels(dataset, f"{path}: series {uid}", (rows, columns))
+    return volume.transpose(2, 1, 0)
 
 
 def _group(files: list[Path]) -> tuple[dict[str, _Series], dict[str, list[Path]]]:
@@ -470,16 +491,13 @@ def _group(files: list[Path]) -> tuple[dict[str, _Series], dict[str, list[Path]]
     for path in files:
         ds = read_dataset(path, pixels=False)
         where = str(path)
-        if _sop_class(ds, where) == SEG_STORAGE:
+        sop_class = _sop_class(ds, where)
+        if sop_class == SEG_STORAGE:
             segmentations[_referenced_series(ds, where)].append(path)
             continue
-        if _sop_class(ds, where) == DICOMDIR:
+        if sop_class == DICOMDIR:
             continue  # the index of a DICOM medium, not part of any series
         uid = _text(ds, "SeriesInstanceUID", where)
-        is_image = _value(ds, "Rows", where) is not None
-        if is_image and _value(ds, "NumberOfFrames", where) not in (None, "", 1, "1"):
-            raise tag_error(where, "NumberOfFrames", "multi-frame (enhanced) images are not "
-                            "read; export the series as one file per slice")  # fmt: skip
         images.setdefault(uid, _Series(uid, [])).slices.append((path, ds))
     readable = {}
     for uid, series in images.items():
@@ -525,16 +543,21 @@ def _stems(images: dict[str, _Series]) -> list[tuple[str, _Series]]:
 
 def _case_id(source: Path, folder: Path, stem: str) -> str:
     parents = folder.relative_to(source).parts[:-1] if folder != source else ()
-    return case_name("_".join((*parents, stem)))
+    return check_case_id(case_name("_".join((*parents, stem))), source)
 
 
-def _check_unique(pairs: list[SourcePair]) -> None:
+def _check_unique(named: dict[str, tuple[str, _Series]], stems: list[tuple[str, _Series]],
+                  source: Path) -> None:  # fmt: skip
+    """Two series whose folder names map to one case id: name both."""
+    if len(named) == len(stems):
+        return
     seen: dict[str, Path] = {}
-    for pair in pairs:
-        if pair.case_id in seen:
-            raise DataError(f"{pair.image}: case id {pair.case_id!r} is also that of "
-                            f"{seen[pair.case_id]}; rename one of the folders")  # fmt: skip
-        seen[pair.case_id] = pair.image
+    for stem, series in stems:
+        case_id = _case_id(source, series.folder, stem)
+        if case_id in seen:
+            raise DataError(f"{series.folder}: case id {case_id!r} is also that of "
+                            f"{seen[case_id]}; rename one of the folders")  # fmt: skip
+        seen[case_id] = series.folder
 
 
 def _check_file_sizes(
@@ -549,7 +572,10 @@ def _check_file_sizes(
         if _transfer_syntax(header, where).is_compressed or bits not in BITS:
             continue  # checked when decoding
         needed = rows * columns * bits // 8
-        size = path.stat().st_size
+        try:
+            size = path.stat().st_size
+        except OSError as exc:  # gone or unreadable since discovery
+            raise DataError(f"{where}: cannot read the file: {exc.strerror or exc}") from None
         if size < needed:
             raise tag_error(where, "PixelData", f"the file holds {size} bytes, fewer than the "
                             f"{needed} bytes of pixels its tags describe (truncated?)")  # fmt: skip
@@ -570,7 +596,7 @@ def _pixels(ds: Dataset, where: str, shape: tuple[int, int]) -> NDArray[np.float
     if "PixelData" not in ds:
         raise tag_error(where, "PixelData", "missing (float pixel data is not read)")
     try:
-        with _quiet():
+        with quiet():
             stored = np.asarray(ds.pixel_array)
     except MemoryError:
         raise tag_error(where, "PixelData", "the pixels do not fit in memory") from None
@@ -619,7 +645,7 @@ def _transfer_syntax(ds: Dataset, where: str) -> Any:
     if meta is None:
         raise tag_error(where, "TransferSyntaxUID", "missing (no file meta information)")
     text = _text(meta, "TransferSyntaxUID", where)
-    with _quiet():
+    with quiet():
         syntax = UID(text)
     if not syntax.is_transfer_syntax:
         raise tag_error(where, "TransferSyntaxUID", f"{shown(text)} is not a known transfer syntax")

@@ -25,8 +25,11 @@ def test_every_chart_is_drawn_from_a_saved_run(tmp_path: Path) -> None:
         _bench("test_sampler_throughput[uniform]", samples_per_s=100.0),
         _bench("test_sampling_memory_and_first_patch_latency", first_patch_s_max=0.02),
         _bench("test_peer_torchio_label_sampler", first_patch_s=7.0),
-        _bench("test_peer_accuracy[MONAI UNet]", mean_dice=0.8),
-        _bench("test_peer_accuracy[duoseg wang2018]", mean_dice=0.6),
+        _bench("test_accuracy_at_equal_training_time[monai]", mean_dice=0.8,
+               inference_seconds=30.0, working_mib=900.0),
+        _bench("test_accuracy_at_equal_training_time[two_stage]", mean_dice=0.6,
+               inference_seconds=8.0, working_mib=300.0),
+        _bench("test_ceiling", mean_dice=0.97),
     ]}  # fmt: skip
     saved = tmp_path / "run.json"
     saved.write_text(json.dumps(run))

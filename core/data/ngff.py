@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from duoseg.core.errors import DataError
 from duoseg.core.fs import write_atomically
 from duoseg.core.interfaces.store import CaseMeta
 
@@ -132,7 +133,10 @@ def cache_metadata(meta: CaseMeta) -> dict[str, Any]:
 def write_group_metadata(group: Path, ome: dict[str, Any]) -> None:
     """Set ``ome`` in the attributes of the Zarr v3 group at ``group``, atomically: a
     half-written zarr.json would leave the group unreadable to the resuming run."""
-    document = json.loads((group / "zarr.json").read_text())
+    try:
+        document = json.loads((group / "zarr.json").read_text())
+    except (OSError, ValueError) as exc:  # the group vanished or was damaged meanwhile
+        raise DataError(f"{group / 'zarr.json'}: not a readable Zarr group: {exc}") from exc
     document.setdefault("attributes", {})["ome"] = ome
     text = json.dumps(document, indent=2)
     write_atomically(group / "zarr.json", lambda tmp: tmp.write_text(text))

@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from duoseg.core.data.dicom import library, read_dataset
 from duoseg.core.data.orientation import to_source
 from duoseg.core.errors import PredictError
 from duoseg.core.fs import write_atomically
-from duoseg.core.inference.outputs import ScratchLabels, largest_components
-from duoseg.core.inference.streaming import LabelSink
+from duoseg.core.inference.outputs import ScratchLabels, ScratchSink
 from duoseg.core.interfaces.store import CaseMeta, check_case_id
 from numpy.typing import NDArray
 
-INSTALL = 'pip install "duoseg[dicom]"'
 # MM-WHS class -> the SNOMED CT concept in pydicom's codes.SCT. Neither SNOMED CT's
 # "cavity of left ventricle" nor the ascending aorta's finer concepts are among them, so
 # LV is coded as the left ventricle and AA as the aorta; the labels keep the names.
@@ -41,79 +40,41 @@ CARDIAC = {
 SERIES_NUMBER = 9001  # after the scanner's own series in a viewer's list
 
 
-def _libraries() -> tuple[Any, Any]:
-    try:
-        import highdicom
-        import pydicom
-    except ImportError:
-        raise PredictError(f"--format dicom-seg needs pydicom and highdicom: {INSTALL}") from None
-    return pydicom, highdicom
-
-
-class DicomSegSink(LabelSink):
+class DicomSegSink(ScratchSink):
     """``OUTPUT/<case>_seg.dcm`` for each case of ``series`` (case id -> the files of its
     source series in slice order, as the ``dicom`` importer found them).
 
-    Slabs go to an uncompressed scratch file (one byte per voxel) as for NIfTI output,
-    but highdicom builds a segmentation from the whole mask: :meth:`end` holds the case's
+    highdicom builds a segmentation from the whole mask: :meth:`_save` holds the case's
     labels in memory, in the source's slice order, while it writes (with highdicom's
-    frames about 3 bytes per voxel beyond 0.12 GiB: 0.28 GiB traced at 512 x 512 x 256)."""
+    frames about 3 bytes per voxel beyond 0.12 GiB: 0.28 GiB traced at 512 x 512 x 256).
+    pydicom and highdicom are imported when the sink is made, before any case is
+    predicted."""
 
     def __init__(self, path: Path, series: Mapping[str, Sequence[Path]]) -> None:
-        self.path = path
+        super().__init__(path)
         self.series = series
-        self.labels: ScratchLabels | None = None
+        self.highdicom = library("highdicom", "--format dicom-seg")
+        library("pydicom", "--format dicom-seg")
 
     def file(self, case_id: str) -> Path:
         return self.path / f"{check_case_id(case_id, self.path)}_seg.dcm"
 
     def begin(self, meta: CaseMeta, probabilities: bool) -> int:
-        if probabilities:
-            raise PredictError(f"{self.path}: --probabilities needs a Zarr OUTPUT (a .zarr path)")
         if meta.case_id not in self.series:
             raise PredictError(f"{self.path}: case {meta.case_id} has no source DICOM series")
-        if self.file(meta.case_id).exists():  # written by an interrupted run: resume after it
-            self.labels = None
-            return meta.shape[0]
-        target = self.file(meta.case_id)
-        self.labels = ScratchLabels(target.with_name(f".{target.name}.labels.partial"), meta.shape)
-        return 0
+        return super().begin(meta, probabilities)
 
-    def write(
-        self, z: int, labels: NDArray[np.uint8], probabilities: NDArray[np.float16] | None
-    ) -> None:
-        assert self.labels is not None
-        self.labels[(slice(z, z + len(labels)),)] = labels
-
-    def end(self, meta: CaseMeta, lcc_box: tuple[slice, ...] | None) -> None:
-        if self.labels is None:
-            return
-        scratch, self.labels = self.labels, None
-        try:
-            labels = scratch[(slice(None),)]
-        finally:
-            scratch.path.unlink(missing_ok=True)
-        if lcc_box is not None:
-            labels[lcc_box] = largest_components(labels[lcc_box], len(meta.class_names))
+    def _save(self, meta: CaseMeta, labels: ScratchLabels, target: Path) -> None:
         # (column, row, slice) in the source's order, to (slice, row, column) frames.
-        frames = to_source(labels, np.asarray(meta.source_affine)).transpose(2, 1, 0)
-        segmentation = self._segmentation(meta, frames)
-        write_atomically(self.file(meta.case_id), segmentation.save_as)
+        frames = to_source(labels[(slice(None),)], np.asarray(meta.source_affine))
+        segmentation = self._segmentation(meta, frames.transpose(2, 1, 0))
+        write_atomically(target, segmentation.save_as)
 
     def _segmentation(self, meta: CaseMeta, frames: NDArray[np.uint8]) -> Any:
-        pydicom, highdicom = _libraries()
         files = self.series[meta.case_id]
-        try:
-            sources = [pydicom.dcmread(path, stop_before_pixels=True) for path in files]
-        except Exception as exc:  # pydicom raises many types for damaged files
-            raise PredictError(f"case {meta.case_id}: cannot reread its source: {exc}") from exc
-        if frames.shape != (len(sources), sources[0].Rows, sources[0].Columns):
-            raise PredictError(
-                f"case {meta.case_id}: labels of shape {frames.shape} do not fit its source "
-                f"series ({len(files)} files of {sources[0].Rows} x {sources[0].Columns}, "
-                f"{files[0].parent}): did the files change since they were read?"
-            )
-        version = importlib.metadata.version("duoseg")
+        sources = [read_dataset(path, pixels=False) for path in files]
+        _check_fits(meta.case_id, frames, sources, files)
+        highdicom, version = self.highdicom, _version()
         try:
             return highdicom.seg.Segmentation(
                 source_images=sources,
@@ -135,6 +96,34 @@ class DicomSegSink(LabelSink):
                 f"case {meta.case_id}: highdicom cannot make a DICOM-SEG of series "
                 f"{files[0].parent}: {exc}"
             ) from exc
+
+
+def _check_fits(
+    case_id: str, frames: NDArray[np.uint8], sources: list[Any], files: Sequence[Path]
+) -> None:
+    """The labels must still fit the source files, which are read a second time here."""
+    for source, path in zip(sources, files, strict=True):
+        try:
+            size = (int(source.Rows), int(source.Columns))
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise PredictError(
+                f"{path}: case {case_id}: Rows/Columns unreadable on rereading: {exc}"
+            ) from None
+        if frames.shape != (len(sources), *size):
+            raise PredictError(
+                f"{path}: case {case_id}: labels of shape {frames.shape} do not fit its "
+                f"source series ({len(files)} files, this one {size[0]} x {size[1]}): did "
+                "the files change since they were read?"
+            )
+
+
+def _version() -> str:
+    """duoseg's version, for the segmentation's provenance; 'unknown' when duoseg runs
+    from a source tree that was never installed."""
+    try:
+        return importlib.metadata.version("duoseg")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def segments(highdicom: Any, names: Sequence[str], version: str) -> list[Any]:

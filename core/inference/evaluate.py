@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import multiprocessing
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -304,7 +305,10 @@ def _map(job: Callable[[Any], T], items: Sequence[Any], workers: int) -> list[T]
         raise PredictError(f"--workers must be >= 1, got {workers}")
     if workers == 1 or len(items) < 2:
         return [job(item) for item in items]
-    with ProcessPoolExecutor(min(workers, len(items))) as pool:
+    # Spawned, not forked: a fork of a process whose torch (OpenMP) threads are running
+    # can deadlock in the child's first parallel region (the ceiling's resampling).
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(items)), mp_context=context) as pool:
         return list(pool.map(job, items))
 
 

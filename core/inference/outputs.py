@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -52,23 +53,51 @@ def largest_components(labels: NDArray[np.uint8], classes: int) -> NDArray[np.ui
     return out
 
 
-def prepare_output(path: Path, *, overwrite: bool) -> None:
-    """Refuse to replace a finished output (unless ``overwrite``) or anything not ours."""
-    if not path.exists():
-        path.mkdir(parents=True)
-        (path / MARKER).write_text(json.dumps({"format": "duoseg-prediction"}))
+def prepare_output(path: Path, *, overwrite: bool, run: Mapping[str, Any] | None = None) -> None:
+    """Refuse to replace a finished output (unless ``overwrite``) or anything not ours.
+    ``run`` (format, checkpoint digest, options) goes into MARKER: an unfinished output
+    is resumed only by the same run - another's finished cases are not this run's - and
+    is otherwise refused, or cleared with ``overwrite``."""
+    ours = json.loads(json.dumps(dict(run or {}), default=str))  # as MARKER reads back
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        path.mkdir(parents=True, exist_ok=True)
+        _write_marker(path, ours)
         return
     if not (path / MARKER).exists():
-        if path.is_dir() and not any(path.iterdir()):
-            (path / MARKER).write_text(json.dumps({"format": "duoseg-prediction"}))
-            return
         raise PredictError(f"{path}: exists and is not a duoseg prediction; refusing to write")
-    if (path / COMPLETION_FILE).exists():
-        if not overwrite:
-            raise PredictError(f"{path}: output exists and is complete; pass --overwrite")
-        for child in path.iterdir():
-            if child.name != MARKER:
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    if is_complete(path) and not overwrite:
+        raise PredictError(f"{path}: output exists and is complete; pass --overwrite")
+    recorded = _recorded_run(path)
+    if not is_complete(path) and recorded == ours:
+        return  # an interrupted run of this same prediction: resume it
+    if not overwrite:
+        changed = "; ".join(
+            f"{key}: {recorded.get(key)!r} there, {ours.get(key)!r} now"
+            for key in sorted(set(recorded) | set(ours))
+            if recorded.get(key) != ours.get(key)
+        )
+        raise PredictError(
+            f"{path}: an unfinished prediction by another run ({changed}); rerun that one "
+            "to finish it, or pass --overwrite to start afresh"
+        )
+    for child in path.iterdir():
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    _write_marker(path, ours)
+
+
+def _write_marker(path: Path, run: dict[str, Any]) -> None:
+    marker = {"format": "duoseg-prediction", "run": run}
+    write_atomically(path / MARKER, lambda tmp: tmp.write_text(json.dumps(marker)))
+
+
+def _recorded_run(path: Path) -> dict[str, Any]:
+    """The run MARKER records; {} for a marker from before runs were recorded."""
+    try:
+        marker = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError) as exc:
+        raise PredictError(f"{path / MARKER}: not a readable prediction marker: {exc}") from exc
+    run = marker.get("run") if isinstance(marker, dict) else None
+    return run if isinstance(run, dict) else {}
 
 
 def finish_output(
@@ -166,7 +195,15 @@ class PredictionReader:
         return problems
 
 
-class ZarrSink(LabelSink):
+class FolderSink(LabelSink, ABC):
+    """A sink writing every case of a run into one OUTPUT folder, each case on its own."""
+
+    @abstractmethod
+    def finished(self, case_id: str) -> bool:
+        """Whether ``case_id``'s output is all written (a saved report alone is no proof)."""
+
+
+class ZarrSink(FolderSink):
     """``OUTPUT/cases/<case>/labels`` (uint8, one chunk per slice) and optionally
     ``probabilities`` (float16), with ``progress.json`` after every slab; a finished
     case's group is an OME-Zarr label image (:mod:`duoseg.core.data.ngff`)."""
@@ -175,6 +212,9 @@ class ZarrSink(LabelSink):
         self.path = path
         self.root = zarr.open_group(str(path), mode="a")
         self.case: Path | None = None
+
+    def finished(self, case_id: str) -> bool:
+        return (self.path / "cases" / check_case_id(case_id, self.path) / "complete.json").exists()
 
     def begin(self, meta: CaseMeta, probabilities: bool) -> int:
         self.case = self.path / "cases" / check_case_id(meta.case_id, self.path)
@@ -256,41 +296,34 @@ class ZarrSink(LabelSink):
         write_atomically(self.case / "complete.json", lambda tmp: tmp.write_text(json.dumps(info)))
 
 
-class NiftiSink(LabelSink):
-    """``OUTPUT/<case>_label.nii.gz`` in the source file's grid, orientation and label values,
-    recording the classes in a NIfTI extension. With ``single_file``, ``path`` is the one
-    file (``.nii`` or ``.nii.gz``) that the only case is written to (always rewritten:
-    whoever makes the sink decides whether an existing file may be replaced).
+class ScratchSink(FolderSink):
+    """Each case one file (:meth:`file`), which needs the whole case to write: slabs go
+    to an uncompressed scratch file beside it (memory stays flat in the depth), and at
+    the case's end :meth:`_save` turns that into the file. Subclasses write only that."""
 
-    Memory stays flat in the depth: slabs go to an uncompressed scratch file beside the
-    output, which :meth:`end` streams into the NIfTI file block by block (reoriented to
-    the source, mapped to the source label values, gzipped)."""
-
-    def __init__(self, path: Path, *, single_file: bool = False) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.single_file = single_file
-        self.cases: list[str] = []
         self.labels: ScratchLabels | None = None
 
+    @abstractmethod
     def file(self, case_id: str) -> Path:
-        if self.single_file:
-            return self.path
-        return self.path / f"{check_case_id(case_id, self.path)}_label.nii.gz"
+        """Where ``case_id``'s output goes."""
 
-    def _scratch(self, case_id: str) -> Path:
-        target = self.file(case_id)
-        return target.with_name(f".{target.name}.labels.partial")
+    @abstractmethod
+    def _save(self, meta: CaseMeta, labels: ScratchLabels, target: Path) -> None:
+        """Write ``target`` (atomically) from the case's class indices ``labels``."""
+
+    def finished(self, case_id: str) -> bool:
+        return self.file(case_id).exists()
 
     def begin(self, meta: CaseMeta, probabilities: bool) -> int:
         if probabilities:
             raise PredictError(f"{self.path}: --probabilities needs a Zarr OUTPUT (a .zarr path)")
-        self.cases.append(meta.case_id)
-        if self.single_file and len(self.cases) > 1:
-            raise PredictError(f"{self.path}: a file OUTPUT holds one case; got cases {self.cases}")
-        if not self.single_file and self.file(meta.case_id).exists():
+        if self.finished(meta.case_id):  # written by an interrupted run: resume after it
             self.labels = None
             return meta.shape[0]
-        self.labels = ScratchLabels(self._scratch(meta.case_id), meta.shape)
+        target = self.file(meta.case_id)
+        self.labels = ScratchLabels(target.with_name(f".{target.name}.labels.partial"), meta.shape)
         return 0
 
     def write(
@@ -303,16 +336,48 @@ class NiftiSink(LabelSink):
         if self.labels is None:
             return
         labels, self.labels = self.labels, None
-        if lcc_box is not None:
-            labels[lcc_box] = largest_components(labels[lcc_box], len(meta.class_names))
-        target = self.file(meta.case_id)
+        try:
+            if lcc_box is not None:
+                labels[lcc_box] = largest_components(labels[lcc_box], len(meta.class_names))
+            self._save(meta, labels, self.file(meta.case_id))
+        finally:
+            labels.path.unlink(missing_ok=True)
+
+
+class NiftiSink(ScratchSink):
+    """``OUTPUT/<case>_label.nii.gz`` in the source file's grid, orientation and label values,
+    recording the classes in a NIfTI extension. With ``single_file``, ``path`` is the one
+    file (``.nii`` or ``.nii.gz``) that the only case is written to (always rewritten:
+    whoever makes the sink decides whether an existing file may be replaced). :meth:`_save`
+    streams the scratch file into the NIfTI file block by block (reoriented to the
+    source, mapped to the source label values, gzipped)."""
+
+    def __init__(self, path: Path, *, single_file: bool = False) -> None:
+        super().__init__(path)
+        self.single_file = single_file
+        self.cases: list[str] = []
+
+    def file(self, case_id: str) -> Path:
+        if self.single_file:
+            return self.path
+        return self.path / f"{check_case_id(case_id, self.path)}_label.nii.gz"
+
+    def finished(self, case_id: str) -> bool:
+        return not self.single_file and super().finished(case_id)
+
+    def begin(self, meta: CaseMeta, probabilities: bool) -> int:
+        self.cases.append(meta.case_id)
+        if self.single_file and len(self.cases) > 1:
+            raise PredictError(f"{self.path}: a file OUTPUT holds one case; got cases {self.cases}")
+        return super().begin(meta, probabilities)
+
+    def _save(self, meta: CaseMeta, labels: ScratchLabels, target: Path) -> None:
         suffix = ".nii.gz" if target.name.endswith(".nii.gz") else ".nii"
         partial = target.with_name(f".{target.name.removesuffix(suffix)}.partial{suffix}")
         try:
             _write_labels(partial, labels, meta)
             write_atomically(target, partial.replace)
         finally:
-            labels.path.unlink(missing_ok=True)
             partial.unlink(missing_ok=True)
 
 

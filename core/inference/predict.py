@@ -7,14 +7,24 @@ import dataclasses
 import functools
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.dicom import holds_dicom
 from duoseg.core.distributed import Ranks
 from duoseg.core.errors import DataError, DuosegError, PredictError
-from duoseg.core.inference.outputs import NiftiSink, ZarrSink, finish_output, prepare_output
+from duoseg.core.inference import FORMATS
+from duoseg.core.inference.outputs import (
+    FolderSink,
+    NiftiSink,
+    ZarrSink,
+    finish_output,
+    prepare_output,
+)
 from duoseg.core.inference.sharding import (
+    check_same_cases,
     clear_reports,
     gather_reports,
     process_group,
@@ -24,7 +34,6 @@ from duoseg.core.inference.sharding import (
     shard,
 )
 from duoseg.core.inference.streaming import (
-    LabelSink,
     Model,
     Options,
     Report,
@@ -32,12 +41,12 @@ from duoseg.core.inference.streaming import (
     load_model,
     predict_case,
 )
-from duoseg.core.interfaces.importer import Importer, SourcePair
+from duoseg.core.interfaces.importer import Importer, SourcePair, file_checksum, pick
 from duoseg.core.interfaces.store import CacheCase
 from duoseg.core.registry import Registry
 
 NIFTI = (".nii.gz", ".nii")
-FORMATS = ("nifti", "zarr", "dicom-seg")
+Predict = Callable[[CacheCase, FolderSink], Report]
 
 
 def _case_id(path: Path) -> str:
@@ -57,9 +66,9 @@ class Input:
     files: tuple[Path, ...] = ()  # a DICOM series' files, in slice order, for DICOM-SEG
 
 
-def _inputs(
-    source: Path, model: Model, registry: Registry, cases: list[str] | None, run_dir: Path
-) -> list[Input]:
+def _inputs(source: Path, model: Model, registry: Registry, cases: list[str] | None, *,
+            run_dir: Path, opened: ExitStack) -> list[Input]:  # fmt: skip
+    """INPUT's cases; a cache stays open (in ``opened``) while they are read."""
     if source.is_file() or any(source.name.endswith(s) for s in NIFTI):
         files = [source]
     elif source.is_dir() and not _is_cache(source, registry):
@@ -71,28 +80,30 @@ def _inputs(
         if not files:
             raise PredictError(f"{source}: no NIfTI images found (nor DICOM files)")
     else:
-        cache = open_cache(source, registry)
-        try:
-            model.preprocessing.check_matches(
-                cache.preprocessing, ours=f"the model of {run_dir}", theirs=f"cache {source}"
-            )
-        except DataError as exc:
-            raise PredictError(
-                f"{exc} (NIfTI inputs are always prepared as the model's training data)"
-            ) from None
-        return [Input(c, functools.partial(cache.case, c)) for c in cases or cache.cases()]
+        return _cache_inputs(source, model, registry, cases, run_dir=run_dir, opened=opened)
     importer = registry.build("importer", "nifti", labels=_label_map(model), require_labels=False)
     inputs = []
     for path in files:
         if not path.exists():
             raise PredictError(f"{path}: input not found")
-        load = functools.partial(_load_image, importer, path, model)
+        load = functools.partial(_load, importer, SourcePair(_case_id(path), path, None), model)
         inputs.append(Input(_case_id(path), load))
     return inputs
 
 
-def _load_image(importer: Importer, path: Path, model: Model) -> CacheCase:
-    return case_from_image(importer.load(SourcePair(_case_id(path), path, None)), model)
+def _cache_inputs(source: Path, model: Model, registry: Registry, cases: list[str] | None, *,
+                  run_dir: Path, opened: ExitStack) -> list[Input]:  # fmt: skip
+    cache = opened.enter_context(open_cache(source, registry))
+    try:
+        model.preprocessing.check_matches(
+            cache.preprocessing, ours=f"the model of {run_dir}", theirs=f"cache {source}"
+        )
+    except DataError as exc:
+        raise PredictError(
+            f"{exc} (NIfTI inputs are always prepared as the model's training data)"
+        ) from None
+    ids = pick({c: c for c in cache.cases()}, cases, source)  # before OUTPUT is touched
+    return [Input(c, functools.partial(cache.case, c)) for c in ids]
 
 
 def _dicom_inputs(
@@ -100,17 +111,13 @@ def _dicom_inputs(
 ) -> list[Input]:
     """The series under a folder of DICOM files (``dicom`` importer); labels are not read."""
     importer = registry.build("importer", "dicom", labels=_label_map(model), require_labels=False)
-    pairs = {p.case_id: dataclasses.replace(p, label=None) for p in importer.discover(source)}
-    unknown = sorted(set(cases or ()) - set(pairs))
-    if unknown:
-        raise PredictError(f"{source}: no series {unknown}; its series: {sorted(pairs)}")
     return [
-        Input(c, functools.partial(_load_series, importer, pairs[c], model), pairs[c].files)
-        for c in cases or pairs
+        Input(p.case_id, functools.partial(_load, importer, p, model), p.files)
+        for p in importer.discover_cases(source, cases, labels=False)
     ]
 
 
-def _load_series(importer: Importer, pair: SourcePair, model: Model) -> CacheCase:
+def _load(importer: Importer, pair: SourcePair, model: Model) -> CacheCase:
     return case_from_image(importer.load(pair), model)
 
 
@@ -146,7 +153,7 @@ def predict_paths(
     as the case is written (not for the cases that a resumed run finds done).
     An ``output`` ending in .nii or .nii.gz is one file, for one input NIfTI file.
     ``output_format`` (nifti, zarr, dicom-seg) is inferred from ``output`` when None."""
-    output_format = _output_format(output, output_format)
+    output_format = _output_format(output, output_format, options)
     ranks = Ranks.from_environment()
     single_file = output.name.endswith(NIFTI)
     if single_file and ranks.distributed:
@@ -159,54 +166,110 @@ def predict_paths(
         raise PredictError(f"{source}: input not found")
     if single_file:
         _check_file_output(source, output, overwrite=overwrite)
-    inputs = _inputs(source, model, registry, cases, run_dir)
     predict = functools.partial(_predict, model, options=options, progress=progress)
-    if single_file:  # the file itself, renamed into place last, is the record
-        sink = NiftiSink(output, single_file=True)
-        return [_announce(predict(item.load(), sink), on_case) for item in inputs]
-    _check_unique(inputs, source)
-    if output_format == "dicom-seg" and not all(item.files for item in inputs):
-        raise PredictError(
-            f"--format dicom-seg: INPUT {source} is not a folder of DICOM series, and a "
-            "DICOM-SEG references the series it segments; use --format nifti or zarr"
+    with ExitStack() as opened:
+        inputs = _inputs(source, model, registry, cases, run_dir=run_dir, opened=opened)
+        if single_file:  # the file itself, renamed into place last, is the record
+            sink = NiftiSink(output, single_file=True)
+            return [_announce(predict(item.load(), sink), on_case) for item in inputs]
+        _check_unique(inputs, source)
+        if output_format == "dicom-seg" and not all(item.files for item in inputs):
+            raise PredictError(
+                f"--format dicom-seg: INPUT {source} is not a folder of DICOM series, and a "
+                "DICOM-SEG references the series it segments; use --format nifti or zarr"
+            )
+
+        def prepare() -> None:  # a sink may create OUTPUT's Zarr group, which only one rank may
+            run = _run_record(model, output_format, options)
+            prepare_output(output, overwrite=overwrite, run=run)
+            _folder_sink(output, output_format, inputs)
+
+        folder = functools.partial(_folder_sink, output, output_format, inputs)
+        return _predict_folder(
+            inputs,
+            output,
+            ranks,
+            prepare=prepare,
+            make_sink=folder,
+            predict=predict,
+            on_case=on_case,
+            labels=_label_map(model),
         )
 
-    def prepare() -> None:  # a sink may create OUTPUT's Zarr group, which only one rank may
-        prepare_output(output, overwrite=overwrite)
-        _folder_sink(output, output_format, inputs)
 
+def _predict_folder(
+    inputs: list[Input],
+    output: Path,
+    ranks: Ranks,
+    *,
+    prepare: Callable[[], None],
+    make_sink: Callable[[], FolderSink],
+    predict: Predict,
+    on_case: Callable[[Report], None] | None,
+    labels: dict[str, int],
+) -> list[Report]:
+    """Each rank predicts its share of ``inputs`` into the folder OUTPUT, skipping the
+    cases an interrupted run finished; rank 0 writes the completion record last."""
     with process_group(ranks):
+        ids = [item.case_id for item in inputs]
+        check_same_cases(ranks, ids, output)  # each rank takes its share by position
         rank0_first(ranks, prepare)
-        folder = _folder_sink(output, output_format, inputs)
-        reports = []
-        for item in shard(inputs, ranks):
-            report = saved_report(output, item.case_id)
-            if report is None:  # saved only once the sink has finished the case
-                report = _announce(save_report(output, predict(item.load(), folder)), on_case)
-            reports.append(report)
+        sink = make_sink()
+        reports = [_report(item, output, sink, predict, on_case) for item in shard(inputs, ranks)]
         everyone = {r.case_id: r for r in gather_reports(ranks, reports)}
         if ranks.rank == 0:
-            ids = [item.case_id for item in inputs]
-            finish_output(output, ids, [dataclasses.asdict(everyone[c]) for c in ids],
-                          _label_map(model))  # fmt: skip
+            missing = [c for c in ids if c not in everyone]
+            if missing:
+                raise PredictError(f"{output}: no rank reported case(s) {missing}")
+            finish_output(output, ids, [dataclasses.asdict(everyone[c]) for c in ids], labels)
             clear_reports(output)  # only now: a kill before the record loses no report
     return reports
 
 
-def _output_format(output: Path, requested: str | None) -> str:
-    """``--format``, which must fit OUTPUT's name; else the format that name implies."""
+def _report(item: Input, output: Path, sink: FolderSink, predict: Predict,
+            on_case: Callable[[Report], None] | None) -> Report:  # fmt: skip
+    """A case's saved report if an earlier run of this prediction finished it (its
+    output is there too); else the report of predicting it now."""
+    report = saved_report(output, item.case_id) if sink.finished(item.case_id) else None
+    if report is None:  # saved only once the sink has finished the case
+        report = _announce(save_report(output, predict(item.load(), sink)), on_case)
+    return report
+
+
+def _run_record(model: Model, output_format: str, options: Options) -> dict[str, Any]:
+    """What makes a rerun into OUTPUT the same prediction (MARKER records it): the
+    format, the checkpoint's bytes and the options that change the labels."""
+    checkpoint = None if model.checkpoint is None else file_checksum(model.checkpoint)
+    return {
+        "format": output_format,
+        "checkpoint_sha256": checkpoint,
+        "lcc": options.lcc_per_class,
+        "probabilities": options.probabilities,
+        "precision": options.precision,
+        "method": dict(options.method),
+    }
+
+
+def _output_format(output: Path, requested: str | None, options: Options) -> str:
+    """``--format``, which must fit OUTPUT's name; else the format that name implies.
+    Refused before OUTPUT is touched: --probabilities for a format that has no room."""
     named = "zarr" if output.suffix == ".zarr" else "nifti"
-    if requested is None or requested == named:
-        return named
-    if requested == "dicom-seg" and not output.name.endswith(NIFTI) and named == "nifti":
-        return requested
-    raise PredictError(
-        f"{output}: --format {requested} does not fit OUTPUT; formats: {', '.join(FORMATS)} "
-        "(zarr: OUTPUT *.zarr; nifti: a folder or one .nii/.nii.gz file; dicom-seg: a folder)"
-    )
+    dicom_seg = requested == "dicom-seg" and not output.name.endswith(NIFTI) and named == "nifti"
+    if requested not in (None, named) and not dicom_seg:
+        raise PredictError(
+            f"{output}: --format {requested} does not fit OUTPUT; formats: {', '.join(FORMATS)} "
+            "(zarr: OUTPUT *.zarr; nifti: a folder or one .nii/.nii.gz file; dicom-seg: a folder)"
+        )
+    chosen = requested or named
+    if options.probabilities and chosen != "zarr":
+        raise PredictError(
+            f"{output}: --probabilities needs a Zarr OUTPUT (a .zarr path); {chosen} output "
+            "holds labels only"
+        )
+    return chosen
 
 
-def _folder_sink(output: Path, output_format: str, inputs: list[Input]) -> LabelSink:
+def _folder_sink(output: Path, output_format: str, inputs: list[Input]) -> FolderSink:
     if output_format == "zarr":
         return ZarrSink(output)
     if output_format == "dicom-seg":
@@ -217,7 +280,7 @@ def _folder_sink(output: Path, output_format: str, inputs: list[Input]) -> Label
 
 
 def _predict(
-    model: Model, case: CacheCase, sink: LabelSink, *, options: Options, progress: bool
+    model: Model, case: CacheCase, sink: FolderSink, *, options: Options, progress: bool
 ) -> Report:
     from tqdm import tqdm
 

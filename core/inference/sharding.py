@@ -1,21 +1,29 @@
 """Prediction under torchrun: the cases shared over the ranks, one OUTPUT, one record.
 
 Rank r of w predicts cases r, r + w, r + 2w, ... of INPUT's case order (the sorted file
-names, the cache's cases, or the ``--case`` order) into the same OUTPUT. A case's files
-are its own, so no two ranks write the same file. Rank 0 prepares OUTPUT while the
-others wait. Each rank saves a case's report (``OUTPUT/.duoseg-reports/<case>.json``,
-atomically) once the case is written, so a rerun - after any rank was killed, with any
-number of ranks - skips every case with a saved report without reading its input, and
-the record still holds that case's report. When every rank has finished, rank 0 gathers
-the reports and writes the completion record, last.
+names, the cache's cases, or the ``--case`` order) into the same OUTPUT. Every rank
+finds INPUT's cases itself (for DICOM, reading every series' headers), and the ranks
+refuse to start unless they found the same ones in the same order. A case's files are
+its own, so no two ranks write the same file. Rank 0 prepares OUTPUT while the others
+wait. Each rank saves a case's report (``OUTPUT/.duoseg-reports/<case>.json``,
+atomically) once the case is written, so a rerun of the same prediction (OUTPUT's
+marker records format, checkpoint and options) - after any rank was killed, with any
+number of ranks - skips every case with a saved report and a finished output without
+reading its input, and the record still holds that case's report. When every rank
+has finished, rank 0 gathers the reports and writes the completion record, last.
 
 The ranks exchange only a few small objects, so they talk over gloo whatever the device
-(no NCCL communicator per GPU); each rank's model runs on its own device.
+(no NCCL communicator per GPU); each rank's model runs on its own device. Their
+collectives wait up to 7 days (``WAIT``): rank 0's last one waits for the slowest
+rank's whole share. Under torchrun a rank that dies stops the others at once; a
+launcher that does not (``mpirun``, a hand-started set of processes) leaves them
+waiting until then, so stop them yourself.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import shutil
@@ -91,6 +99,23 @@ def gather_reports(ranks: Ranks, reports: list[Report]) -> list[Report]:
     gathered: list[Any] | None = [None] * ranks.world if ranks.rank == 0 else None
     dist.gather_object(texts, gathered, dst=0)
     return [_from_json(text) for part in gathered or [] for text in part]
+
+
+def check_same_cases(ranks: Ranks, case_ids: list[str], output: Path) -> None:
+    """Every rank must have found the same cases in the same order, since each takes
+    its share by position; all ranks raise alike if not (none waits for the others)."""
+    if not ranks.distributed:
+        return
+    ours = (len(case_ids), hashlib.sha256("\n".join(case_ids).encode()).hexdigest()[:12])
+    everyone: list[Any] = [None] * ranks.world
+    dist.all_gather_object(everyone, ours)
+    differ = [rank for rank, found in enumerate(everyone) if found != everyone[0]]
+    if differ:
+        found = ", ".join(f"rank {r}: {n} cases, digest {d}" for r, (n, d) in enumerate(everyone))
+        raise PredictError(
+            f"{output}: the ranks found different cases in INPUT ({found}); every rank must "
+            "see the same INPUT"
+        )
 
 
 def _report_path(output: Path, case_id: str) -> Path:

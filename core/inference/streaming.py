@@ -43,6 +43,7 @@ class Model:
     preprocessing: Preprocessing
     device: torch.device
     method: Method
+    checkpoint: Path | None = None  # the file the networks were read from, if any
 
     @property
     def classes(self) -> int:
@@ -72,7 +73,7 @@ def load_model(run_dir: Path, registry: Registry, device: str = "cpu") -> Model:
         method.check(networks, None)
     except ConfigError as exc:
         raise PredictError(f"{path}: {exc}") from None
-    return Model(networks, preprocessing, target, method)
+    return Model(networks, preprocessing, target, method, path)
 
 
 class MemoryArray(ChunkedArray):

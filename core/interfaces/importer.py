@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+from duoseg.core.errors import DataError
 from numpy.typing import NDArray
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,26 @@ class Importer(ABC):
     @abstractmethod
     def load(self, pair: SourcePair) -> ImportedCase:
         """Read and validate one case."""
+
+    def discover_cases(
+        self, source: Path, cases: Sequence[str] | None, *, labels: bool = True
+    ) -> list[SourcePair]:
+        """The cases ``cases`` (all when None) under ``source``, in that order; without
+        their labels unless ``labels``. An importer that validates during discovery
+        overrides this to validate only the cases asked for."""
+        found = {pair.case_id: pair for pair in self.discover(source)}
+        return [
+            pair if labels else replace(pair, label=None) for pair in pick(found, cases, source)
+        ]
+
+
+def pick(found: Mapping[str, T], cases: Sequence[str] | None, source: Path) -> list[T]:
+    """``found[c]`` for each of ``cases`` (all, in order, when None or empty); an
+    unknown id is refused naming the ids there are."""
+    unknown = sorted(set(cases or ()) - set(found))
+    if unknown:
+        raise DataError(f"{source}: no case {unknown}; its cases: {sorted(found)}")
+    return [found[c] for c in cases] if cases else list(found.values())
 
 
 def image_checksum(pair: SourcePair) -> str:

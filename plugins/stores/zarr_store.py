@@ -89,7 +89,8 @@ class ZarrCacheWriter(CacheWriter):
                 config={"write_empty_chunks": True}, dimension_names=AXES if volume else None,
             )  # fmt: skip
             target[...] = data
-        # "ome": OME-Zarr (NGFF 0.5) metadata, for viewers
+        # "ome" beside duoseg's own record: OME-Zarr viewers (napari, neuroglancer) then
+        # open a cache's images and labels in place, at the right spacing.
         meta = {"duoseg": json.loads(arrays.meta.to_json()), "ome": cache_metadata(arrays.meta)}
         group.attrs.update(meta)
         self._replace(partial, self.cases / case_id)

@@ -4,14 +4,22 @@ checked voxel for voxel and in physical space against the same case given as NIf
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
 import pytest
 from duoseg.apps.cli import main
 from duoseg.core.data.orientation import canonical_affine, to_canonical
-from duoseg.core.inference.outputs import PredictionReader
+from duoseg.core.errors import DataError, PredictError
+from duoseg.core.inference import predict as predicting
+from duoseg.core.inference.dicom_seg import CARDIAC, DicomSegSink, _check_fits
+from duoseg.core.inference.outputs import PredictionReader, is_complete
+from duoseg.plugins.dicom import DicomImporter
+from duoseg.plugins.importers import MMWHS_LABELS
 
 from tests.dicom_series import LPS, Orientation, Written, write_pair
 
@@ -111,8 +119,86 @@ def test_case_picks_series_and_an_unknown_one_is_named(two_stage_run, written, t
     code = main(["predict", str(two_stage_run), str(source), str(tmp_path / "o"),
                  "--case", "nope"])  # fmt: skip
     assert code == 2
-    assert f"{source}: no series ['nope']; its series: ['{written.case.name}']" in (
+    assert f"{source}: no case ['nope']; its cases: ['{written.case.name}']" in (
         capsys.readouterr().err
     )
     predict(two_stage_run, source, tmp_path / "one", "--case", written.case.name)
     assert (tmp_path / "one" / f"{written.case.name}_label.nii.gz").is_file()
+
+
+def test_dicom_seg_output_reads_back_through_the_importer_as_labels(
+    two_stage_run, written, tmp_path
+) -> None:
+    """What --format dicom-seg writes labels its series for the ``dicom`` importer."""
+    name = written.case.name
+    predict(two_stage_run, written.series.parent, tmp_path / "nifti")
+    predict(two_stage_run, written.series.parent, tmp_path / "seg", "--format", "dicom-seg")
+    source = tmp_path / "src"
+    shutil.copytree(written.series, source / name)
+    shutil.copy(tmp_path / "seg" / f"{name}_seg.dcm", source / "seg.dcm")
+    labels = json.loads((tmp_path / "nifti" / "duoseg-complete.json").read_text())["labels"]
+    importer = DicomImporter(labels)
+    (pair,) = importer.discover(source)
+    assert pair.label == source / "seg.dcm"
+    values, _ = canonical(tmp_path / "nifti" / f"{name}_label.nii.gz")
+    lookup = np.zeros(max(labels.values()) + 1, np.uint8)
+    lookup[list(labels.values())] = np.arange(1, len(labels) + 1)
+    np.testing.assert_array_equal(importer.load(pair).label, lookup[values])
+
+
+def test_a_resumed_output_of_another_format_is_refused(
+    two_stage_run, written, tmp_path, capsys, monkeypatch
+) -> None:
+    """A NIfTI run killed before its record; a DICOM-SEG run into that OUTPUT would take
+    the NIfTI cases as done. Refused naming both formats; --overwrite starts afresh."""
+    out, source, name = tmp_path / "out", written.series.parent, written.case.name
+
+    def killed_before_the_record(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predicting, "finish_output", killed_before_the_record)
+    with pytest.raises(KeyboardInterrupt):
+        main(["predict", str(two_stage_run), str(source), str(out)])
+    monkeypatch.undo()
+    assert (out / f"{name}_label.nii.gz").is_file() and not is_complete(out)
+    code = main(["predict", str(two_stage_run), str(source), str(out), "--format", "dicom-seg"])
+    assert code == 2
+    assert "format: 'nifti' there, 'dicom-seg' now" in capsys.readouterr().err
+    predict(two_stage_run, source, out, "--format", "dicom-seg", "--overwrite")
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        f"{name}_seg.dcm", "duoseg-complete.json", "duoseg-prediction.json",
+    ]  # fmt: skip
+
+
+def test_probabilities_without_zarr_are_refused_before_output_exists(
+    written, tmp_path, capsys
+) -> None:
+    out = tmp_path / "seg"
+    code = main(["predict", str(tmp_path / "run"), str(written.series.parent), str(out),
+                 "--format", "dicom-seg", "--probabilities"])  # fmt: skip
+    assert code == 2
+    assert f"{out}: --probabilities needs a Zarr OUTPUT" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_without_highdicom_the_sink_is_refused_when_made(tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "highdicom", None)
+    with pytest.raises(DataError, match=r'--format dicom-seg needs highdicom: pip install "duo'):
+        DicomSegSink(tmp_path, {})
+
+
+def test_labels_that_no_longer_fit_the_source_are_named(tmp_path) -> None:
+    files = [tmp_path / "a.dcm", tmp_path / "b.dcm"]
+    frames = np.zeros((2, 4, 5), np.uint8)
+    fits = [SimpleNamespace(Rows=4, Columns=5)] * 2
+    _check_fits("ct_1", frames, fits, files)
+    changed = [fits[0], SimpleNamespace(Rows=4, Columns=6)]
+    with pytest.raises(PredictError, match=r"b\.dcm: case ct_1: labels of shape \(2, 4, 5\) do "
+                       r"not fit .* this one 4 x 6\): did the files change"):  # fmt: skip
+        _check_fits("ct_1", frames, changed, files)
+    with pytest.raises(PredictError, match=r"a\.dcm: case ct_1: Rows/Columns unreadable"):
+        _check_fits("ct_1", frames, [SimpleNamespace(Rows=4)] * 2, files)
+
+
+def test_every_mmwhs_class_has_its_snomed_code() -> None:
+    assert set(CARDIAC) == set(MMWHS_LABELS)

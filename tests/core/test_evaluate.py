@@ -208,7 +208,8 @@ def test_the_ceiling_of_a_coarser_grid_loses_thin_detail(brain, capsys) -> None:
 def test_the_ceiling_beside_a_prediction_and_in_parallel(brain, tmp_path, capsys) -> None:
     pred, gt = brain
     json_path = tmp_path / "result.json"
-    args = ["evaluate", str(pred), str(gt), "--ceiling", "2", "--workers", "2", "--json"]
+    args = ["evaluate", str(pred), str(gt), "--ceiling", "2", "--workers", "2",
+            "--labels", "csf=1,gm=2,wm=3", "--json"]  # fmt: skip
     assert main([*args, str(json_path)]) == 0
     out = capsys.readouterr().out
     assert "ceiling of the 2 mm path" in out and out.count("| Dice |") == 2

@@ -9,12 +9,14 @@ from typing import Any
 
 import matplotlib
 import numpy as np
+import pytest
 import zarr
 from duoseg.apps.phantom import make_case, write_case
 from duoseg.core import Registry
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache
-from duoseg.core.data.ngff import TAB10, class_colours
+from duoseg.core.data.ngff import TAB10, class_colours, write_group_metadata
+from duoseg.core.errors import DataError
 from duoseg.core.inference.outputs import PredictionReader, ZarrSink, finish_output, prepare_output
 from duoseg.core.inference.predict import predict_paths
 from duoseg.core.inference.streaming import Options
@@ -162,3 +164,8 @@ def _meta(spacing: tuple[float, float, float]) -> CaseMeta:
         source_affine=np.eye(4).tolist(), source_shape=(4, 5, 6), class_names=MMWHS,
         label_values=MMWHS_VALUES, normalisation={}, checksums={}, has_label=False,
     )  # fmt: skip
+
+
+def test_a_group_without_zarr_json_is_named(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"gone/zarr\.json: not a readable Zarr group"):
+        write_group_metadata(tmp_path / "gone", {"version": "0.5"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ from duoseg.core import load_plugins
 from duoseg.core.distributed import Ranks
 from duoseg.core.errors import DuosegError, PredictError
 from duoseg.core.inference import predict, sharding
-from duoseg.core.inference.outputs import PredictionReader, is_complete
+from duoseg.core.inference.outputs import PredictionReader, is_complete, prepare_output
 from duoseg.core.inference.predict import predict_paths
 from duoseg.core.inference.streaming import Options, Report
 from duoseg.core.interfaces.store import COMPLETION_FILE
@@ -117,17 +118,15 @@ def test_a_resumed_run_reuses_the_saved_reports_without_reading_the_cases(
     two_stage_run, cache, tmp_path, monkeypatch
 ) -> None:
     out, cases = tmp_path / "out.zarr", ["ct_train_1001", "ct_train_1003"]
-
-    def killed_before_the_record(*args: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(predict, "finish_output", killed_before_the_record)
-    with pytest.raises(KeyboardInterrupt):
-        one_process(two_stage_run, cache, out, cases)
+    _interrupted(two_stage_run, cache, out, cases, monkeypatch)
     assert not is_complete(out)
     saved = [sharding.saved_report(out, c) for c in cases]
-    monkeypatch.undo()
-    monkeypatch.setattr(predict, "predict_case", None)  # a case read again would fail here
+    inputs = predict._inputs
+
+    def unreadable(*args: Any, **kwargs: Any) -> list[predict.Input]:
+        return [dataclasses.replace(i, load=_never_read) for i in inputs(*args, **kwargs)]
+
+    monkeypatch.setattr(predict, "_inputs", unreadable)  # a case read again fails here
     one_process(two_stage_run, cache, out, cases)
     reports = json.loads((out / COMPLETION_FILE).read_text())["reports"]
     assert [sharding.saved_report(out, c) for c in cases] == [None, None]
@@ -177,3 +176,81 @@ def test_a_linked_reports_folder_is_refused(tmp_path) -> None:
     with pytest.raises(PredictError, match=r"is a symbolic link; refusing to write"):
         sharding.save_report(out, report)
     assert not any(elsewhere.iterdir())
+
+
+def _never_read() -> Any:
+    raise AssertionError("a case with a saved report was read again")
+
+
+def _interrupted(run: Path, source: Path, out: Path, cases: list[str], monkeypatch) -> None:
+    """Predict ``cases`` into ``out`` and die before the completion record."""
+
+    def killed_before_the_record(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(predict, "finish_output", killed_before_the_record)
+        with pytest.raises(KeyboardInterrupt):
+            one_process(run, source, out, cases)
+
+
+def test_a_saved_report_without_its_output_is_predicted_again(
+    two_stage_run, cache, tmp_path, monkeypatch
+) -> None:
+    out, cases = tmp_path / "out", ["ct_train_1001", "ct_train_1003"]
+    _interrupted(two_stage_run, cache, out, cases, monkeypatch)
+    (out / f"{cases[0]}_label.nii.gz").unlink()  # removed by hand; its report remains
+    predicted: list[str] = []
+    predict_paths(two_stage_run, cache, out, options=Options(memory_budget_mib=BUDGET),
+                  device="cpu", cases=cases, overwrite=False, registry=load_plugins(),
+                  on_case=lambda report: predicted.append(report.case_id))  # fmt: skip
+    assert predicted == [cases[0]]
+    assert (out / f"{cases[0]}_label.nii.gz").is_file() and is_complete(out)
+
+
+def test_an_unfinished_output_of_another_run_is_refused_unless_overwrite(tmp_path) -> None:
+    out = tmp_path / "out"
+    first = {"format": "nifti", "checkpoint_sha256": "aa", "lcc": False}
+    prepare_output(out, overwrite=False, run=first)
+    (out / "ct_1_label.nii.gz").write_bytes(b"x")
+    prepare_output(out, overwrite=False, run=first)  # the same run resumes
+    assert (out / "ct_1_label.nii.gz").exists()
+    other = {**first, "checkpoint_sha256": "bb", "lcc": True}
+    with pytest.raises(PredictError, match=r"out: an unfinished prediction by another run "
+                       r"\(checkpoint_sha256: 'aa' there, 'bb' now; lcc: False there, True "
+                       r"now\); rerun that one to finish it, or pass --overwrite"):  # fmt: skip
+        prepare_output(out, overwrite=False, run=other)
+    prepare_output(out, overwrite=True, run=other)
+    assert [p.name for p in out.iterdir()] == ["duoseg-prediction.json"]
+    prepare_output(out, overwrite=False, run=other)  # now it is that run's
+    (out / "x").write_text("")
+    (out / "duoseg-prediction.json").write_text("{damaged")
+    with pytest.raises(PredictError, match=r"duoseg-prediction\.json: not a readable prediction"):
+        prepare_output(out, overwrite=False, run=other)
+
+
+def test_an_unknown_cache_case_is_refused_before_output_is_made(
+    two_stage_run, cache, tmp_path
+) -> None:
+    with pytest.raises(DuosegError, match=r"no case \['nope'\]; its cases: \['ct_train_1001'"):
+        one_process(two_stage_run, cache, tmp_path / "out.zarr", ["ct_train_1001", "nope"])
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_ranks_that_found_other_cases_are_refused(tmp_path, monkeypatch) -> None:
+    def gathered(everyone: list[Any], ours: Any) -> None:
+        everyone[:] = [ours, (1, "0123456789ab")]
+
+    monkeypatch.setattr(sharding.dist, "all_gather_object", gathered)
+    with pytest.raises(PredictError, match=r"out: the ranks found different cases in INPUT "
+                       r"\(rank 0: 2 cases, digest \w{12}, rank 1: 1 cases, digest "
+                       r"0123456789ab\); every rank must see the same INPUT"):  # fmt: skip
+        sharding.check_same_cases(Ranks(0, 2), ["a", "b"], tmp_path / "out")
+    sharding.check_same_cases(Ranks(0, 1), ["a", "b"], tmp_path / "out")  # alone: nothing to ask
+
+
+def test_a_case_no_rank_reported_is_named(two_stage_run, cache, tmp_path, monkeypatch) -> None:
+    cases = ["ct_train_1001", "ct_train_1003"]
+    monkeypatch.setattr(predict, "gather_reports", lambda ranks, reports: reports[:1])
+    with pytest.raises(PredictError, match=r"no rank reported case\(s\) \['ct_train_1003'\]"):
+        one_process(two_stage_run, cache, tmp_path / "out.zarr", cases)

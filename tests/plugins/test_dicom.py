@@ -312,7 +312,9 @@ def test_multi_frame_and_colour_files_are_refused(tmp_path: Path) -> None:
         DicomImporter().discover(written.series.parent)
 
 
-def test_a_truncated_file_is_refused_before_the_volume_is_allocated(tmp_path: Path) -> None:
+def test_a_truncated_file_is_refused_before_the_volume_is_allocated(
+    tmp_path: Path, monkeypatch
+) -> None:
     written = make(tmp_path)
     _edit_one(written.files[8], lambda ds: setattr(ds, "Rows", 4000))
     refused(written.series.parent, "mixed sizes")
@@ -322,7 +324,15 @@ def test_a_truncated_file_is_refused_before_the_volume_is_allocated(tmp_path: Pa
 
     for path in written.files:
         _edit_one(path, enlarge)
+    allocated, empty = [], np.empty  # np.empty of 1.5 GB succeeds on Linux: watch it instead
+
+    def watched(shape: Any, *args: Any, **kwargs: Any) -> Any:
+        allocated.append(int(np.prod(shape)))
+        return empty(shape, *args, **kwargs)
+
+    monkeypatch.setattr(np, "empty", watched)
     refused(written.series.parent, r"tag PixelData \(7FE0,0010\)", "truncated")
+    assert not [n for n in allocated if n >= 4000 * 4000], allocated
 
 
 def test_a_mask_on_another_grid_is_refused(tmp_path: Path) -> None:
@@ -357,3 +367,117 @@ def test_plugins_are_listed_without_the_extra() -> None:
             "from duoseg.core import load_plugins; "
             "assert 'dicom' in load_plugins().names('importer')")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_file_that_cannot_be_opened_is_refused_not_skipped(tmp_path: Path, monkeypatch) -> None:
+    from duoseg.core.data import dicom as finding
+
+    written = make(tmp_path)
+    victim = written.files[0]  # the first slice: skipped, the series would import short
+
+    def guarded(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if Path(path) == victim:
+            raise PermissionError(13, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(finding, "open", guarded, raising=False)
+    refused(written.series.parent, rf"^{re.escape(str(victim))}: cannot read the file: Permission")
+
+
+def test_a_linked_file_or_folder_is_refused(tmp_path: Path) -> None:
+    written = make(tmp_path)
+    last = written.files[-1]
+    moved = tmp_path / "elsewhere.dcm"
+    last.rename(moved)
+    last.symlink_to(moved)
+    refused(written.series.parent, rf"^{re.escape(str(last))}: a symbolic link; DICOM folders")
+    last.unlink()
+    moved.rename(last)
+    (written.series.parent / "more").symlink_to(written.series)
+    refused(written.series.parent, r"more: a symbolic link")
+
+
+def test_a_localizer_series_is_left_out_and_logged(tmp_path: Path, caplog) -> None:
+    written = make(tmp_path)
+    scout = np.zeros((48, 40, 3), np.int16)  # three images, as a scout series has
+
+    def localizer(k: int, ds: Any) -> None:
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+
+    write_series(written.series.parent / "scout", scout, np.diag([1.0, 1.0, 50.0, 1.0]),
+                 series_number=1, prefix="scout_", edit=localizer)  # fmt: skip
+    with caplog.at_level("WARNING"):
+        pairs = DicomImporter().discover(written.series.parent)
+    assert [(p.case_id, len(p.files)) for p in pairs] == [(written.case.name, 24)]
+    assert re.search(r"scout: series [0-9.]+ is a localizer \(ImageType LOCALIZER\); left out",
+                     caplog.text)  # fmt: skip
+
+
+def _two_series(tmp_path: Path) -> tuple[Written, Written]:
+    """Two series under one source; the second one has a single slice (refused)."""
+    good = make(tmp_path)
+    bad = write_pair(tmp_path / "dicom", tmp_path / "nifti2", number=1)
+    for path in bad.files[1:]:
+        path.unlink()
+    return good, bad
+
+
+def test_only_the_series_asked_for_are_validated(tmp_path: Path) -> None:
+    good, bad = _two_series(tmp_path)
+    importer = DicomImporter()
+    (pair,) = importer.discover_cases(tmp_path / "dicom", [good.case.name])
+    assert pair.case_id == good.case.name and len(pair.files) == 24
+    with pytest.raises(DataError, match=rf"{re.escape(str(bad.series))}: series .*1 slice"):
+        importer.discover(tmp_path / "dicom")
+    with pytest.raises(DataError, match=r"no case \['nope'\]; its cases: \['ct_"):
+        importer.discover_cases(tmp_path / "dicom", ["nope"])
+
+
+def test_the_refusals_of_every_series_asked_for_come_together(tmp_path: Path) -> None:
+    good, bad = _two_series(tmp_path)
+    for path in good.files[1:]:
+        path.unlink()
+    with pytest.raises(DataError) as info:
+        DicomImporter().discover(tmp_path / "dicom")
+    lines = str(info.value).splitlines()
+    assert [line.split(": series")[0] for line in lines] == [str(good.series), str(bad.series)]
+
+
+def test_labels_are_not_looked_up_when_not_read(tmp_path: Path) -> None:
+    """Two labels for one series refuse cache build, not predict (which reads none)."""
+    written = make(tmp_path)
+    mask = written.series.parent / f"{written.case.name}_label.nii.gz"
+    mask.with_name(f"{written.case.name}_label.nii").write_bytes(b"")
+    with pytest.raises(DataError, match="more than one label"):
+        DicomImporter().discover(written.series.parent)
+    (pair,) = DicomImporter(require_labels=False).discover_cases(written.series.parent, None,
+                                                                 labels=False)  # fmt: skip
+    assert pair.label is None
+
+
+def test_a_case_id_from_folder_names_follows_the_case_id_rule(tmp_path: Path) -> None:
+    """Folder names make case ids; one longer than any case id may be is refused."""
+    deep = tmp_path / "dicom" / ("a" * 100) / ("b" * 100)
+    write_pair(deep, tmp_path / "nifti")
+    with pytest.raises(DataError, match=r"case id 'a{100}_b{100}_ct_.*' is not a safe name"):
+        DicomImporter().discover(tmp_path / "dicom")
+
+
+def test_a_file_gone_before_its_size_is_checked_is_named(tmp_path: Path, monkeypatch) -> None:
+    written = make(tmp_path)
+    importer = DicomImporter()
+    (pair,) = importer.discover(written.series.parent)
+    victim, real = pair.files[2], Path.stat
+
+    def stat(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == victim:
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return real(self, *args, **kwargs)
+
+    from duoseg.plugins import dicom as plugin
+
+    headers = [plugin.read_dataset(p, pixels=False) for p in pair.files]
+    geometry = plugin.series_geometry(headers, list(pair.files), pair.image, "1.2")
+    monkeypatch.setattr(Path, "stat", stat)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(victim))}: series 1\.2: cannot read"):
+        plugin._check_file_sizes(headers, list(pair.files), "1.2", geometry)
