@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import pickle
-import tempfile
+import multiprocessing
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def rss_mib(field: str = "VmHWM") -> float:
@@ -22,30 +20,17 @@ def rss_mib(field: str = "VmHWM") -> float:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def run_forked(job: Callable[[], Any]) -> tuple[Any, float, float]:
-    """``job()`` in a forked child: its result (pickled back), seconds, and working memory
-    in MiB (peak RSS above the RSS the child started with; fork resets the peak), so one
-    measurement's peak does not hide another's."""
-    with tempfile.TemporaryDirectory() as folder:
-        result = Path(folder) / "result.pickle"
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: run, save, report, exit without cleanup
-            status = 1
-            try:
-                start_rss, start = rss_mib("VmRSS"), time.perf_counter()
-                value = job()
-                figures = [time.perf_counter() - start, rss_mib("VmHWM") - start_rss]
-                result.write_bytes(pickle.dumps(value))
-                os.write(write, json.dumps(figures).encode())
-                status = 0
-            finally:
-                os._exit(status)
-        os.close(write)
-        with os.fdopen(read) as pipe:
-            text = pipe.read()
-        os.waitpid(pid, 0)
-        if not text:
-            raise RuntimeError("the forked measurement failed (see its traceback above)")
-        seconds, working = json.loads(text)
-        return pickle.loads(result.read_bytes()), seconds, working
+def spawned(job: Callable[..., T], *args: Any) -> T:
+    """``job(*args)`` in a fresh spawned process (its result pickled back): its peak RSS
+    is its own, and no torch thread pool is inherited - a forked child of a process
+    whose OpenMP threads ran hangs in its first parallel region."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(job, args)
+
+
+def measured(job: Callable[[], T]) -> tuple[T, float, float]:
+    """``job()``'s result, seconds and working memory in MiB (peak RSS above the RSS when
+    it started): call it inside the process that :func:`spawned` made, after loading."""
+    start_rss, start = rss_mib("VmRSS"), time.perf_counter()
+    value = job()
+    return value, time.perf_counter() - start, rss_mib("VmHWM") - start_rss

@@ -16,7 +16,7 @@ same loop budget), with the same loss family (Dice + cross-entropy), optimiser (
 The phantoms are the CPU demo's: cardiac-CT voxels (0.56-0.6 mm in-plane) over a field
 of view cropped to the heart. Each model's ``extra_info`` holds its training seconds and
 iterations, its inference seconds and working memory per case (peak RSS above the
-start, in a forked child: ``benchmarks.memory.run_forked``), and Dice, Myo Dice and HD95
+start, in a spawned process: ``benchmarks.memory.spawned``), and Dice, Myo Dice and HD95
 over the test cases; ``test_ceiling`` records the 2 mm path's ceiling on the same cases.
 """
 
@@ -28,7 +28,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,22 +35,23 @@ import numpy as np
 import pytest
 import torch
 from duoseg.apps.demo import CPU_VIEW, DemoData, Preset, prepare_data, train
-from duoseg.core import Registry
+from duoseg.core import Registry, load_plugins
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache
 from duoseg.core.data.dataset import SampleDataset
 from duoseg.core.inference.ceiling import round_trip
 from duoseg.core.inference.outputs import MemorySink
 from duoseg.core.inference.streaming import Options, load_model, predict_case
-from duoseg.core.interfaces.store import CacheCase
 from duoseg.core.training.evaluation import dice_per_class
 
-from benchmarks.memory import run_forked
+from benchmarks.memory import measured, spawned
 
 SECONDS = float(os.environ.get("DUOSEG_ACCURACY_SECONDS", "120"))  # training, per model
 PRESET = Preset("accuracy", CPU_VIEW, train_cases=4, test_cases=2, seconds=SECONDS)
-Predictor = Callable[[CacheCase], np.ndarray]
-Fitted = tuple[Predictor, dict[str, Any]]  # the predictor and its training figures
+MONAI_UNET = {"spatial_dims": 3, "in_channels": 1, "out_channels": 8,
+              "channels": (8, 16, 32, 64), "strides": (2, 2, 2), "num_res_units": 2,
+              "norm": "instance"}  # fmt: skip
+Trained = tuple[str, Path, dict[str, Any]]  # kind ("duoseg", "monai"), weights, figures
 
 
 @pytest.fixture(scope="module")
@@ -60,43 +60,33 @@ def data(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> DemoDa
 
 
 @pytest.fixture(scope="module")
-def test_cases(data: DemoData, registry: Registry) -> list[CacheCase]:
+def test_cache(data: DemoData, registry: Registry) -> Path:
     """The held-out phantoms as one more cache: every model reads the same arrays."""
     target = data.cache.with_name("test.zarr")
     build_cache(data.test_source, target, importer=registry.build("importer", "mmwhs"),
                 store=registry.build("store", "zarr"))  # fmt: skip
-    cache = open_cache(target, registry)
-    return [cache.case(c) for c in cache.cases()]
+    return target
 
 
-def duoseg_model(config: str) -> Callable[..., Fitted]:
-    def fit(data: DemoData, out: Path, registry: Registry) -> Fitted:
+def duoseg_model(config: str) -> Callable[..., Trained]:
+    def fit(data: DemoData, out: Path, registry: Registry) -> Trained:
         start = time.perf_counter()
         run = train(config, data, out / config, [f"train.seconds={SECONDS}"], device="cpu",
                     registry=registry)  # fmt: skip
         seconds = time.perf_counter() - start
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        model = load_model(run, registry)
-
-        def predict(case: CacheCase) -> np.ndarray:
-            sink = MemorySink()
-            predict_case(model, case, sink, Options())
-            return sink.labels
-
         iterations = sum(1 for r in rows if "loss" in r)
-        return predict, {"train_seconds": seconds, "iterations": iterations}
+        return "duoseg", run, {"train_seconds": seconds, "iterations": iterations}
 
     return fit
 
 
-def monai_unet(data: DemoData, out: Path, registry: Registry) -> Fitted:
-    from monai.inferers import sliding_window_inference
+def monai_unet(data: DemoData, out: Path, registry: Registry) -> Trained:
     from monai.losses import DiceCELoss
     from monai.networks.nets import UNet
 
     torch.manual_seed(0)
-    net = UNet(spatial_dims=3, in_channels=1, out_channels=8, channels=(8, 16, 32, 64),
-               strides=(2, 2, 2), num_res_units=2, norm="instance")  # fmt: skip
+    net = UNet(**MONAI_UNET)
     loss = DiceCELoss(to_onehot_y=True, softmax=True)
     optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
     sampler = registry.build("sampler", "class_balanced", sizes=[80, 96], batch_size=2,
@@ -115,19 +105,46 @@ def monai_unet(data: DemoData, out: Path, registry: Registry) -> Fitted:
         if time.perf_counter() - start >= SECONDS:
             break
     seconds = time.perf_counter() - start
-    net.eval()
-
-    def predict(case: CacheCase) -> np.ndarray:
-        image = torch.as_tensor(case.image[...], dtype=torch.float32)[None, None]
-        with torch.no_grad():
-            scores = sliding_window_inference(image, (96, 96, 96), 1, net, overlap=0.25,
-                                              mode="gaussian")  # fmt: skip
-        return scores[0].argmax(0).numpy().astype(np.uint8)
-
-    return predict, {"train_seconds": seconds, "iterations": iterations}
+    weights = out / "monai.pt"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), weights)
+    return "monai", weights, {"train_seconds": seconds, "iterations": iterations}
 
 
-MODELS: dict[str, tuple[Callable[..., Fitted], str | None]] = {
+def predict_in_own_process(
+    kind: str, weights: Path, cache: Path, case_id: str
+) -> tuple[np.ndarray, float, float]:
+    """Labels, seconds and working memory (MiB above the RSS once the model and case
+    are loaded) of one prediction: run through :func:`spawned`."""
+    registry = load_plugins(entry_points=False)
+    case = open_cache(cache, registry).case(case_id)
+    if kind == "duoseg":
+        model = load_model(weights, registry)
+
+        def predict() -> np.ndarray:
+            sink = MemorySink()
+            predict_case(model, case, sink, Options())
+            return sink.labels
+
+    else:
+        from monai.inferers import sliding_window_inference
+        from monai.networks.nets import UNet
+
+        net = UNet(**MONAI_UNET)
+        net.load_state_dict(torch.load(weights, weights_only=True))
+        net.eval()
+
+        def predict() -> np.ndarray:
+            image = torch.as_tensor(case.image[...], dtype=torch.float32)[None, None]
+            with torch.no_grad():
+                scores = sliding_window_inference(image, (96, 96, 96), 1, net, overlap=0.25,
+                                                  mode="gaussian")  # fmt: skip
+            return scores[0].argmax(0).numpy().astype(np.uint8)
+
+    return measured(predict)
+
+
+MODELS: dict[str, tuple[Callable[..., Trained], str | None]] = {
     "two_stage": (duoseg_model("two_stage"), None),
     "baseline": (duoseg_model("baseline"), None),
     "fullres": (duoseg_model("fullres"), None),
@@ -137,20 +154,22 @@ MODELS: dict[str, tuple[Callable[..., Fitted], str | None]] = {
 
 @pytest.mark.parametrize("model", list(MODELS))
 def test_accuracy_at_equal_training_time(
-    benchmark, registry: Registry, data, test_cases, model
+    benchmark, registry: Registry, data, test_cache, model
 ) -> None:
     fit, needs = MODELS[model]
     if needs and importlib.util.find_spec(needs) is None:
         pytest.skip("peers extra not installed")
     out = data.cache.parent / "runs"
-    predict, training = benchmark.pedantic(fit, args=(data, out, registry), rounds=1,
-                                           iterations=1)  # fmt: skip
+    kind, weights, training = benchmark.pedantic(fit, args=(data, out, registry), rounds=1,
+                                                 iterations=1)  # fmt: skip
     hd95 = registry.build("metric", "hd95")
     dice: dict[str, list[float]] = {}
     distances: dict[str, list[float]] = {}
     seconds, working, voxels = [], [], 0
-    for case in test_cases:
-        labels, took, memory = run_forked(partial(predict, case))
+    cache = open_cache(test_cache, registry)
+    for case_id in cache.cases():
+        case = cache.case(case_id)
+        labels, took, memory = spawned(predict_in_own_process, kind, weights, test_cache, case_id)
         seconds.append(took)
         working.append(memory)
         voxels += labels.size
@@ -175,12 +194,14 @@ def test_accuracy_at_equal_training_time(
     )
 
 
-def test_ceiling(benchmark, test_cases) -> None:
+def test_ceiling(benchmark, registry: Registry, test_cache) -> None:
     """The test cases' own labels to 2 mm and back: the best a 2 mm model can score."""
+    cache = open_cache(test_cache, registry)
 
     def ceilings() -> dict[str, float]:
         dice: dict[str, list[float]] = {}
-        for case in test_cases:
+        for case_id in cache.cases():
+            case = cache.case(case_id)
             truth = case.label[...]
             classes = len(case.meta.class_names)
             back = round_trip(truth, case.meta.spacing, 2.0, classes)

@@ -1,21 +1,23 @@
 """The phantom generator's cost: one CT case at the protocol's 512 x 512 x 256 (cardiac-CT
-voxels), generated in a forked child so its peak memory is its own. The goal is under
+voxels), generated in a spawned process so its peak memory is its own. The goal is under
 15 s and 2 GiB on 2 cores; ``extra_info`` also holds the 2 mm ceiling of the case."""
 
 from __future__ import annotations
 
 import numpy as np
-from duoseg.apps.phantom import MMWHS_LABELS, make_case
+from duoseg.apps.phantom import MMWHS_LABELS, PhantomCase, make_case
 from duoseg.core.inference.ceiling import round_trip
 from duoseg.core.training.evaluation import dice_per_class
 
-from benchmarks.memory import run_forked
+from benchmarks.memory import measured, spawned
+
+
+def generate() -> tuple[PhantomCase, float, float]:
+    return measured(lambda: make_case(0, 0, "ct"))
 
 
 def test_phantom_ct_case(benchmark) -> None:
-    case, seconds, working = benchmark.pedantic(
-        run_forked, args=(lambda: make_case(0, 0, "ct"),), rounds=1, iterations=1
-    )
+    case, seconds, working = benchmark.pedantic(spawned, args=(generate,), rounds=1, iterations=1)
     values = [0, *MMWHS_LABELS.values()]
     lookup = np.zeros(max(values) + 1, np.uint8)
     lookup[values] = np.arange(len(values))

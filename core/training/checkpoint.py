@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ def save_checkpoint(
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {
         "format": FORMAT,
-        "state": {"stage": state.stage, "step": state.step, "best_score": state.best_score},
+        "state": asdict(state),
         "optimizer_groups": groups,
         "rng_numpy": np.random.get_state(legacy=False),
         "rng_python": _python_state(),
