@@ -58,7 +58,9 @@ def test_two_ranks_give_the_gradients_of_one_process_on_the_combined_batch(cache
         grads = load_file(tmp_path / f"double/grads-rank{rank}.safetensors")
         assert grads.keys() == reference.keys()
         for key, value in reference.items():
-            torch.testing.assert_close(grads[key], value, rtol=1e-4, atol=1e-6)
+            # Summation order differs between one batch of 2 and two of 1: elements near
+            # zero differ by a few 1e-6 (measured 2.4e-6 on the phantoms of issue 14).
+            torch.testing.assert_close(grads[key], value, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow
