@@ -1,8 +1,9 @@
 """``duoseg demo``: the paper's comparison, end to end, on the built-in phantoms.
 
-Phantom CTs (train / validation / test) -> a Zarr cache -> ``wang2018`` and
-``baseline_unet3d`` trained on it -> the test cases predicted at full resolution by
-Net1 alone, Net1 + Net2 and the baseline -> Dice, Jaccard, ASD and HD95 ->
+Phantom CTs (train / validation / test) -> a Zarr cache -> ``wang2018``, the strong 2 mm
+baseline and (on GPU) the full-resolution sliding-window U-Net, each trained for the
+same wall-clock -> the test cases predicted at full resolution by Net1 alone, Net1 +
+Net2 and the others -> Dice, Jaccard, ASD and HD95 beside the 2 mm path's ceiling ->
 ``report.md`` with the paper's Tables 2-3, overlays as in its Fig. 2, the training
 curves and the timings. Nothing is downloaded: the phantoms are the data set.
 """
