@@ -63,24 +63,29 @@ def test_nifti_and_zarr_outputs_equal_the_nifti_inputs(two_stage_run, written, t
     np.testing.assert_array_equal(a, b)
 
 
-def test_dicom_seg_output_reads_back_to_the_labels_and_geometry(
-    two_stage_run, written, tmp_path
-) -> None:
+@pytest.fixture(scope="module")
+def seg_outputs(two_stage_run, written, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The series predicted once to NIfTI (``nifti/``) and once to DICOM-SEG (``seg/``)."""
+    root = tmp_path_factory.mktemp("seg-outputs")
+    predict(two_stage_run, written.series.parent, root / "nifti")
+    predict(two_stage_run, written.series.parent, root / "seg", "--format", "dicom-seg")
+    return root
+
+
+def test_dicom_seg_output_reads_back_to_the_labels_and_geometry(written, seg_outputs) -> None:
     name = written.case.name
-    predict(two_stage_run, written.series.parent, tmp_path / "nifti")
-    predict(two_stage_run, written.series.parent, tmp_path / "seg", "--format", "dicom-seg")
-    seg = highdicom.seg.segread(tmp_path / "seg" / f"{name}_seg.dcm")
+    seg = highdicom.seg.segread(seg_outputs / "seg" / f"{name}_seg.dcm")
     source = pydicom.dcmread(written.files[0], stop_before_pixels=True)
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
     assert seg.StudyInstanceUID == source.StudyInstanceUID
     assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
-    labels = json.loads((tmp_path / "nifti" / "duoseg-complete.json").read_text())["labels"]
+    labels = json.loads((seg_outputs / "nifti" / "duoseg-complete.json").read_text())["labels"]
     segments = {s.SegmentNumber: s for s in seg.SegmentSequence}
     assert [segments[n].SegmentLabel for n in sorted(segments)] == list(labels)
     lv = segments[list(labels).index("LV") + 1].SegmentedPropertyTypeCodeSequence[0]
     assert (lv.CodeValue, lv.CodingSchemeDesignator) == ("87878005", "SCT")
     # Every labelled voxel of the SEG, placed by its own geometry, onto the NIfTI grid.
-    nifti = nib.load(tmp_path / "nifti" / f"{name}_label.nii.gz")
+    nifti = nib.load(seg_outputs / "nifti" / f"{name}_label.nii.gz")
     values = np.asarray(nifti.dataobj)
     volume = seg.get_volume(combine_segments=True)
     to_nifti = np.linalg.inv(nifti.affine) @ LPS @ volume.affine  # SEG index -> NIfTI index
@@ -127,20 +132,18 @@ def test_case_picks_series_and_an_unknown_one_is_named(two_stage_run, written, t
 
 
 def test_dicom_seg_output_reads_back_through_the_importer_as_labels(
-    two_stage_run, written, tmp_path
+    written, seg_outputs, tmp_path
 ) -> None:
     """What --format dicom-seg writes labels its series for the ``dicom`` importer."""
     name = written.case.name
-    predict(two_stage_run, written.series.parent, tmp_path / "nifti")
-    predict(two_stage_run, written.series.parent, tmp_path / "seg", "--format", "dicom-seg")
     source = tmp_path / "src"
     shutil.copytree(written.series, source / name)
-    shutil.copy(tmp_path / "seg" / f"{name}_seg.dcm", source / "seg.dcm")
-    labels = json.loads((tmp_path / "nifti" / "duoseg-complete.json").read_text())["labels"]
+    shutil.copy(seg_outputs / "seg" / f"{name}_seg.dcm", source / "seg.dcm")
+    labels = json.loads((seg_outputs / "nifti" / "duoseg-complete.json").read_text())["labels"]
     importer = DicomImporter(labels)
     (pair,) = importer.discover(source)
     assert pair.label == source / "seg.dcm"
-    values, _ = canonical(tmp_path / "nifti" / f"{name}_label.nii.gz")
+    values, _ = canonical(seg_outputs / "nifti" / f"{name}_label.nii.gz")
     lookup = np.zeros(max(labels.values()) + 1, np.uint8)
     lookup[list(labels.values())] = np.arange(1, len(labels) + 1)
     np.testing.assert_array_equal(importer.load(pair).label, lookup[values])
