@@ -90,22 +90,52 @@ def upsample_box(
             coarse[None].float(), (z, y, x), mode="trilinear", align_corners=False
         )
         return whole[0]
-    device = coarse.device
-    out = torch.tensor(fill, dtype=torch.float32, device=device).reshape(-1, 1, 1, 1)
-    out = out.expand(coarse.shape[0], *size).clone()
     where = overlap(origin, size, shape)
+    if where is not None and all(_length(b) == s for b, s in zip(where[1], size, strict=True)):
+        return _trilinear(coarse.float(), shape, where[0])  # the box lies inside the volume
+    out = torch.tensor(fill, dtype=torch.float32, device=coarse.device).reshape(-1, 1, 1, 1)
+    out = out.expand(coarse.shape[0], *size).clone()
     if where is None:
         return out
     inside, box = where
-    # Normalised coordinates of the full-resolution voxel centres (align_corners=False).
-    axes = [
-        (torch.arange(s.start, s.stop, device=device, dtype=torch.float32) * 2 + 1) / n - 1
-        for s, n in zip(inside, shape, strict=True)
-    ]
-    gz, gy, gx = torch.meshgrid(*axes, indexing="ij")
-    grid = torch.stack((gx, gy, gz), -1)[None]
-    sampled = F.grid_sample(
-        coarse[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False
-    )[0]
-    out[(slice(None), *box)] = sampled
+    out[(slice(None), *box)] = _trilinear(coarse.float(), shape, inside)
     return out
+
+
+def _trilinear(coarse: Tensor, shape: Sequence[int], inside: tuple[slice, ...]) -> Tensor:
+    """Trilinear upsampling of ``coarse`` (c, z', y', x') spanning ``shape``, at the
+    voxels ``inside``: separable, linear along z first (on the coarse plane, cheap).
+
+    In-plane, torch's bilinear kernel over the whole plane is 4x faster than two
+    gathers per axis, so it is used (and cut to the box) unless the box covers less
+    than a quarter of the plane, as a training crop does."""
+    (wanted_z, wanted_y, wanted_x), (_, full_y, full_x) = inside, shape
+    planes = _linear_along(coarse, 1, wanted_z, shape[0])
+    if _length(wanted_y) * _length(wanted_x) * 4 >= full_y * full_x:
+        c, z = planes.shape[:2]
+        whole = F.interpolate(planes.reshape(1, c * z, *planes.shape[2:]), (full_y, full_x),
+                              mode="bilinear", align_corners=False)  # fmt: skip
+        return whole.reshape(c, z, full_y, full_x)[:, :, wanted_y, wanted_x]
+    # A gather along the last axis is slow: interpolate x on the transposed planes.
+    planes = _linear_along(planes.transpose(2, 3).contiguous(), 2, wanted_x, full_x)
+    return _linear_along(planes.transpose(2, 3).contiguous(), 2, wanted_y, full_y)
+
+
+def _length(axis: slice) -> int:
+    return int(axis.stop - axis.start)
+
+
+def _linear_along(x: Tensor, dim: int, wanted: slice, full: int) -> Tensor:
+    """Linear interpolation of ``x`` along ``dim`` (``m`` samples spanning ``full``
+    voxels) at full-resolution voxels ``wanted``: voxel i sits at coarse coordinate
+    u = (i + 1/2) m / full - 1/2, clamped to [0, m - 1] (``align_corners=False`` with
+    border padding)."""
+    m = x.shape[dim]
+    i = torch.arange(wanted.start, wanted.stop, device=x.device, dtype=torch.float64)
+    u = ((i + 0.5) * (m / full) - 0.5).clamp(0, m - 1)
+    low = u.floor().long()
+    high = (low + 1).clamp_max(m - 1)
+    shape = [1] * x.dim()
+    shape[dim] = -1
+    weight = (u - low).to(x.dtype).reshape(shape)
+    return torch.lerp(x.index_select(dim, low), x.index_select(dim, high), weight)

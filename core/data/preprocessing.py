@@ -130,7 +130,10 @@ def normalise(
     low, high = (float(v) for v in np.percentile(image, percentiles))
     if high <= low:
         high = low + 1.0
-    scaled = (np.clip(image, low, high) - low) * (2.0 / (high - low)) - 1.0
+    scaled = np.clip(image, low, high).astype(np.float32, copy=False)
+    scaled -= low  # in place: one float32 volume of working memory, not four
+    scaled *= 2.0 / (high - low)
+    scaled -= 1.0
     return scaled.astype(np.float16), {"low": low, "high": high,
                                         "percentile_low": percentiles[0],
                                         "percentile_high": percentiles[1]}  # fmt: skip

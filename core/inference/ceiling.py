@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from duoseg.core.data.grid import area_downsample, grid_shape
 from duoseg.core.inference.resample import BSplineUpsampler
+from duoseg.core.inference.streaming import most_probable
 from numpy.typing import NDArray
 
 SLAB = 16  # full-resolution slices upsampled at a time: memory stays a few slices deep
@@ -42,5 +43,5 @@ def round_trip(
     out = np.empty(shape, np.uint8)
     for z0 in range(0, shape[0], SLAB):
         z1 = min(z0 + SLAB, shape[0])
-        out[z0:z1] = upsampler.slab(z0, z1).argmax(0).numpy()
+        out[z0:z1] = most_probable(upsampler.slab(z0, z1)).numpy()
     return out

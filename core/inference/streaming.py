@@ -3,9 +3,10 @@
 A method (``method`` plugin) gives, for each case, the region to label, the slab
 depth that fits the memory budget and ``step(z0, z1)``: the class probabilities of
 those slices. This driver walks the volume in slabs of that depth, writes each slab's
-labels (and optionally probabilities) to the output before computing the next, and
-labels everything outside the region background. Memory therefore depends on the
-in-plane size and the slab depth, never on the number of slices.
+labels (and optionally probabilities) to the output while it computes the next (one
+writer thread, one write in flight), and labels everything outside the region
+background. Memory therefore depends on the in-plane size and the slab depth, never on
+the number of slices.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,12 +184,20 @@ def _stream(
     depth = predictor.depth(options.memory_budget_mib)
     prepared = time.perf_counter()
     done = sink.begin(meta, options.probabilities)
-    for z0 in range(done, meta.shape[0], depth):
-        z1 = min(z0 + depth, meta.shape[0])
-        labels, scores = _slab(predictor.step, region, meta, (z0, z1), options.probabilities)
-        sink.write(z0, labels, scores)
-        if progress is not None:
-            progress(z1 - z0)
+    # One writer thread: a slab is written (compressed, copied to disk) while the next
+    # is computed; one write in flight at most, so memory stays at two slabs' output.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="duoseg-writer") as writer:
+        pending: Future[None] | None = None
+        for z0 in range(done, meta.shape[0], depth):
+            z1 = min(z0 + depth, meta.shape[0])
+            labels, scores = _slab(predictor.step, region, meta, (z0, z1), options.probabilities)
+            if pending is not None:
+                pending.result()  # in order, and a failed write stops the case here
+            pending = writer.submit(sink.write, z0, labels, scores)
+            if progress is not None:
+                progress(z1 - z0)
+        if pending is not None:
+            pending.result()
     streamed = time.perf_counter()
     sink.end(meta, region if options.lcc_per_class else None)
     seconds = {"prepare": prepared - start, "stream": streamed - prepared}
@@ -226,10 +236,27 @@ def _slab(
     if hi > lo:
         probabilities = step(lo, hi)
         box = (slice(lo - z0, hi - z0), region[1], region[2])
-        labels[box] = probabilities.argmax(0).to(torch.uint8).cpu().numpy()
+        labels[box] = most_probable(probabilities).cpu().numpy()
         if scores is not None:
             scores[(slice(None), *box)] = probabilities.half().cpu().numpy()
     return labels, scores
+
+
+def most_probable(probabilities: torch.Tensor) -> torch.Tensor:
+    """The argmax over classes (dim 0) as uint8, the first class winning ties.
+
+    ``argmax(0)`` is fast only where classes are adjacent in memory (channels-last); on
+    a (c, z, y, x) layout it strides through memory, 7x slower than comparing class
+    planes in turn."""
+    if probabilities.stride(0) == 1:
+        return probabilities.argmax(0).to(torch.uint8)
+    best = probabilities[0].clone()
+    labels = torch.zeros(best.shape, dtype=torch.uint8, device=best.device)
+    for c in range(1, probabilities.shape[0]):
+        better = probabilities[c] > best
+        labels.masked_fill_(better, c)
+        torch.maximum(best, probabilities[c], out=best)
+    return labels
 
 
 def predict_labels(model: Model, case: CacheCase, options: Options) -> NDArray[np.uint8]:

@@ -37,7 +37,12 @@ from duoseg.core.data.grid import (
 )
 from duoseg.core.errors import ConfigError, PredictError
 from duoseg.core.inference.outputs import largest_component
-from duoseg.core.inference.streaming import Model, per_slice_depth, whole_volume
+from duoseg.core.inference.streaming import (
+    Model,
+    most_probable,
+    per_slice_depth,
+    whole_volume,
+)
 from duoseg.core.interfaces.method import (
     Method,
     Part,
@@ -283,7 +288,7 @@ class TwoStage(Method):
         target = validation_label(case.coarse_label, case.case_id)
         net1 = model.networks["net1"]
         probabilities = net1_probabilities(net1, case.coarse_image[...], str(model.device))
-        return probabilities.argmax(0).to(torch.uint8).cpu().numpy(), target
+        return most_probable(probabilities).cpu().numpy(), target
 
     # ------------------------------------------------------------------ inference
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import nibabel as nib
@@ -17,22 +18,78 @@ from duoseg.core.data.grid import upsample_box
 from duoseg.core.errors import PredictError
 from duoseg.core.inference.outputs import MemorySink, ZarrSink, is_complete, prepare_output
 from duoseg.core.inference.predict import predict_paths
-from duoseg.core.inference.streaming import Options, load_model, predict_case
+from duoseg.core.inference.streaming import Options, load_model, most_probable, predict_case
 from duoseg.core.interfaces.sampler import IMAGE_PAD, read_padded
 from duoseg.plugins.methods import resampled
 from duoseg.plugins.methods.two_stage import TwoStageOptions, dynamic_tile
 
 
 @pytest.mark.parametrize("channels", [1, 8])
-def test_upsampled_boxes_equal_the_full_upsampling_and_fill_outside(channels: int) -> None:
+@pytest.mark.parametrize("plane", [(25, 16), (45, 70)])  # a small box, most of the plane
+def test_upsampled_boxes_equal_the_full_upsampling_and_fill_outside(channels: int, plane) -> None:
     coarse = torch.rand(channels, 7, 9, 11)
     shape = (40, 50, 60)
     full = F.interpolate(coarse[None], size=shape, mode="trilinear", align_corners=False)[0]
     fill = [float(c) + 0.5 for c in range(channels)]
-    box = upsample_box(coarse, shape, (-2, 5, 50), (15, 25, 16), fill)
-    torch.testing.assert_close(box[:, 2:, :, :10], full[:, 0:13, 5:30, 50:60], atol=1e-5, rtol=0)
+    box = upsample_box(coarse, shape, (-2, 5, 70 - plane[1]), (15, *plane), fill)
+    inside = full[:, 0:13, 5 : 5 + plane[0], 70 - plane[1] :]
+    torch.testing.assert_close(box[:, 2:, :, : plane[1] - 10], inside, atol=1e-5, rtol=0)
     for c in range(channels):  # slices before the volume, columns past it: the fill
-        assert torch.all(box[c, :2] == fill[c]) and torch.all(box[c, :, :, 10:] == fill[c])
+        assert torch.all(box[c, :2] == fill[c]) and torch.all(box[c, :, :, -10:] == fill[c])
+
+
+@pytest.mark.parametrize("plane", [(6, 9), (40, 48)])
+def test_upsampled_boxes_inside_the_volume_equal_the_full_upsampling(plane) -> None:
+    coarse = torch.rand(3, 7, 9, 11)
+    shape = (40, 50, 60)
+    full = F.interpolate(coarse[None], size=shape, mode="trilinear", align_corners=False)[0]
+    box = upsample_box(coarse, shape, (3, 1, 7), (20, *plane), [1.0, 0.0, 0.0])
+    expected = full[:, 3:23, 1 : 1 + plane[0], 7 : 7 + plane[1]]
+    torch.testing.assert_close(box, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("layout", ["classes first", "channels last"])
+def test_most_probable_is_the_argmax_with_the_first_class_winning_ties(layout) -> None:
+    torch.manual_seed(0)
+    scores = torch.rand(1, 5, 4, 6, 7).round(decimals=1)  # many ties
+    if layout == "channels last":
+        scores = scores.contiguous(memory_format=torch.channels_last_3d)
+    labels = most_probable(scores[0])
+    assert labels.dtype == torch.uint8
+    assert torch.equal(labels, scores[0].argmax(0).to(torch.uint8))
+    tied = torch.zeros(3, 2, 2, 2)
+    assert torch.equal(most_probable(tied), torch.zeros(2, 2, 2, dtype=torch.uint8))
+
+
+class RecordingSink(MemorySink):
+    """Records where and on which thread each slab is written; fails at ``fail_at``."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.fail_at, self.writes = fail_at, []
+
+    def write(self, z0, labels, scores) -> None:
+        if z0 == self.fail_at:
+            raise OSError(f"disk full writing slice {z0}")
+        self.writes.append((z0, threading.current_thread().name))
+        super().write(z0, labels, scores)
+
+
+def test_slabs_are_written_in_order_by_the_writer_thread_and_a_failed_write_stops(
+    two_stage_run, cache
+) -> None:
+    registry = load_plugins()
+    model = load_model(two_stage_run, registry)
+    case = open_cache(cache, registry).case("ct_train_1002")
+    options = Options(memory_budget_mib=2)
+    sink = RecordingSink()
+    report = predict_case(model, case, sink, options)
+    starts = list(range(0, case.meta.shape[0], report.slab))
+    assert len(starts) > 2 and [z0 for z0, _ in sink.writes] == starts
+    assert all(thread.startswith("duoseg-writer") for _, thread in sink.writes)
+    failing = RecordingSink(fail_at=starts[1])
+    with pytest.raises(OSError, match=f"disk full writing slice {starts[1]}"):
+        predict_case(model, case, failing, options)
+    assert [z0 for z0, _ in failing.writes] == starts[:1]
 
 
 @pytest.mark.parametrize("run", ["two_stage_run", "guided_run"])
