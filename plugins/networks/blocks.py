@@ -19,7 +19,39 @@ def _norm3d(norm: Norm, channels: int) -> nn.Module:
 
 
 def _norm2d(norm: Norm, channels: int) -> nn.Module:
-    return nn.InstanceNorm2d(channels, affine=True) if norm == "instance" else nn.Identity()
+    return SliceInstanceNorm(channels, affine=True) if norm == "instance" else nn.Identity()
+
+
+class SliceInstanceNorm(nn.InstanceNorm2d):
+    r"""``nn.InstanceNorm2d`` that keeps a channels-last input channels-last at inference.
+
+    torch's kernel copies a channels-last (n, c, h, w) input to the plain layout and
+    back, which costs more than the normalisation. In eval mode the statistics come
+    from the (n, hw, c) view instead, both sums in one pass each:
+
+    .. math:: \mu_c = \tfrac{1}{hw} \sum_p x_{pc}, \quad
+              \sigma_c^2 = \tfrac{1}{hw} \sum_p x_{pc}^2 - \mu_c^2
+
+    then :math:`y = x \, \gamma / \sqrt{\sigma^2 + \epsilon} + (\beta - \mu \gamma /
+    \sqrt{\sigma^2 + \epsilon})` in one fused multiply-add. Training uses torch's kernel.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training or not x.is_contiguous(memory_format=torch.channels_last):
+            out: Tensor = super().forward(x)
+            return out
+        n, c, h, w = x.shape
+        pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c)
+        mean = pixels.sum(1, keepdim=True) / (h * w)
+        square = torch.linalg.vector_norm(pixels, dim=1, keepdim=True).square_() / (h * w)
+        variance = (square - mean * mean).clamp_min_(0)
+        scale = torch.rsqrt(variance + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight
+        shift = -mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias
+        return torch.addcmul(shift, pixels, scale).view(n, h, w, c).permute(0, 3, 1, 2)
 
 
 def slices_to_images(x: Tensor) -> Tensor:
@@ -163,7 +195,12 @@ class SliceCollapse(nn.Module):
 
 
 class DecoderBlock2d(nn.Module):
-    """Two 5x5 convolutions with ReLU, then dropout, on (b, c, y, x) images."""
+    """Two kxk convolutions with ReLU, then dropout, on (b, c, y, x) images.
+
+    With ``separable`` each kxk convolution is depthwise-separable (MobileNet): a
+    depthwise kxk convolution then a 1x1 one, ``c_in k^2 + c_in c_out`` multiply-adds
+    per pixel instead of ``c_in c_out k^2``: 9x to 20x fewer at 5x5 for 8 to 64 channels.
+    """
 
     def __init__(
         self,
@@ -171,21 +208,33 @@ class DecoderBlock2d(nn.Module):
         out_channels: int,
         *,
         kernel_size: int = 5,
+        separable: bool = False,
         dropout: float = 0.0,
         norm: Norm = "none",
     ) -> None:
         super().__init__()
-        pad = kernel_size // 2
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, kernel_size, padding=pad),
-            _norm2d(norm, out_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, kernel_size, padding=pad),
-            _norm2d(norm, out_channels),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
-        )
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        layers: list[nn.Module] = []
+        for cin in (in_channels, out_channels):
+            layers += [
+                _conv2d(cin, out_channels, kernel_size, separable),
+                _norm2d(norm, out_channels),
+                nn.ReLU(inplace=True),
+            ]
+        layers.append(nn.Dropout(dropout) if dropout > 0 else nn.Identity())
+        self.body = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         out: Tensor = self.body(x)
         return out
+
+
+def _conv2d(in_channels: int, out_channels: int, kernel_size: int, separable: bool) -> nn.Module:
+    pad = kernel_size // 2
+    if not separable:
+        return nn.Conv2d(in_channels, out_channels, kernel_size, padding=pad)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, in_channels, kernel_size, padding=pad, groups=in_channels),
+        nn.Conv2d(in_channels, out_channels, 1),
+    )

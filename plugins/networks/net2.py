@@ -7,7 +7,8 @@ Layout (``k = 9``, ``base_width = 16``; widths 16, 32, 64, 128 at in-plane scale
     E1     3x3x3, 3x3x3 z-valid      Z+8 -> Z+4    skip1 = collapse(5x1x1) -> Z
     E2     3x3x3, 3x3x3 z-valid      Z+4 -> Z      skip2 = identity
     E3, E4 3x3 per slice                            skip3 = identity, bottom = identity
-    D4..D1 5x5 2D blocks on the Z slices, transposed-conv upsampling, skips concatenated
+    D4..D1 5x5 2D blocks (decoder_kernel) on the Z slices, transposed-conv upsampling,
+           skips concatenated
     head   1x1 -> (b, classes, Z, y, x)
 
 The invariant (DESIGN §4): no operation pads along z, so one pass over Z+K-1 slices
@@ -24,6 +25,8 @@ collapse all K slices, the paper's 1x1xK block made exact.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -83,6 +86,8 @@ class Net2(SegmentationNetwork):
         dropout: float = 0.2,
         norm: Norm = "none",
         residual: bool = False,
+        decoder_kernel: int = 5,
+        separable: bool = False,
         channels_last: bool = True,
     ) -> None:
         if guidance not in GUIDANCES:
@@ -119,14 +124,17 @@ class Net2(SegmentationNetwork):
             remaining -= block.depth_reduction
             self.encoder.append(block)
             self.collapse.append(SliceCollapse(cout, remaining))
-        self.bottom = DecoderBlock2d(widths[-1], widths[-1], dropout=dropout, norm=norm)
+        if decoder_kernel not in (3, 5, 7):
+            raise InputShapeError(f"decoder_kernel must be 3, 5 or 7, got {decoder_kernel}")
+        decoder = partial(DecoderBlock2d, kernel_size=decoder_kernel, separable=separable,
+                          dropout=dropout, norm=norm)  # fmt: skip
+        self.bottom = decoder(widths[-1], widths[-1])
         self.up = nn.ModuleList(
             nn.ConvTranspose2d(widths[level + 1], widths[level], 2, stride=2)
             for level in reversed(range(LEVELS - 1))
         )
         self.decoder = nn.ModuleList(
-            DecoderBlock2d(2 * widths[level], widths[level], dropout=dropout, norm=norm)
-            for level in reversed(range(LEVELS - 1))
+            decoder(2 * widths[level], widths[level]) for level in reversed(range(LEVELS - 1))
         )
         self.head = nn.Conv2d(widths[0], classes, 1)
         self.pool = nn.MaxPool3d((1, 2, 2))

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from duoseg.core import InputShapeError, Registry
+import torch.nn.functional as F
+from duoseg.core import InputShapeError, Registry, network_cost
+from duoseg.plugins.networks.blocks import SliceInstanceNorm
 
 
 def separate_calls(net, x: torch.Tensor, k: int) -> torch.Tensor:
@@ -20,6 +22,31 @@ def test_one_pass_equals_separate_k_slice_calls(registry: Registry, k: int, size
         stacked, separate = net(x), separate_calls(net, x, k)
     assert stacked.shape == (2, 8, 6, *size)
     assert (stacked - separate).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("decoder", [{"decoder_kernel": 3}, {"separable": True}])
+def test_every_decoder_keeps_the_one_pass_equivalence(registry: Registry, decoder) -> None:
+    torch.manual_seed(0)
+    net = registry.build("network", "net2", k=5, base_width=8, norm="instance", **decoder).eval()
+    x = torch.randn(1, 2, 10, 24, 40)
+    with torch.no_grad():
+        assert (net(x) - separate_calls(net, x, 5)).abs().max() <= 1e-5
+
+
+def test_cheaper_decoders_cost_less(registry: Registry) -> None:
+    shape = (1, 2, 13, 64, 64)
+    cost = {
+        name: network_cost(registry.build("network", "net2", base_width=8, **params), shape)
+        for name, params in {"5x5": {}, "3x3": {"decoder_kernel": 3},
+                             "separable": {"separable": True}}.items()
+    }  # fmt: skip
+    flops = {name: c.flops_per_output_voxel for name, c in cost.items()}
+    assert flops["separable"] < flops["3x3"] < 0.6 * flops["5x5"]
+
+
+def test_an_unsupported_decoder_kernel_is_refused(registry: Registry) -> None:
+    with pytest.raises(InputShapeError, match=r"decoder_kernel must be 3, 5 or 7, got 4"):
+        registry.build("network", "net2", decoder_kernel=4)
 
 
 @pytest.mark.parametrize("z_valid_convs", [0, 2])
@@ -95,3 +122,17 @@ def test_full_class_probabilities_as_input(registry: Registry) -> None:
 def test_unknown_guidance_is_refused(registry: Registry) -> None:
     with pytest.raises(InputShapeError, match=r"guidance must be one of .*, got 'labels'"):
         registry.build("network", "net2", guidance="labels")
+
+
+def test_the_channels_last_instance_norm_equals_torchs_and_keeps_the_layout() -> None:
+    torch.manual_seed(0)
+    norm = SliceInstanceNorm(6, affine=True).eval()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.uniform_(-1.0, 1.0)
+    x = torch.randn(3, 6, 17, 23) * 3 + 2
+    expected = F.instance_norm(x, weight=norm.weight, bias=norm.bias, eps=norm.eps)
+    with torch.no_grad():
+        got = norm(x.contiguous(memory_format=torch.channels_last))
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
