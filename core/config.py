@@ -64,6 +64,9 @@ class TrainConfig:
     # iterations: a stage ends at its iterations or its share, whichever comes first.
     # 0 = iterations only. What comparisons at equal training time set.
     seconds: float = 0.0
+    # torch.compile each network in place (nn.Module.compile: parameters and checkpoints
+    # unchanged); pays a compile per input shape, for long GPU runs.
+    compile: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

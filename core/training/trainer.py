@@ -157,6 +157,8 @@ class Trainer:
                     f"{self.source}: networks.{role}.params.classes = {network.out_channels} but "
                     f"the cache's cases have {classes} classes (background included)"
                 )
+            if self.config.train.compile:
+                network.compile()
             networks[role] = network
         extra = sorted(set(self.config.networks) - set(networks))
         if extra:

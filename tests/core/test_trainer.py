@@ -164,6 +164,18 @@ def test_bad_configs_fail_before_any_step_naming_the_key(
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
+def test_compile_compiles_every_network_in_place_keeping_its_parameter_names(
+    cache, tmp_path
+) -> None:
+    config = write_config(tmp_path, iterations="[1, 1, 1, 1]")
+    plain = trainer(config, cache, tmp_path / "plain")
+    compiled = trainer(config, cache, tmp_path / "compiled", ["train.compile=true"])
+    for role, network in compiled.networks.items():
+        assert network._compiled_call_impl is not None, role
+        assert plain.networks[role]._compiled_call_impl is None
+        assert list(network.state_dict()) == list(plain.networks[role].state_dict())
+
+
 def test_a_time_budget_ends_each_stage_at_its_share(cache, tmp_path) -> None:
     """train.seconds is shared by the stages in proportion to their iterations; a stage
     ends at its share, logged, whatever its iterations say."""
