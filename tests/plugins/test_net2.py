@@ -124,15 +124,22 @@ def test_unknown_guidance_is_refused(registry: Registry) -> None:
         registry.build("network", "net2", guidance="labels")
 
 
-def test_the_channels_last_instance_norm_equals_torchs_and_keeps_the_layout() -> None:
+@pytest.mark.parametrize(("mean", "spread"), [(2.0, 3.0), (0.0, 1e-3), (10.0, 1.0)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_the_channels_last_instance_norm_equals_torchs_and_keeps_the_layout(
+    mean, spread, affine
+) -> None:
     torch.manual_seed(0)
-    norm = SliceInstanceNorm(6, affine=True).eval()
-    with torch.no_grad():
-        norm.weight.uniform_(0.5, 2.0)
-        norm.bias.uniform_(-1.0, 1.0)
-    x = torch.randn(3, 6, 17, 23) * 3 + 2
+    norm = SliceInstanceNorm(6, affine=affine).eval()
+    if affine:
+        with torch.no_grad():
+            norm.weight.uniform_(0.5, 2.0)
+            norm.bias.uniform_(-1.0, 1.0)
+    x = torch.randn(3, 6, 64, 48) * spread + mean
     expected = F.instance_norm(x, weight=norm.weight, bias=norm.bias, eps=norm.eps)
     with torch.no_grad():
         got = norm(x.contiguous(memory_format=torch.channels_last))
     assert got.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    norm.train()  # training: torch's kernel, whatever the layout
+    torch.testing.assert_close(norm(x.contiguous(memory_format=torch.channels_last)), expected)
