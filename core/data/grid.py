@@ -80,10 +80,11 @@ def upsample_box(
     ``shape`` full-resolution voxels, evaluated on the box at ``origin`` (z, y, x) of
     ``size`` voxels; channel ``i`` is ``fill[i]`` where the box leaves the volume.
 
-    Inside the volume it equals ``F.interpolate(coarse[None], size=shape,
+    Inside the volume it equals (to rounding) ``F.interpolate(coarse[None], size=shape,
     mode="trilinear", align_corners=False)`` cut to the box, without ever building the
     full-resolution volume: training crops, validation and inference slabs all read a
-    coarse output through this one function. Differentiable in ``coarse``."""
+    coarse output through this one function. Differentiable in ``coarse``. The result
+    may be a view of a larger tensor: copy it to keep it."""
     if all(o == 0 for o in origin) and tuple(size) == tuple(shape):  # the whole volume
         z, y, x = shape
         whole = F.interpolate(
@@ -91,7 +92,7 @@ def upsample_box(
         )
         return whole[0]
     where = overlap(origin, size, shape)
-    if where is not None and all(_length(b) == s for b, s in zip(where[1], size, strict=True)):
+    if where is not None and all(slice_length(b) == n for b, n in zip(where[1], size, strict=True)):
         return _trilinear(coarse.float(), shape, where[0])  # the box lies inside the volume
     out = torch.tensor(fill, dtype=torch.float32, device=coarse.device).reshape(-1, 1, 1, 1)
     out = out.expand(coarse.shape[0], *size).clone()
@@ -107,11 +108,12 @@ def _trilinear(coarse: Tensor, shape: Sequence[int], inside: tuple[slice, ...]) 
     voxels ``inside``: separable, linear along z first (on the coarse plane, cheap).
 
     In-plane, torch's bilinear kernel over the whole plane is 4x faster than two
-    gathers per axis, so it is used (and cut to the box) unless the box covers less
-    than a quarter of the plane, as a training crop does."""
+    gathers per axis, so it is used (and cut to the box: a view) where the box covers
+    half the plane or more; smaller boxes (training crops, most ROIs) are gathered, so
+    the whole-plane intermediate is at most twice the box."""
     (wanted_z, wanted_y, wanted_x), (_, full_y, full_x) = inside, shape
     planes = _linear_along(coarse, 1, wanted_z, shape[0])
-    if _length(wanted_y) * _length(wanted_x) * 4 >= full_y * full_x:
+    if slice_length(wanted_y) * slice_length(wanted_x) * 2 >= full_y * full_x:
         c, z = planes.shape[:2]
         whole = F.interpolate(planes.reshape(1, c * z, *planes.shape[2:]), (full_y, full_x),
                               mode="bilinear", align_corners=False)  # fmt: skip
@@ -121,7 +123,8 @@ def _trilinear(coarse: Tensor, shape: Sequence[int], inside: tuple[slice, ...]) 
     return _linear_along(planes.transpose(2, 3).contiguous(), 2, wanted_y, full_y)
 
 
-def _length(axis: slice) -> int:
+def slice_length(axis: slice) -> int:
+    """The number of indices of a slice with explicit, ordered start and stop."""
     return int(axis.stop - axis.start)
 
 
@@ -131,11 +134,13 @@ def _linear_along(x: Tensor, dim: int, wanted: slice, full: int) -> Tensor:
     u = (i + 1/2) m / full - 1/2, clamped to [0, m - 1] (``align_corners=False`` with
     border padding)."""
     m = x.shape[dim]
-    i = torch.arange(wanted.start, wanted.stop, device=x.device, dtype=torch.float64)
+    # Coordinates on the CPU in float64 (exact for any size), then moved: few numbers.
+    i = torch.arange(wanted.start, wanted.stop, dtype=torch.float64)
     u = ((i + 0.5) * (m / full) - 0.5).clamp(0, m - 1)
     low = u.floor().long()
     high = (low + 1).clamp_max(m - 1)
     shape = [1] * x.dim()
     shape[dim] = -1
-    weight = (u - low).to(x.dtype).reshape(shape)
+    weight = (u - low).to(x.dtype).reshape(shape).to(x.device)
+    low, high = low.to(x.device), high.to(x.device)
     return torch.lerp(x.index_select(dim, low), x.index_select(dim, high), weight)

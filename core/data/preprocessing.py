@@ -130,8 +130,10 @@ def normalise(
     low, high = (float(v) for v in np.percentile(image, percentiles))
     if high <= low:
         high = low + 1.0
-    scaled = np.clip(image, low, high).astype(np.float32, copy=False)
-    scaled -= low  # in place: one float32 volume of working memory, not four
+    # In place, in the dtype ``image - low`` would have: one volume of working memory,
+    # not four, and the same values.
+    scaled = np.clip(image, low, high).astype(np.result_type(image.dtype, 1.0), copy=False)
+    scaled -= low
     scaled *= 2.0 / (high - low)
     scaled -= 1.0
     return scaled.astype(np.float16), {"low": low, "high": high,

@@ -187,23 +187,32 @@ def _stream(
     # One writer thread: a slab is written (compressed, copied to disk) while the next
     # is computed; one write in flight at most, so memory stays at two slabs' output.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="duoseg-writer") as writer:
-        pending: Future[None] | None = None
+        pending: tuple[Future[None], int] | None = None
         for z0 in range(done, meta.shape[0], depth):
             z1 = min(z0 + depth, meta.shape[0])
             labels, scores = _slab(predictor.step, region, meta, (z0, z1), options.probabilities)
-            if pending is not None:
-                pending.result()  # in order, and a failed write stops the case here
-            pending = writer.submit(sink.write, z0, labels, scores)
-            if progress is not None:
-                progress(z1 - z0)
-        if pending is not None:
-            pending.result()
+            _written(pending, progress)
+            pending = (writer.submit(sink.write, z0, labels, scores), z1 - z0)
+        _written(pending, progress)
     streamed = time.perf_counter()
     sink.end(meta, region if options.lcc_per_class else None)
     seconds = {"prepare": prepared - start, "stream": streamed - prepared}
     seconds["total"] = time.perf_counter() - start
     roi = tuple((s.start, s.stop) for s in region)
     return Report(meta.case_id, roi, depth, predictor.details, seconds)
+
+
+def _written(
+    pending: tuple[Future[None], int] | None, progress: Callable[[int], None] | None
+) -> None:
+    """Wait for the slab in flight (slabs are written in order; a failed write raises
+    here and stops the case), then count its slices as done."""
+    if pending is None:
+        return
+    write, slices = pending
+    write.result()
+    if progress is not None:
+        progress(slices)
 
 
 def _check_details(predictor: SlabPredictor, model: Model) -> None:
@@ -242,12 +251,14 @@ def _slab(
     return labels, scores
 
 
+@torch.no_grad()
 def most_probable(probabilities: torch.Tensor) -> torch.Tensor:
     """The argmax over classes (dim 0) as uint8, the first class winning ties.
 
     ``argmax(0)`` is fast only where classes are adjacent in memory (channels-last); on
     a (c, z, y, x) layout it strides through memory, 7x slower than comparing class
-    planes in turn."""
+    planes in turn. Scores are expected finite: where a voxel has NaN scores the two
+    layouts may label it differently."""
     if probabilities.stride(0) == 1:
         return probabilities.argmax(0).to(torch.uint8)
     best = probabilities[0].clone()

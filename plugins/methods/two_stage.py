@@ -33,6 +33,7 @@ from duoseg.core.data.grid import (
     background,
     class_fractions,
     grid_shape,
+    slice_length,
     upsample_box,
 )
 from duoseg.core.errors import ConfigError, PredictError
@@ -165,7 +166,10 @@ def slab_depth(
         channels, context = net2.in_channels, net2_k(net2) - 1
         peak = network_cost(net2, (1, channels, depth + context, *in_plane))
         voxels = in_plane[0] * in_plane[1]
-        buffers = voxels * ((depth + context) * (channels + 3) + depth * (classes + 1)) * 4
+        # Per input slice: the input and, while it is assembled, the guidance and its
+        # whole-plane upsampling (at most twice the box): 3x the channels; per output
+        # slice: the class probabilities.
+        buffers = voxels * ((depth + context) * 3 * channels + depth * (classes + 1)) * 4
         return float(peak.peak_activation_bytes + buffers)
 
     per_slice = (cost(16) - cost(8)) / 8
@@ -329,13 +333,13 @@ class Net2Slabs(SlabPredictor):
         self.outside = outside_guidance(guidance_for(self.net2), model.classes)
 
     def depth(self, budget_mib: float) -> int:
-        in_plane = (_length(self.region[1]), _length(self.region[2]))
+        in_plane = (slice_length(self.region[1]), slice_length(self.region[2]))
         return slab_depth(self.net2, in_plane, budget_mib, self.model.classes)
 
     def step(self, z0: int, z1: int) -> Tensor:
         half, roi, shape = self.k // 2, self.region, self.case.meta.shape
         origin = (z0 - half, roi[1].start, roi[2].start)
-        size = (z1 - z0 + self.k - 1, _length(roi[1]), _length(roi[2]))
+        size = (z1 - z0 + self.k - 1, slice_length(roi[1]), slice_length(roi[2]))
         image = read_padded(self.case.image, origin, size, IMAGE_PAD)
         pixels = torch.as_tensor(image, dtype=torch.float32, device=self.model.device)
         guides = upsample_box(self.guidance, shape, origin, size, self.outside)
@@ -371,10 +375,6 @@ def _coarse_grids(
         grid = grid_shape(size, spacing, context.preprocessing.coarse_spacing)
         groups.setdefault(grid, []).append(position)
     return [(torch.tensor(index, device=context.device), g) for g, index in groups.items()]
-
-
-def _length(axis: slice) -> int:
-    return int(axis.stop - axis.start)
 
 
 def _weights_hash(network: nn.Module) -> str:

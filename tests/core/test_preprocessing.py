@@ -12,7 +12,7 @@ from duoseg.apps.cli import EXIT_BAD_INPUT, main
 from duoseg.core import load_plugins
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache
-from duoseg.core.data.preprocessing import Preprocessing
+from duoseg.core.data.preprocessing import Preprocessing, normalise
 from duoseg.core.errors import DataError
 from duoseg.core.inference.streaming import case_from_image, load_model
 from duoseg.core.interfaces.importer import SourcePair
@@ -131,3 +131,13 @@ def test_resuming_on_a_cache_rebuilt_with_other_settings_is_refused(
     error = capsys.readouterr().err
     assert f"--resume: cache {target} was prepared with coarse_spacing = 6.0" in error, error
     assert "expects coarse_spacing = 3.0" in error, error
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+def test_normalisation_is_the_clipped_linear_map_to_minus_one_one(dtype) -> None:
+    image = (np.random.default_rng(0).standard_normal((6, 20, 30)) * 300).astype(dtype)
+    scaled, record = normalise(image, (0.5, 99.5))
+    low, high = record["low"], record["high"]
+    expected = ((np.clip(image, low, high) - low) * (2.0 / (high - low)) - 1.0).astype(np.float16)
+    assert scaled.dtype == np.float16 and np.array_equal(scaled, expected)
+    assert scaled.min() == -1 and scaled.max() == 1
