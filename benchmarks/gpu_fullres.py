@@ -1,13 +1,16 @@
 """GPU full-resolution inference figures: Zarr in, Zarr out, 512 x 512 x Z CT phantoms.
 
     python benchmarks/gpu_fullres.py [--json OUT.json] [--depths 128 256 363]
+        [--net2 KEY=VALUE ...]
 
 For each depth: end-to-end seconds (read, Net1, ROI, Net2 streamed, write), Net2
 slices/s, peak GPU memory (torch.cuda.max_memory_allocated), in fp32 (TF32 off) and
 bf16. Networks at the paper's default width with random weights: speed does not depend
 on the weights, but the ROI does, so the ROI is the one a trained Net1 gives - the
 heart's box from the phantom's coarse label plus the 10 mm margin. One whole-volume
-run shows the worst case. Exits 0 with a note without CUDA.
+run shows the worst case. ``--net2`` sets Net2 parameters (TOML values), e.g.
+``decoder_kernel=3``. Slabs are written by the streaming driver's writer thread while
+the next is computed. Exits 0 with a note without CUDA.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import shutil
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,6 +69,7 @@ def main() -> int:
     parser.add_argument("--json")
     parser.add_argument("--depths", type=int, nargs="+", default=[128, 256, 363])
     parser.add_argument("--budget-mib", type=float, default=2048.0, help="Net2 slab budget")
+    parser.add_argument("--net2", nargs="*", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device: GPU full-resolution benchmark skipped")
@@ -72,7 +78,10 @@ def main() -> int:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     registry = load_plugins(entry_points=False)
-    networks = {name: registry.build("network", name).cuda().eval() for name in ("net1", "net2")}
+    pairs = (item.split("=", 1) for item in args.net2)
+    net2 = {key: tomllib.loads(f"v = {value}")["v"] for key, value in pairs}
+    params: dict[str, dict[str, Any]] = {"net1": {}, "net2": net2}
+    networks = {n: registry.build("network", n, **params[n]).cuda().eval() for n in params}
     model = Model(networks, MMWHS_DATA, torch.device("cuda"), TwoStage())
     root = Path(tempfile.mkdtemp(prefix="duoseg-gpu-fullres-"))
     rows = []
@@ -91,7 +100,7 @@ def main() -> int:
             row = run(model, cache, root / "out.zarr", options)
             row.update(depth=depth, precision=precision, whole_volume=box is whole)
             rows.append(row)
-    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}")
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  net2 {net2}")
     print("volume        ROI (z, y, x)        precision  end-to-end s  Net2 slices/s  peak GPU GiB")
     for r in rows:
         extent = "x".join(str(hi - lo) for lo, hi in r["roi"])

@@ -1,13 +1,16 @@
 """GPU training figures at the paper's settings on real-size phantoms.
 
     python benchmarks/gpu_train.py [--json OUT.json] [--cases 3] [--iterations 12]
+        [--override KEY=VALUE ...]
 
 Builds a cache of 512x512x256 CT phantoms (about 15 s a case), then times each
 ``wang2018`` stage at the paper's settings - subvolumes drawn from {64, 128, 256},
 K = 9 stacks of whole 512x512 slices, Net1 and Net2 at default width, bf16 autocast
 - with DataLoader workers. For each stage: iterations/s, the share of the step the
 GPU is busy (not waiting for data), peak memory; and the projected time of the
-paper's 12,800-iteration schedule (3,200 per step). Exits 0 with a note without CUDA.
+paper's 12,800-iteration schedule (3,200 per step). ``--override`` takes config
+overrides, e.g. ``train.compile=true`` or ``networks.net2.params.decoder_kernel=3``
+(the cheaper decoder the CPU Pareto study chose). Exits 0 with a note without CUDA.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ def main() -> int:
     )
     parser.add_argument("--subvolumes", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--device", default="cuda", help="cpu runs a smoke test of this script")
+    parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: GPU training benchmark skipped")
@@ -105,18 +109,19 @@ def main() -> int:
     config.write_text(
         CONFIG.format(workers=args.workers, sizes=args.subvolumes, device=args.device)
     )
-    trainer = make_trainer(config, cache, root / "run", [])
+    trainer = make_trainer(config, cache, root / "run", args.override)
     rows = [time_stage(trainer, i, args.iterations) for i in range(4)]
     projected = sum(PAPER_ITERATIONS_PER_STEP / r["iterations_per_s"] for r in rows)
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    print(f"device: {name}  torch {torch.__version__}  bf16 autocast on CUDA")
+    print(f"device: {name}  torch {torch.__version__}  bf16 autocast on CUDA  {args.override}")
     print("stage            it/s   GPU busy  peak GiB")
     for r in rows:
         print(f"{r['stage']:<15} {r['iterations_per_s']:6.2f}   {r['gpu_busy_fraction']:6.1%}  "
               f"{r['peak_gib']:8.2f}")  # fmt: skip
     print(f"projected 12,800 iterations (3,200 per step): {projected / 60:.1f} min")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "projected_minutes": projected / 60}))
+        summary = {"rows": rows, "projected_minutes": projected / 60, "overrides": args.override}
+        Path(args.json).write_text(json.dumps(summary))
     return 0
 
 
