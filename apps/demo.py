@@ -128,10 +128,15 @@ class DemoData:
     validation: str
 
 
+def data_layout(root: Path, preset: Preset) -> DemoData:
+    """Where :func:`prepare_data` puts the preset's data under ``root``."""
+    return DemoData(root / "train", root / "test", root / "cache.zarr",
+                    f"ct_train_{1001 + preset.train_cases}")  # fmt: skip
+
+
 def prepare_data(root: Path, preset: Preset, registry: Registry) -> DemoData:
     """Write the preset's phantoms under ``root`` and build the training cache."""
-    data = DemoData(root / "train", root / "test", root / "cache.zarr",
-                    f"ct_train_{1001 + preset.train_cases}")  # fmt: skip
+    data = data_layout(root, preset)
     grid = partial(write_phantoms, size=preset.size, protocol=preset.protocol,
                    workers=preset.workers, progress=True)  # fmt: skip
     grid(data.train_source, cases=preset.train_cases + 1)

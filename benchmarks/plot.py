@@ -8,7 +8,8 @@ Writes, for the figures the runs hold:
 - ``peers.png``: duoseg against MONAI (sliding-window inference) and TorchIO
   (LabelSampler), speed and memory;
 - ``accuracy.png``: mean Dice of every model trained for the same wall-clock (with the
-  2 mm ceiling), and each one's inference time and working memory.
+  2 mm ceiling), and each one's inference time and working memory on a test case and,
+  where the run has them, on a 512 x 512 x 256 case.
 Several runs of one benchmark (e.g. two machines) are drawn side by side, labelled by
 file name.
 """
@@ -122,7 +123,9 @@ def plot_accuracy(runs: Runs, out: Path) -> Path | None:
     data = select(runs, "test_accuracy_at_equal_training_time")
     if not data:
         return None
-    figure, (dice, cost) = plt.subplots(1, 2, figsize=(12, 4))
+    speed = select(runs, "test_speed_on_a_512_case")
+    figure, axes = plt.subplots(1, 3 if speed else 2, figsize=(18 if speed else 12, 4))
+    dice, cost = axes[0], axes[1]
     _bars(dice, data, lambda info: info["mean_dice"])
     ceilings = [b.get("test_ceiling", {}).get("mean_dice") for b in runs.values()]
     for ceiling in filter(None, ceilings):
@@ -130,11 +133,19 @@ def plot_accuracy(runs: Runs, out: Path) -> Path | None:
     dice.set(ylabel="mean Dice (7 structures)", ylim=(0, 1),
              title="equal training wall-clock, same cache and test cases")  # fmt: skip
     _bars(cost, data, lambda info: info["inference_seconds"])
-    cost.set(ylabel="inference seconds per case", title="inference time (working MiB on bars)")
-    for bar, info in zip(cost.patches, _flat(data), strict=True):
-        cost.annotate(f"{info['working_mib']:.0f}", (bar.get_x() + bar.get_width() / 2,
-                      bar.get_height()), ha="center", va="bottom", fontsize=8)  # fmt: skip
-    return _save(figure, out / "accuracy.png", dice, cost)
+    cost.set(ylabel="inference seconds per case", title="test case (working MiB on bars)")
+    _label_memory(cost, data)
+    if speed:
+        _bars(axes[2], speed, lambda info: info["seconds"])
+        axes[2].set(ylabel="seconds", title="512x512x256 case (working MiB on bars)")
+        _label_memory(axes[2], speed)
+    return _save(figure, out / "accuracy.png", *axes)
+
+
+def _label_memory(ax: Any, data: dict[str, dict[str, dict[str, Any]]]) -> None:
+    for bar, info in zip(ax.patches, _flat(data), strict=True):
+        ax.annotate(f"{info['working_mib']:.0f}", (bar.get_x() + bar.get_width() / 2,
+                    bar.get_height()), ha="center", va="bottom", fontsize=8)  # fmt: skip
 
 
 def _flat(data: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -18,6 +18,15 @@ of view cropped to the heart. Each model's ``extra_info`` holds its training sec
 iterations, its inference seconds and working memory per case (peak RSS above the
 start, in a spawned process: ``benchmarks.memory.spawned``), and Dice, Myo Dice and HD95
 over the test cases; ``test_ceiling`` records the 2 mm path's ceiling on the same cases.
+
+Speed is measured on the same trained models, in the same run (issue 15's comparison):
+``test_speed_on_a_512_case`` predicts one 512 x 512 x 256 phantom at the training voxels
+over a chest-wide view (in a spawned process: seconds, working memory), and
+``test_end_to_end_nifti`` times ``duoseg predict`` against the MONAI script
+(``peer_monai_predict.py``) as whole processes, NIfTI in to NIfTI out. Net1 trained
+on heart-sized views does not localise the heart in a chest-wide one, so there the
+two-stage model gets the heart's box (the labels' box plus its margin) as a fixed ROI,
+standing for a Net1 trained on such views; the box Net1 itself finds is recorded.
 """
 
 from __future__ import annotations
@@ -26,8 +35,11 @@ import importlib.util
 import json
 import math
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +47,7 @@ import numpy as np
 import pytest
 import torch
 from duoseg.apps.demo import CPU_VIEW, DemoData, Preset, prepare_data, train
+from duoseg.apps.phantom import Protocol, write_phantoms
 from duoseg.core import Registry, load_plugins
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache
@@ -43,6 +56,7 @@ from duoseg.core.inference.ceiling import round_trip
 from duoseg.core.inference.outputs import MemorySink
 from duoseg.core.inference.streaming import Options, load_model, predict_case
 from duoseg.core.training.evaluation import dice_per_class
+from duoseg.plugins.methods.two_stage import TwoStageOptions, dynamic_tile
 
 from benchmarks.memory import measured, spawned
 
@@ -52,6 +66,17 @@ MONAI_UNET = {"spatial_dims": 3, "in_channels": 1, "out_channels": 8,
               "channels": (8, 16, 32, 64), "strides": (2, 2, 2), "num_res_units": 2,
               "norm": "instance"}  # fmt: skip
 Trained = tuple[str, Path, dict[str, Any]]  # kind ("duoseg", "monai"), weights, figures
+TRAINED: dict[str, Trained] = {}  # this run's models, for the speed tests
+SPEED_VIEW = Protocol((512, 512, 256), CPU_VIEW.in_plane, CPU_VIEW.slices)
+HERE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class SpeedCase:
+    nifti: Path  # the image as a user has it
+    cache: Path  # the same case in a one-case cache
+    case_id: str
+    heart: list[list[int]]  # the labels' box plus Net1's margin: [[z0, z1], [y0, y1], [x0, x1]]
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +91,20 @@ def test_cache(data: DemoData, registry: Registry) -> Path:
     build_cache(data.test_source, target, importer=registry.build("importer", "mmwhs"),
                 store=registry.build("store", "zarr"))  # fmt: skip
     return target
+
+
+@pytest.fixture(scope="module")
+def speed_case(data: DemoData, registry: Registry) -> SpeedCase:
+    folder = data.cache.parent / "speed"
+    [(image, _)] = write_phantoms(folder, cases=1, seed=99, protocol=SPEED_VIEW, first=100)
+    target = data.cache.with_name("speed.zarr")
+    build_cache(folder, target, importer=registry.build("importer", "mmwhs"),
+                store=registry.build("store", "zarr"))  # fmt: skip
+    cache = open_cache(target, registry)
+    case = cache.case(cache.cases()[0])
+    heart = (case.coarse_label[...] > 0).astype(np.float32)
+    box, _ = dynamic_tile(heart, case.meta, TwoStageOptions())
+    return SpeedCase(image, target, case.case_id, [[a.start, a.stop] for a in box])
 
 
 def duoseg_model(config: str) -> Callable[..., Trained]:
@@ -112,19 +151,25 @@ def monai_unet(data: DemoData, out: Path, registry: Registry) -> Trained:
 
 
 def predict_in_own_process(
-    kind: str, weights: Path, cache: Path, case_id: str
-) -> tuple[np.ndarray, float, float]:
-    """Labels, seconds and working memory (MiB above the RSS once the model and case
-    are loaded) of one prediction: run through :func:`spawned`."""
+    kind: str, weights: Path, cache: Path, case_id: str, options: Options | None = None
+) -> tuple[tuple[np.ndarray, dict[str, Any]], float, float]:
+    """(Labels, details), seconds and working memory (MiB above the RSS once the model
+    and case are loaded) of one prediction: run through :func:`spawned`. ``options``:
+    duoseg's; with a fixed ``roi`` the box Net1 finds is a detail."""
+    options = options or Options()
     registry = load_plugins(entry_points=False)
     case = open_cache(cache, registry).case(case_id)
+    details: dict[str, Any] = {}
     if kind == "duoseg":
         model = load_model(weights, registry)
+        if "roi" in options.method:
+            region = model.method.predictor(model, case, {}).region
+            details["net1_roi"] = [[a.start, a.stop] for a in region]
 
-        def predict() -> np.ndarray:
+        def predict() -> tuple[np.ndarray, dict[str, Any]]:
             sink = MemorySink()
-            predict_case(model, case, sink, Options())
-            return sink.labels
+            report = predict_case(model, case, sink, options)
+            return sink.labels, {**details, "seconds": report.seconds, "roi": report.roi}
 
     else:
         from monai.inferers import sliding_window_inference
@@ -134,14 +179,27 @@ def predict_in_own_process(
         net.load_state_dict(torch.load(weights, weights_only=True))
         net.eval()
 
-        def predict() -> np.ndarray:
+        def predict() -> tuple[np.ndarray, dict[str, Any]]:
             image = torch.as_tensor(case.image[...], dtype=torch.float32)[None, None]
             with torch.no_grad():
                 scores = sliding_window_inference(image, (96, 96, 96), 1, net, overlap=0.25,
                                                   mode="gaussian")  # fmt: skip
-            return scores[0].argmax(0).numpy().astype(np.uint8)
+            return scores[0].permute(1, 2, 3, 0).argmax(-1).to(torch.uint8).numpy(), details
 
     return measured(predict)
+
+
+def whole_process(command: list[str]) -> tuple[float, float]:
+    """Wall-clock seconds and peak RSS (MiB; ``ru_maxrss`` in KiB as Linux gives it) of
+    ``command`` run to completion."""
+    probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+             "subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+             "print(time.perf_counter() - t, "
+             "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True,
+                            text=True, check=True)  # fmt: skip
+    seconds, peak = result.stdout.split()
+    return float(seconds), float(peak)
 
 
 MODELS: dict[str, tuple[Callable[..., Trained], str | None]] = {
@@ -162,6 +220,7 @@ def test_accuracy_at_equal_training_time(
     out = data.cache.parent / "runs"
     kind, weights, training = benchmark.pedantic(fit, args=(data, out, registry), rounds=1,
                                                  iterations=1)  # fmt: skip
+    TRAINED[model] = (kind, weights, training)
     hd95 = registry.build("metric", "hd95")
     dice: dict[str, list[float]] = {}
     distances: dict[str, list[float]] = {}
@@ -169,7 +228,8 @@ def test_accuracy_at_equal_training_time(
     cache = open_cache(test_cache, registry)
     for case_id in cache.cases():
         case = cache.case(case_id)
-        labels, took, memory = spawned(predict_in_own_process, kind, weights, test_cache, case_id)
+        (labels, _), took, memory = spawned(predict_in_own_process, kind, weights, test_cache,
+                                            case_id)  # fmt: skip
         seconds.append(took)
         working.append(memory)
         voxels += labels.size
@@ -215,3 +275,46 @@ def test_ceiling(benchmark, registry: Registry, test_cache) -> None:
         model="2 mm ceiling", dice=per_structure, myo_dice=per_structure["Myo"],
         mean_dice=float(np.mean(list(per_structure.values()))),
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("budget", [1024.0, 256.0], ids=["budget1024", "budget256"])
+@pytest.mark.parametrize("model", list(MODELS))
+def test_speed_on_a_512_case(benchmark, speed_case: SpeedCase, model, budget) -> None:
+    """One 512 x 512 x 256 case, cache in, labels in memory: seconds and working memory;
+    the two-stage model at the default streaming budget and at 256 MiB."""
+    if model not in TRAINED:
+        pytest.skip(f"{model} was not trained in this run")
+    if budget != Options.memory_budget_mib and model != "two_stage":
+        pytest.skip("only the two-stage model's slabs follow the budget")
+    kind, weights, _ = TRAINED[model]
+    method = {"roi": speed_case.heart} if model == "two_stage" else {}
+    benchmark.extra_info["roi_source"] = "labels' box (fixed)" if method else "none"
+    options = Options(memory_budget_mib=budget, method=method)
+    job = (predict_in_own_process, kind, weights, speed_case.cache, speed_case.case_id, options)
+    (labels, details), seconds, memory = benchmark.pedantic(spawned, args=job, rounds=1,
+                                                            iterations=1)  # fmt: skip
+    benchmark.extra_info.update(
+        model=model, budget_mib=budget, shape=list(labels.shape), seconds=seconds,
+        working_mib=memory,
+        mvoxel_per_s=labels.size / seconds / 1e6, heart_roi=speed_case.heart, **details,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("model", ["two_stage", "monai"])
+def test_end_to_end_nifti(benchmark, speed_case: SpeedCase, tmp_path, model) -> None:
+    """NIfTI in to NIfTI out as whole processes, 512 x 512 x 256: ``duoseg predict``
+    against the MONAI script a user would write (``peer_monai_predict.py``)."""
+    if model not in TRAINED:
+        pytest.skip(f"{model} was not trained in this run")
+    _, weights, _ = TRAINED[model]
+    out = tmp_path / "labels.nii.gz"
+    if model == "monai":
+        command = [sys.executable, str(HERE / "peer_monai_predict.py"), str(weights),
+                   str(speed_case.nifti), str(out)]  # fmt: skip
+    else:
+        command = [sys.executable, "-m", "duoseg.apps.cli", "predict", str(weights),
+                   str(speed_case.nifti), str(out), "--method-option",
+                   f"roi={json.dumps(speed_case.heart)}"]  # fmt: skip
+    seconds, peak = benchmark.pedantic(whole_process, args=(command,), rounds=1, iterations=1)
+    benchmark.extra_info.update(model=model, seconds=seconds, peak_rss_mib=peak,
+                                voxels=512 * 512 * 256)  # fmt: skip

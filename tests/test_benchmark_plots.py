@@ -30,6 +30,8 @@ def test_every_chart_is_drawn_from_a_saved_run(tmp_path: Path) -> None:
         _bench("test_accuracy_at_equal_training_time[two_stage]", mean_dice=0.6,
                inference_seconds=8.0, working_mib=300.0),
         _bench("test_ceiling", mean_dice=0.97),
+        _bench("test_speed_on_a_512_case[two_stage-budget256]", seconds=9.0, working_mib=500.0),
+        _bench("test_speed_on_a_512_case[monai-budget1024]", seconds=20.0, working_mib=2900.0),
     ]}  # fmt: skip
     saved = tmp_path / "run.json"
     saved.write_text(json.dumps(run))
