@@ -32,7 +32,7 @@ def main(weights: str, source: str, target: str) -> None:
     original = nib.load(source)
     image = nib.as_closest_canonical(original)
     volume = np.asarray(image.dataobj, dtype=np.float32).transpose(2, 1, 0)  # (z, y, x)
-    low, high = np.percentile(volume, (0.5, 99.5))
+    low, high = (float(v) for v in np.percentile(volume, (0.5, 99.5)))
     volume = (np.clip(volume, low, high) - low) * (2 / (high - low)) - 1
     with torch.inference_mode():
         scores = sliding_window_inference(torch.from_numpy(volume)[None, None], (96, 96, 96), 1,

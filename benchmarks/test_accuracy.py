@@ -169,7 +169,7 @@ def predict_in_own_process(
         def predict() -> tuple[np.ndarray, dict[str, Any]]:
             sink = MemorySink()
             report = predict_case(model, case, sink, options)
-            return sink.labels, {**details, "seconds": report.seconds, "roi": report.roi}
+            return sink.labels, {**details, "phases_s": report.seconds, "roi": report.roi}
 
     else:
         from monai.inferers import sliding_window_inference
