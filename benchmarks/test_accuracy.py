@@ -59,12 +59,10 @@ from duoseg.core.training.evaluation import dice_per_class
 from duoseg.plugins.methods.two_stage import TwoStageOptions, dynamic_tile
 
 from benchmarks.memory import measured, spawned
+from benchmarks.peer_monai_predict import NETWORK, load_network, segment
 
 SECONDS = float(os.environ.get("DUOSEG_ACCURACY_SECONDS", "120"))  # training, per model
 PRESET = Preset("accuracy", CPU_VIEW, train_cases=4, test_cases=2, seconds=SECONDS)
-MONAI_UNET = {"spatial_dims": 3, "in_channels": 1, "out_channels": 8,
-              "channels": (8, 16, 32, 64), "strides": (2, 2, 2), "num_res_units": 2,
-              "norm": "instance"}  # fmt: skip
 Trained = tuple[str, Path, dict[str, Any]]  # kind ("duoseg", "monai"), weights, figures
 TRAINED: dict[str, Trained] = {}  # this run's models, for the speed tests
 SPEED_VIEW = Protocol((512, 512, 256), CPU_VIEW.in_plane, CPU_VIEW.slices)
@@ -125,7 +123,7 @@ def monai_unet(data: DemoData, out: Path, registry: Registry) -> Trained:
     from monai.networks.nets import UNet
 
     torch.manual_seed(0)
-    net = UNet(**MONAI_UNET)
+    net = UNet(**NETWORK)
     loss = DiceCELoss(to_onehot_y=True, softmax=True)
     optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
     sampler = registry.build("sampler", "class_balanced", sizes=[80, 96], batch_size=2,
@@ -172,19 +170,10 @@ def predict_in_own_process(
             return sink.labels, {**details, "phases_s": report.seconds, "roi": report.roi}
 
     else:
-        from monai.inferers import sliding_window_inference
-        from monai.networks.nets import UNet
-
-        net = UNet(**MONAI_UNET)
-        net.load_state_dict(torch.load(weights, weights_only=True))
-        net.eval()
+        net = load_network(weights)
 
         def predict() -> tuple[np.ndarray, dict[str, Any]]:
-            image = torch.as_tensor(case.image[...], dtype=torch.float32)[None, None]
-            with torch.no_grad():
-                scores = sliding_window_inference(image, (96, 96, 96), 1, net, overlap=0.25,
-                                                  mode="gaussian")  # fmt: skip
-            return scores[0].permute(1, 2, 3, 0).argmax(-1).to(torch.uint8).numpy(), details
+            return segment(net, case.image[...]), details
 
     return measured(predict)
 
