@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from duoseg.apps.cli import main
 from duoseg.core import load_plugins
 from duoseg.core.data.cache import open_cache
-from duoseg.core.data.grid import upsample_box
+from duoseg.core.data.grid import class_fractions, upsample_box
 from duoseg.core.errors import PredictError
 from duoseg.core.inference.outputs import MemorySink, ZarrSink, is_complete, prepare_output
 from duoseg.core.inference.predict import predict_paths
@@ -46,6 +46,15 @@ def test_upsampled_boxes_inside_the_volume_equal_the_full_upsampling(plane) -> N
     box = upsample_box(coarse, shape, (3, 1, 7), (20, *plane), [1.0, 0.0, 0.0])
     expected = full[:, 3:23, 1 : 1 + plane[0], 7 : 7 + plane[1]]
     torch.testing.assert_close(box, expected, atol=1e-5, rtol=0)
+
+
+def test_class_fractions_are_the_area_averaged_one_hot() -> None:
+    torch.manual_seed(0)
+    label = torch.randint(0, 4, (2, 13, 10, 9), dtype=torch.uint8)
+    shares = class_fractions(label, (5, 4, 3), 4)
+    onehot = F.one_hot(label.long(), 4).movedim(-1, 1).float()
+    torch.testing.assert_close(shares, F.adaptive_avg_pool3d(onehot, (5, 4, 3)))
+    torch.testing.assert_close(shares.sum(1), torch.ones(2, 5, 4, 3))
 
 
 @pytest.mark.parametrize("layout", ["classes first", "channels last"])
