@@ -18,6 +18,8 @@ def wang2018(
     *,
     iterations: int | Sequence[int] = PAPER_ITERATIONS,
     subvolume_sizes: Sequence[int] = (64, 128, 256),
+    end_to_end_sizes: Sequence[int] | None = None,
+    coarse_views: str = "subvolumes",
     k: int = 9,
     stack_crop: Sequence[int] | None = None,
     batch_size: int = 1,
@@ -34,21 +36,33 @@ def wang2018(
     a more sophisticated loss", it says), built with ``loss_params`` (for instance
     ``{ literal = true }``: Eq. 1 exactly as printed). ``uniform_fraction`` of the
     subvolumes (steps 2-3) and stacks (step 4) are centred uniformly instead of
-    class-balanced (the paper: 0), so both nets see the chest far from the heart."""
+    class-balanced (the paper: 0), so both nets see the chest far from the heart.
+    ``end_to_end_sizes`` are step 3's subvolume edges (default: ``subvolume_sizes``, as
+    in the paper): step 3 runs Net2 on every slice of the subvolume with gradients, so
+    Net1's step 2 may want more context than step 3 can afford. ``coarse_views`` is what
+    Net1 sees in step 2: ``"subvolumes"`` (the paper: full-resolution subvolumes of
+    ``subvolume_sizes``, area-downsampled to the coarse grid) or ``"whole"`` (whole
+    volumes of the cache's coarse level, as in step 1: the whole field of view's
+    context without reading it at full resolution)."""
     counts = [iterations] * 4 if isinstance(iterations, int) else list(iterations)
     if len(counts) != 4:
         raise ConfigError(f"schedule.params.iterations needs 1 or 4 numbers, got {list(counts)}")
     bad = sorted(set(omit) - {1, 2, 3})
     if bad:
         raise ConfigError(f"schedule.params.omit = {list(omit)}: only steps 1, 2, 3 may be omitted")
+    if coarse_views not in ("subvolumes", "whole"):
+        raise ConfigError(
+            f'schedule.params.coarse_views = {coarse_views!r}: expected "subvolumes" or "whole"'
+        )
     if k < 3 or k % 2 == 0:
         raise ConfigError(f"schedule.params.k = {k}: K must be odd and >= 3")
     uniform = {"uniform_fraction": uniform_fraction} if uniform_fraction else {}
-    patches = ComponentRef(
-        "class_balanced",
-        {"sizes": list(subvolume_sizes), "batch_size": batch_size, "allow_padding": allow_padding,
-         **uniform},
-    )  # fmt: skip
+    sampler = {"batch_size": batch_size, "allow_padding": allow_padding, **uniform}
+    coarse_patches = ComponentRef("class_balanced", {"sizes": list(subvolume_sizes), **sampler})
+    step2 = (("net1_subvolume", coarse_patches) if coarse_views == "subvolumes"
+             else ("net1_coarse", ComponentRef("whole_coarse")))  # fmt: skip
+    joint_sizes = list(end_to_end_sizes or subvolume_sizes)
+    joint_patches = ComponentRef("class_balanced", {"sizes": joint_sizes, **sampler})
     stack = {"k": k, "batch_size": batch_size, **({"crop": list(stack_crop)} if stack_crop else {}),
              **uniform}  # fmt: skip
     coarse = LossTerm("net1", loss, params=dict(loss_params or {}))
@@ -57,10 +71,10 @@ def wang2018(
     stages = [
         Stage("1_localise", "net1_coarse", ComponentRef("whole_coarse"), ("net1",), (roi,),
               counts[0], freeze=("net2",), lr=lr),
-        Stage("2_coarse", "net1_subvolume", patches, ("net1",), (roi, coarse), counts[1],
-              freeze=("net2",), lr=lr, batch_size=batch_size),
-        Stage("3_end_to_end", "end_to_end", patches, ("net1", "net2"), (coarse, fine), counts[2],
-              lr=lr, batch_size=batch_size),
+        Stage("2_coarse", *step2, ("net1",), (roi, coarse), counts[1], freeze=("net2",), lr=lr,
+              batch_size=batch_size if coarse_views == "subvolumes" else 1),
+        Stage("3_end_to_end", "end_to_end", joint_patches, ("net1", "net2"), (coarse, fine),
+              counts[2], lr=lr, batch_size=batch_size),
         Stage("4_fine", "net2_stacks", ComponentRef("axial_stack", stack), ("net2",), (fine,),
               counts[3], freeze=("net1",), lr=lr, batch_size=batch_size),
     ]  # fmt: skip

@@ -135,6 +135,10 @@ def test_resuming_with_another_config_names_the_key(cache, tmp_path) -> None:
             r"networks.net2.component = 'net3': unknown network 'net3'",
         ),
         ("schedule.params.k=4", r"schedule.params.k = 4: K must be odd and >= 3"),
+        (
+            'schedule.params.coarse_views="crops"',
+            r"schedule.params.coarse_views = 'crops': expected \"subvolumes\" or \"whole\"",
+        ),
         ("networks.net2.params.k=4", r"networks.net2.component = 'net2': Net2 needs an odd number"),
         (
             'schedule.params.loss="dice_wieghted"',
@@ -174,6 +178,16 @@ def test_compile_compiles_every_network_in_place_keeping_its_parameter_names(
         assert network._compiled_call_impl is not None, role
         assert plain.networks[role]._compiled_call_impl is None
         assert list(network.state_dict()) == list(plain.networks[role].state_dict())
+
+
+def test_step_2_on_whole_coarse_volumes_trains_net1_on_every_class(cache, tmp_path) -> None:
+    config = write_config(tmp_path, iterations="[1, 2, 1, 1]")
+    run = tmp_path / "run"
+    trainer(config, cache, run, ['schedule.params.coarse_views="whole"']).run()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    step2 = [r for r in rows if r["stage"] == "2_coarse" and "loss" in r]
+    assert len(step2) == 2 and all("net1.dice_weighted" in r for r in step2)
+    assert load_checkpoint(run / LAST, load_plugins()).state.stage == 4
 
 
 def test_a_time_budget_ends_each_stage_at_its_share(cache, tmp_path) -> None:

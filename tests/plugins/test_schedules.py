@@ -1,0 +1,24 @@
+"""The four-step schedule's options that change what a step trains on."""
+
+from __future__ import annotations
+
+from duoseg.plugins.schedules import wang2018
+
+
+def test_step_2_on_whole_coarse_volumes_reads_the_coarse_level_one_case_at_a_time() -> None:
+    schedule = wang2018(coarse_views="whole", subvolume_sizes=[64, 96], batch_size=2)
+    step2 = schedule.stages[1]
+    assert (step2.kind, step2.sampler.component, step2.batch_size) == (
+        "net1_coarse",
+        "whole_coarse",
+        1,
+    )
+    assert [t.component for t in step2.losses] == ["dice_foreground", "dice_weighted"]
+    assert schedule.stages[2].sampler.params["sizes"] == [64, 96]  # step 3 keeps its patches
+
+
+def test_step_3_may_sample_smaller_subvolumes_than_step_2() -> None:
+    stages = wang2018(subvolume_sizes=[128, 224], end_to_end_sizes=[64]).stages
+    assert stages[1].sampler.params["sizes"] == [128, 224]
+    assert stages[2].sampler.params["sizes"] == [64]
+    assert wang2018(subvolume_sizes=[96]).stages[2].sampler.params["sizes"] == [96]
