@@ -136,12 +136,19 @@ def plot_accuracy(runs: Runs, out: Path) -> Path | None:
     cost.set(ylabel="inference seconds per case", title="test case (working MiB on bars)")
     _label_memory(cost, data)
     if speed:  # the streaming budget only in the two-stage model's label
-        speed = {run: {k.replace("-budget1024", "").replace("-budget", "\n"): info
-                       for k, info in hits.items()} for run, hits in speed.items()}  # fmt: skip
+        speed = {run: {_speed_label(k): info for k, info in hits.items()}
+                 for run, hits in speed.items()}  # fmt: skip
         _bars(axes[2], speed, lambda info: info["seconds"])
         axes[2].set(ylabel="seconds", title="512x512x256 case (working MiB on bars)")
         _label_memory(axes[2], speed)
     return _save(figure, out / "accuracy.png", *axes)
+
+
+def _speed_label(key: str) -> str:
+    """``two_stage-budget256-net1`` -> ``two_stage`` over ``256 MiB`` over ``own ROI``:
+    the default budget and the given heart box are left unsaid."""
+    label = key.replace("-budget1024", "").replace("-heart_box", "")
+    return label.replace("-budget", "\n").replace("256", "256 MiB").replace("-net1", "\nown ROI")
 
 
 def _label_memory(ax: Any, data: dict[str, dict[str, dict[str, Any]]]) -> None:
