@@ -5,13 +5,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from duoseg.core import Component, ComponentRef, hookimpl
 from duoseg.core.errors import ConfigError
 from duoseg.core.interfaces.schedule import LossTerm, Schedule, Stage
 
 PAPER_ITERATIONS = 200 * 16  # 200 epochs of 16 iterations per step
+CoarseViews = Literal["subvolumes", "whole"]
 
 
 def wang2018(
@@ -19,7 +20,7 @@ def wang2018(
     iterations: int | Sequence[int] = PAPER_ITERATIONS,
     subvolume_sizes: Sequence[int] = (64, 128, 256),
     end_to_end_sizes: Sequence[int] | None = None,
-    coarse_views: str = "subvolumes",
+    coarse_views: CoarseViews = "subvolumes",
     k: int = 9,
     stack_crop: Sequence[int] | None = None,
     batch_size: int = 1,
@@ -43,7 +44,9 @@ def wang2018(
     Net1 sees in step 2: ``"subvolumes"`` (the paper: full-resolution subvolumes of
     ``subvolume_sizes``, area-downsampled to the coarse grid) or ``"whole"`` (whole
     volumes of the cache's coarse level, as in step 1: the whole field of view's
-    context without reading it at full resolution)."""
+    context without reading it at full resolution; one volume per batch, its integer
+    coarse label the target, and ``subvolume_sizes``, ``uniform_fraction`` and
+    ``allow_padding`` then apply to step 3 only)."""
     counts = [iterations] * 4 if isinstance(iterations, int) else list(iterations)
     if len(counts) != 4:
         raise ConfigError(f"schedule.params.iterations needs 1 or 4 numbers, got {list(counts)}")
@@ -56,13 +59,18 @@ def wang2018(
         )
     if k < 3 or k % 2 == 0:
         raise ConfigError(f"schedule.params.k = {k}: K must be odd and >= 3")
+    sizes = _patch_sizes("subvolume_sizes", subvolume_sizes)
+    joint_sizes = (
+        sizes if end_to_end_sizes is None else _patch_sizes("end_to_end_sizes", end_to_end_sizes)
+    )
     uniform = {"uniform_fraction": uniform_fraction} if uniform_fraction else {}
-    sampler = {"batch_size": batch_size, "allow_padding": allow_padding, **uniform}
-    coarse_patches = ComponentRef("class_balanced", {"sizes": list(subvolume_sizes), **sampler})
-    step2 = (("net1_subvolume", coarse_patches) if coarse_views == "subvolumes"
-             else ("net1_coarse", ComponentRef("whole_coarse")))  # fmt: skip
-    joint_sizes = list(end_to_end_sizes or subvolume_sizes)
-    joint_patches = ComponentRef("class_balanced", {"sizes": joint_sizes, **sampler})
+    patch_params = {"batch_size": batch_size, "allow_padding": allow_padding, **uniform}
+    joint_patches = ComponentRef("class_balanced", {"sizes": joint_sizes, **patch_params})
+    if coarse_views == "whole":
+        step2 = ("net1_coarse", ComponentRef("whole_coarse"), 1)
+    else:
+        patches = ComponentRef("class_balanced", {"sizes": sizes, **patch_params})
+        step2 = ("net1_subvolume", patches, batch_size)
     stack = {"k": k, "batch_size": batch_size, **({"crop": list(stack_crop)} if stack_crop else {}),
              **uniform}  # fmt: skip
     coarse = LossTerm("net1", loss, params=dict(loss_params or {}))
@@ -71,8 +79,8 @@ def wang2018(
     stages = [
         Stage("1_localise", "net1_coarse", ComponentRef("whole_coarse"), ("net1",), (roi,),
               counts[0], freeze=("net2",), lr=lr),
-        Stage("2_coarse", *step2, ("net1",), (roi, coarse), counts[1], freeze=("net2",), lr=lr,
-              batch_size=batch_size if coarse_views == "subvolumes" else 1),
+        Stage("2_coarse", step2[0], step2[1], ("net1",), (roi, coarse), counts[1],
+              freeze=("net2",), lr=lr, batch_size=step2[2]),
         Stage("3_end_to_end", "end_to_end", joint_patches, ("net1", "net2"), (coarse, fine),
               counts[2], lr=lr, batch_size=batch_size),
         Stage("4_fine", "net2_stacks", ComponentRef("axial_stack", stack), ("net2",), (fine,),
@@ -80,6 +88,17 @@ def wang2018(
     ]  # fmt: skip
     kept = tuple(s for step, s in enumerate(stages, 1) if step not in omit)
     return Schedule("wang2018", "two_stage", kept)
+
+
+def _patch_sizes(key: str, sizes: Sequence[int]) -> list[int]:
+    """``sizes`` as a list; refused, naming ``schedule.params.<key>``, unless one or more
+    positive voxel counts (checked with the schedule, not when its stage starts)."""
+    listed = list(sizes)
+    if not listed or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in listed):
+        raise ConfigError(
+            f"schedule.params.{key} = {listed}: expected one or more positive voxel counts"
+        )
+    return listed
 
 
 def _patch_schedule(

@@ -4,7 +4,9 @@ slice from K neighbours, guided by Net1's output.
 
 Stage kinds (the paper's four steps, schedule ``wang2018``)::
 
-    net1_coarse     Net1 on whole coarse volumes                 L_ROI(Net1)
+    net1_coarse     Net1 on whole coarse volumes                 L_ROI(Net1) (step 1;
+                                                                 + L(Net1) as step 2 with
+                                                                 coarse_views = "whole")
     net1_subvolume  Net1 on subvolumes seen at coarse spacing    L_ROI(Net1) + L(Net1)
     end_to_end      Net1 + Net2 on subvolumes                    L(Net1) + L(Net2)
     net2_stacks     Net2 on K-slice stacks, Net1 frozen          L(Net2)

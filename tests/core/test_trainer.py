@@ -136,6 +136,14 @@ def test_resuming_with_another_config_names_the_key(cache, tmp_path) -> None:
         ),
         ("schedule.params.k=4", r"schedule.params.k = 4: K must be odd and >= 3"),
         (
+            "schedule.params.end_to_end_sizes=[]",
+            r"schedule.params.end_to_end_sizes = \[\]: expected one or more positive voxel counts",
+        ),
+        (
+            "schedule.params.subvolume_sizes=[0, 16]",
+            r"schedule.params.subvolume_sizes = \[0, 16\]: expected one or more positive",
+        ),
+        (
             'schedule.params.coarse_views="crops"',
             r"schedule.params.coarse_views = 'crops': expected \"subvolumes\" or \"whole\"",
         ),
@@ -180,13 +188,22 @@ def test_compile_compiles_every_network_in_place_keeping_its_parameter_names(
         assert list(network.state_dict()) == list(plain.networks[role].state_dict())
 
 
-def test_step_2_on_whole_coarse_volumes_trains_net1_on_every_class(cache, tmp_path) -> None:
+def test_step_2_on_whole_coarse_volumes_trains_net1_with_both_losses(cache, tmp_path) -> None:
     config = write_config(tmp_path, iterations="[1, 2, 1, 1]")
     run = tmp_path / "run"
-    trainer(config, cache, run, ['schedule.params.coarse_views="whole"']).run()
+    whole = trainer(config, cache, run, ['schedule.params.coarse_views="whole"'])
+    step = whole.schedule.stages[1]
+    assert (step.kind, step.sampler.component, step.batch_size) == (
+        "net1_coarse",
+        "whole_coarse",
+        1,
+    )
+    whole.run()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     step2 = [r for r in rows if r["stage"] == "2_coarse" and "loss" in r]
-    assert len(step2) == 2 and all("net1.dice_weighted" in r for r in step2)
+    assert len(step2) == 2
+    for row in step2:  # both terms on whole coarse volumes against their integer labels
+        assert 0 <= row["net1.dice_foreground"] <= 1 and 0 <= row["net1.dice_weighted"] <= 1
     assert load_checkpoint(run / LAST, load_plugins()).state.stage == 4
 
 
