@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from duoseg.apps.cli import main
 from duoseg.core import load_plugins
 from duoseg.core.data.cache import open_cache
-from duoseg.core.data.grid import class_fractions, upsample_box
+from duoseg.core.data.grid import class_fractions, downsample_label, upsample_box
 from duoseg.core.errors import PredictError
 from duoseg.core.inference.outputs import MemorySink, ZarrSink, is_complete, prepare_output
 from duoseg.core.inference.predict import predict_paths
@@ -55,6 +55,13 @@ def test_class_fractions_are_the_area_averaged_one_hot() -> None:
     onehot = F.one_hot(label.long(), 4).movedim(-1, 1).float()
     torch.testing.assert_close(shares, F.adaptive_avg_pool3d(onehot, (5, 4, 3)))
     torch.testing.assert_close(shares.sum(1), torch.ones(2, 5, 4, 3))
+
+
+def test_the_coarse_label_is_the_majority_the_first_class_winning_ties() -> None:
+    label = np.zeros((2, 2, 4), np.uint8)
+    label[..., 0:2] = [[[2, 1]]]  # a tie between 1 and 2 in the first coarse voxel
+    label[..., 2:4] = [[[3, 3]]]  # class 3 alone in the second
+    assert downsample_label(label, (1, 1, 2), 4).tolist() == [[[1, 3]]]
 
 
 @pytest.mark.parametrize("layout", ["classes first", "channels last"])
