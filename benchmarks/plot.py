@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,7 @@ def _speed_label(key: str) -> str:
     """``two_stage-budget256-net1`` -> ``two_stage`` over ``256 MiB`` over ``own ROI``:
     the default budget and the given heart box are left unsaid."""
     label = key.replace("-budget1024", "").replace("-heart_box", "")
-    return label.replace("-budget", "\n").replace("256", "256 MiB").replace("-net1", "\nown ROI")
+    return re.sub(r"-budget(\d+)", r"\n\1 MiB", label).replace("-net1", "\nown ROI")
 
 
 def _label_memory(ax: Any, data: dict[str, dict[str, dict[str, Any]]]) -> None:

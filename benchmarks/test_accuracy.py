@@ -279,10 +279,11 @@ def test_speed_on_a_512_case(benchmark, speed_case: SpeedCase, model, budget, ro
     if roi == "net1" and (model != "two_stage" or budget == Options.memory_budget_mib):
         pytest.skip("Net1's own ROI: the two-stage model at 256 MiB only")
     kind, weights, _ = TRAINED[model]
-    method = {"roi": speed_case.heart} if model == "two_stage" and roi == "heart_box" else {}
-    benchmark.extra_info["roi_source"] = (
-        "labels' box (fixed)" if method else "Net1" if model == "two_stage" else "none"
-    )
+    method, source = {}, "none"  # the other models have no ROI
+    if model == "two_stage":
+        method = {"roi": speed_case.heart} if roi == "heart_box" else {}
+        source = "labels' box (fixed)" if method else "Net1"
+    benchmark.extra_info["roi_source"] = source
     options = Options(memory_budget_mib=budget, method=method)
     job = (predict_in_own_process, kind, weights, speed_case.cache, speed_case.case_id, options)
     (labels, details), seconds, memory = benchmark.pedantic(spawned, args=job, rounds=1,

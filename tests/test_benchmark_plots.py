@@ -30,8 +30,12 @@ def test_every_chart_is_drawn_from_a_saved_run(tmp_path: Path) -> None:
         _bench("test_accuracy_at_equal_training_time[two_stage]", mean_dice=0.6,
                inference_seconds=8.0, working_mib=300.0),
         _bench("test_ceiling", mean_dice=0.97),
-        _bench("test_speed_on_a_512_case[two_stage-budget256]", seconds=9.0, working_mib=500.0),
-        _bench("test_speed_on_a_512_case[monai-budget1024]", seconds=20.0, working_mib=2900.0),
+        _bench("test_speed_on_a_512_case[two_stage-budget256-heart_box]", seconds=9.0,
+               working_mib=500.0),
+        _bench("test_speed_on_a_512_case[two_stage-budget256-net1]", seconds=70.0,
+               working_mib=450.0),
+        _bench("test_speed_on_a_512_case[monai-budget1024-heart_box]", seconds=20.0,
+               working_mib=2900.0),
     ]}  # fmt: skip
     saved = tmp_path / "run.json"
     saved.write_text(json.dumps(run))
@@ -40,3 +44,11 @@ def test_every_chart_is_drawn_from_a_saved_run(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     for chart in ("inference_depth", "patches", "peers", "accuracy"):
         assert (tmp_path / "c" / f"{chart}.png").stat().st_size > 0
+
+
+def test_speed_labels_name_the_budget_and_the_roi_only_where_they_differ() -> None:
+    from benchmarks.plot import _speed_label
+
+    assert _speed_label("monai-budget1024-heart_box") == "monai"
+    assert _speed_label("two_stage-budget256-heart_box") == "two_stage\n256 MiB"
+    assert _speed_label("two_stage-budget512-net1") == "two_stage\n512 MiB\nown ROI"
