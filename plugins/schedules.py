@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from duoseg.core import Component, ComponentRef, hookimpl
 from duoseg.core.errors import ConfigError
@@ -53,7 +53,7 @@ def wang2018(
     bad = sorted(set(omit) - {1, 2, 3})
     if bad:
         raise ConfigError(f"schedule.params.omit = {list(omit)}: only steps 1, 2, 3 may be omitted")
-    if coarse_views not in ("subvolumes", "whole"):
+    if coarse_views not in get_args(CoarseViews):
         raise ConfigError(
             f'schedule.params.coarse_views = {coarse_views!r}: expected "subvolumes" or "whole"'
         )
@@ -67,10 +67,10 @@ def wang2018(
     patch_params = {"batch_size": batch_size, "allow_padding": allow_padding, **uniform}
     joint_patches = ComponentRef("class_balanced", {"sizes": joint_sizes, **patch_params})
     if coarse_views == "whole":
-        step2 = ("net1_coarse", ComponentRef("whole_coarse"), 1)
+        coarse_kind, coarse_sampler, coarse_batch = "net1_coarse", ComponentRef("whole_coarse"), 1
     else:
-        patches = ComponentRef("class_balanced", {"sizes": sizes, **patch_params})
-        step2 = ("net1_subvolume", patches, batch_size)
+        coarse_kind, coarse_batch = "net1_subvolume", batch_size
+        coarse_sampler = ComponentRef("class_balanced", {"sizes": sizes, **patch_params})
     stack = {"k": k, "batch_size": batch_size, **({"crop": list(stack_crop)} if stack_crop else {}),
              **uniform}  # fmt: skip
     coarse = LossTerm("net1", loss, params=dict(loss_params or {}))
@@ -79,8 +79,8 @@ def wang2018(
     stages = [
         Stage("1_localise", "net1_coarse", ComponentRef("whole_coarse"), ("net1",), (roi,),
               counts[0], freeze=("net2",), lr=lr),
-        Stage("2_coarse", step2[0], step2[1], ("net1",), (roi, coarse), counts[1],
-              freeze=("net2",), lr=lr, batch_size=step2[2]),
+        Stage("2_coarse", coarse_kind, coarse_sampler, ("net1",), (roi, coarse), counts[1],
+              freeze=("net2",), lr=lr, batch_size=coarse_batch),
         Stage("3_end_to_end", "end_to_end", joint_patches, ("net1", "net2"), (coarse, fine),
               counts[2], lr=lr, batch_size=batch_size),
         Stage("4_fine", "net2_stacks", ComponentRef("axial_stack", stack), ("net2",), (fine,),
