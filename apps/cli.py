@@ -277,9 +277,12 @@ def _train(args: argparse.Namespace) -> int:
         config, registry, args.out, source=str(args.config), raw_config=config_as_dict(config)
     )
     state = trainer.run(resume=args.resume)
-    print(
-        f"{args.out}: finished {state.stage} stage(s); best validation Dice {state.best_score:.4f}"
+    best = (
+        f"best validation Dice {state.best_score:.4f} (end of stage {state.best_stage})"
+        if state.best_stage
+        else "no validation of the final predictor"
     )
+    print(f"{args.out}: finished {state.stage} stage(s); {best}")
     return 0
 
 

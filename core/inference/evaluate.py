@@ -26,11 +26,10 @@ from duoseg.core.data.preprocessing import Preprocessing
 from duoseg.core.errors import PredictError
 from duoseg.core.inference.ceiling import round_trip
 from duoseg.core.inference.outputs import recorded_labels
-from duoseg.core.inference.streaming import CHECKPOINTS
 from duoseg.core.interfaces.metric import Metric
 from duoseg.core.interfaces.store import COMPLETION_FILE
 from duoseg.core.registry import Registry
-from duoseg.core.training.checkpoint import load_checkpoint
+from duoseg.core.training.checkpoint import BEST, LAST, load_checkpoint, model_checkpoint
 from numpy.typing import NDArray
 
 METRICS = ("dice", "jaccard", "asd", "hd95")
@@ -98,11 +97,11 @@ def check_labels(labels: Any, where: str) -> dict[str, int]:
 
 
 def run_labels(run: Path, registry: Registry) -> dict[str, int]:
-    """The classes 1..C a run was trained on, from its best (else last) checkpoint."""
-    path = next((run / n for n in CHECKPOINTS if (run / n).is_file()), None)
+    """The classes 1..C a run was trained on, from its model checkpoint."""
+    path = model_checkpoint(run)
     if path is None:
         raise PredictError(
-            f"{run}: --run has no complete checkpoint ({' or '.join(CHECKPOINTS)}) to take "
+            f"{run}: --run has no complete checkpoint ({BEST} or {LAST}) to take "
             "the class names and label values from"
         )
     where = f"{path}: field data"

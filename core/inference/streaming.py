@@ -30,11 +30,10 @@ from duoseg.core.interfaces.method import Method, SlabPredictor, resolve_method
 from duoseg.core.interfaces.network import SegmentationNetwork
 from duoseg.core.interfaces.store import CacheCase, CaseMeta, ChunkedArray
 from duoseg.core.registry import Registry
-from duoseg.core.training.checkpoint import load_checkpoint
+from duoseg.core.training.checkpoint import BEST, LAST, load_checkpoint, model_checkpoint
 from numpy.typing import NDArray
 
 log = logging.getLogger("duoseg.inference")
-CHECKPOINTS = ("best.safetensors", "last.safetensors")
 
 
 @dataclass
@@ -53,12 +52,11 @@ class Model:
 
 
 def load_model(run_dir: Path, registry: Registry, device: str = "cpu") -> Model:
-    """The networks of ``run_dir``'s best (else last) checkpoint, in eval mode."""
-    path = next((run_dir / n for n in CHECKPOINTS if (run_dir / n).is_file()), None)
+    """The networks of ``run_dir``'s model checkpoint (:func:`model_checkpoint`: the
+    final predictor's best, else the last), in eval mode."""
+    path = model_checkpoint(run_dir)
     if path is None:
-        raise PredictError(
-            f"{run_dir}: no complete checkpoint ({' or '.join(CHECKPOINTS)}); train first"
-        )
+        raise PredictError(f"{run_dir}: no complete checkpoint ({BEST} or {LAST}); train first")
     checkpoint = load_checkpoint(path, registry)
     if not checkpoint.data:
         raise PredictError(f"{path}: checkpoint records no data preparation; retrain it")
@@ -116,6 +114,12 @@ class Options:
     precision: str = "fp32"  # "bf16": autocast on CUDA (CPU always runs fp32)
     method: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise PredictError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if not self.memory_budget_mib > 0:
+            raise PredictError(f"memory budget must be > 0 MiB, got {self.memory_budget_mib}")
+
 
 @dataclass
 class Report:
@@ -162,8 +166,6 @@ def predict_case(
     progress: Callable[[int], None] | None = None,
 ) -> Report:
     """Predict one case into ``sink``, slab by slab, through the model's method."""
-    if options.precision not in ("fp32", "bf16"):
-        raise PredictError(f"precision must be 'fp32' or 'bf16', got {options.precision!r}")
     enabled = options.precision == "bf16" and model.device.type == "cuda"
     with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=enabled):
         return _stream(model, case, sink, options, progress)

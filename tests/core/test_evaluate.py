@@ -87,7 +87,7 @@ def test_classes_come_from_a_runs_checkpoint(brain, tmp_path, capsys) -> None:
     run.mkdir()
     record = Preprocessing(class_names=("background", *BRAIN), label_values=(0, *BRAIN.values()))
     data = record.as_dict()
-    save_checkpoint(run / "best.safetensors", networks={}, optimizer=None, state=TrainState(),
+    save_checkpoint(run / "last.safetensors", networks={}, optimizer=None, state=TrainState(),
                     config={}, provenance={}, data=data)  # fmt: skip
     assert main(["evaluate", str(pred), str(gt), "--run", str(run)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "| metric | csf | gm | wm | WH |"
