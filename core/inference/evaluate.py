@@ -26,6 +26,7 @@ from duoseg.core.data.preprocessing import Preprocessing
 from duoseg.core.errors import PredictError
 from duoseg.core.inference.ceiling import round_trip
 from duoseg.core.inference.outputs import recorded_labels
+from duoseg.core.interfaces.importer import integer_labels
 from duoseg.core.interfaces.metric import Metric
 from duoseg.core.interfaces.store import COMPLETION_FILE
 from duoseg.core.registry import Registry
@@ -60,10 +61,10 @@ def _case(path: Path) -> str:
 def _load(path: Path) -> tuple[NDArray[np.int32], Any]:
     try:
         image = nib.load(path)
-        data = np.asarray(image.dataobj).astype(np.int32)
+        raw = np.asarray(image.dataobj)
     except Exception as exc:
         raise PredictError(f"{path}: not a readable NIfTI label file: {exc}") from exc
-    return data, image
+    return integer_labels(raw, path).astype(np.int32), image
 
 
 def check_labels(labels: Any, where: str) -> dict[str, int]:

@@ -179,6 +179,18 @@ def test_a_run_without_a_checkpoint_gives_no_labels(brain, tmp_path, capsys) -> 
     )
 
 
+def test_non_integer_label_values_are_refused_naming_file_and_value(brain, capsys) -> None:
+    """Truncation would make 2.9999 (gm, resampled in floating point) into 2 - or 499.9999
+    into background - silently; cache build refuses such labels too."""
+    pred, gt = brain
+    labels = _volume().astype(np.float32)
+    labels[labels == 3] = 2.9999
+    truth = _save(gt / "mr_1_label.nii.gz", labels)
+    assert main(["evaluate", str(pred), str(gt), "--labels", "csf=1,gm=2,wm=3"]) == 2
+    err = capsys.readouterr().err
+    assert f"{truth}: field data: non-integer label values [2.999" in err, err
+
+
 def test_a_background_only_truth_without_a_label_map(tmp_path, capsys) -> None:
     empty = np.zeros((8, 8, 8), np.int16)
     pred = _save(tmp_path / "p" / "a_label.nii.gz", empty)
