@@ -24,6 +24,25 @@ def test_one_pass_equals_separate_k_slice_calls(registry: Registry, k: int, size
     assert (stacked - separate).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize(
+    ("guidance", "outside"),
+    [("foreground", [-1.0, 0.0]), ("probabilities", [-1.0, 1.0] + [0.0] * 7)],
+)
+def test_an_odd_tile_is_padded_with_what_lies_outside_the_volume(
+    registry: Registry, guidance: str, outside: list[float]
+) -> None:
+    """A 21x19 tile equals the same tile padded by hand to 24x24 with the image's fill
+    (-1) and certain background for the guidance, as augmentation and streaming pad."""
+    torch.manual_seed(0)
+    net = registry.build("network", "net2", k=3, base_width=4, guidance=guidance).eval()
+    x = torch.rand(1, net.in_channels, 5, 21, 19)
+    padded = torch.tensor(outside).reshape(1, -1, 1, 1, 1).expand(1, -1, 5, 24, 24).clone()
+    padded[..., :21, :19] = x
+    with torch.no_grad():
+        got, expected = net(x), net(padded)[..., :21, :19]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("decoder", [{"decoder_kernel": 3}, {"separable": True}])
 def test_every_decoder_keeps_the_one_pass_equivalence(registry: Registry, decoder) -> None:
     torch.manual_seed(0)
