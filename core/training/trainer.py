@@ -47,6 +47,7 @@ from duoseg.core.training.checkpoint import (
     save_checkpoint,
 )
 from duoseg.core.training.evaluation import dice_per_class
+from duoseg.core.training.progress import StageProgress
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -236,8 +237,6 @@ class Trainer:
 
     def run(self, *, resume: bool = False) -> TrainState:
         """Run (or continue) every stage; return the final state."""
-        from tqdm import tqdm
-
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.writes:
             self._remove_interrupted_writes()
@@ -259,22 +258,15 @@ class Trainer:
             if checkpoint is not None:
                 checkpoint.restore(dict(self.networks), optimizer)
                 checkpoint = None
-            bar = tqdm(
-                total=stage.iterations,
-                initial=state.step,
-                desc=f"stage {stage.name}",
-                disable=not self.writes,
-                unit="it",
-            )
             budget = budgets[state.stage]
+            bar = StageProgress(stage, state, budget, shown=self.writes)
             started = time.perf_counter() - state.seconds
             for batch in self._batches(stage, state):
                 terms = self._train_step(stage, batch, optimizer, state)
                 state.step += 1
                 state.seconds = time.perf_counter() - started
                 loss = sum(terms.values())
-                bar.set_postfix(loss=f"{loss:.4f}")
-                bar.update()
+                bar.advance(state, loss)
                 self._log({"stage": stage.name, "step": state.step, "loss": loss, **terms})
                 self._after_step(stage, state, optimizer)
                 if self._out_of_time(state, budget):
