@@ -259,7 +259,8 @@ def evaluate(
 def _table(
     cases: Mapping[str, Mapping[str, Mapping[str, float]]], classes: Mapping[str, int]
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Mean and sd over the cases of every metric, per class and ``WH``."""
+    """Mean and sd over the cases of every metric, per class and ``WH``; the sd is the
+    population one (ddof 0), as numpy's default."""
     table: dict[str, dict[str, dict[str, float]]] = {}
     for metric in METRICS:
         table[metric] = {}
