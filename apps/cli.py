@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -225,10 +226,20 @@ def _predict(args: argparse.Namespace) -> int:
     )
     for report in reports:
         print(
-            f"{report.case_id}: roi {report.roi}, slab {report.slab}, "
+            f"{report.case_id}: roi {report.roi} ({report.roi_fraction:.1%} of the volume"
+            f"{_least_recall(report.roi_recall)}), slab {report.slab}, "
             f"{report.seconds.get('total', 0):.2f} s"
         )
     return 0
+
+
+def _least_recall(recall: dict[str, float] | None) -> str:
+    """The structure the region cut most, where the case has a label."""
+    present = {name: share for name, share in (recall or {}).items() if not math.isnan(share)}
+    if not present:
+        return ""
+    name = min(present, key=present.__getitem__)
+    return f"; least recall {present[name]:.2%} ({name})"
 
 
 def _add_train(commands: Any) -> None:

@@ -156,4 +156,5 @@ def _to_json(report: Report) -> str:
 def _from_json(text: str) -> Report:
     raw = json.loads(text)
     roi = tuple((int(lo), int(hi)) for lo, hi in raw["roi"])
-    return Report(raw["case_id"], roi, int(raw["slab"]), raw["details"], raw["seconds"])
+    return Report(raw["case_id"], roi, int(raw["slab"]), raw["details"], raw["seconds"],
+                  float(raw.get("roi_fraction", 1.0)), raw.get("roi_recall"))  # fmt: skip

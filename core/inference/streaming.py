@@ -123,11 +123,18 @@ class Options:
 
 @dataclass
 class Report:
+    """One predicted case. ``roi_fraction`` is the labelled region's share of the
+    volume; ``roi_recall``, where the case has a label and the region is not the whole
+    volume, each structure's share of voxels inside it (below 1: the region - Net1's
+    tile - cut the structure)."""
+
     case_id: str
     roi: tuple[tuple[int, int], ...]  # the region the method labelled
     slab: int
     details: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    roi_fraction: float = 1.0
+    roi_recall: dict[str, float] | None = None
 
 
 def whole_volume(shape: tuple[int, ...]) -> tuple[slice, slice, slice]:
@@ -201,7 +208,30 @@ def _stream(
     seconds = {"prepare": prepared - start, "stream": streamed - prepared}
     seconds["total"] = time.perf_counter() - start
     roi = tuple((s.start, s.stop) for s in region)
-    return Report(meta.case_id, roi, depth, predictor.details, seconds)
+    fraction = float(np.prod([s.stop - s.start for s in region]) / np.prod(meta.shape))
+    recall = None
+    if case.label is not None and fraction < 1:
+        recall = region_recall(case.label, region, meta, depth)
+    return Report(meta.case_id, roi, depth, predictor.details, seconds, fraction, recall)
+
+
+def region_recall(
+    label: ChunkedArray, region: tuple[slice, ...], meta: CaseMeta, slab: int
+) -> dict[str, float]:
+    """Each structure's share of its voxels inside ``region`` (NaN where it is absent),
+    counted ``slab`` slices at a time: memory stays that of a slab, as prediction's."""
+    classes = len(meta.class_names)
+    inside, total = np.zeros(classes, np.int64), np.zeros(classes, np.int64)
+    for z0 in range(0, meta.shape[0], slab):
+        block = label[z0 : z0 + slab]
+        total += np.bincount(block.ravel(), minlength=classes)[:classes]
+        lo, hi = max(region[0].start - z0, 0), max(min(region[0].stop - z0, len(block)), 0)
+        if hi > lo:
+            kept = block[lo:hi, region[1], region[2]]
+            inside += np.bincount(kept.ravel(), minlength=classes)[:classes]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = inside / total
+    return {name: float(shares[c]) for c, name in enumerate(meta.class_names) if c > 0}
 
 
 def _written(

@@ -221,6 +221,25 @@ def test_a_run_refused_on_its_first_case_leaves_no_output(two_stage_run, cache, 
     assert is_complete(out)
 
 
+def test_the_report_gives_the_tiles_share_of_the_volume_and_each_structures_recall(
+    two_stage_run, cache
+) -> None:
+    registry = load_plugins()
+    model = load_model(two_stage_run, registry)
+    case = open_cache(cache, registry).case("ct_train_1002")
+    roi = [[2, 14], [4, 30], [0, 40]]
+    options = Options(memory_budget_mib=1, method={"roi": roi})  # slabs: counted in parts
+    report = predict_case(model, case, MemorySink(), options)
+    box = tuple(slice(lo, hi) for lo, hi in roi)
+    label = case.label[...]
+    assert report.roi_fraction == pytest.approx(label[box].size / label.size)
+    for c, name in enumerate(case.meta.class_names[1:], 1):
+        expected = (label[box] == c).sum() / max((label == c).sum(), 1)
+        assert report.roi_recall[name] == pytest.approx(expected), name
+    whole = predict_case(model, case, MemorySink(), Options(method={"net1_only": True}))
+    assert (whole.roi_fraction, whole.roi_recall) == (1.0, None)  # nothing can be cut
+
+
 def test_an_empty_foreground_falls_back_to_the_whole_volume(two_stage_run, cache, caplog) -> None:
     case = open_cache(cache, load_plugins()).case("ct_train_1001")
     box, empty = dynamic_tile(np.zeros(case.meta.coarse_shape), case.meta, TwoStageOptions())
