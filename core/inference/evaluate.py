@@ -26,11 +26,11 @@ from duoseg.core.data.preprocessing import Preprocessing
 from duoseg.core.errors import PredictError
 from duoseg.core.inference.ceiling import round_trip
 from duoseg.core.inference.outputs import recorded_labels
-from duoseg.core.inference.streaming import CHECKPOINTS
+from duoseg.core.inference.package import model_checkpoint
 from duoseg.core.interfaces.metric import Metric
 from duoseg.core.interfaces.store import COMPLETION_FILE
 from duoseg.core.registry import Registry
-from duoseg.core.training.checkpoint import load_checkpoint
+from duoseg.core.training.checkpoint import CHECKPOINTS, run_checkpoint
 from numpy.typing import NDArray
 
 METRICS = ("dice", "jaccard", "asd", "hd95")
@@ -98,15 +98,15 @@ def check_labels(labels: Any, where: str) -> dict[str, int]:
 
 
 def run_labels(run: Path, registry: Registry) -> dict[str, int]:
-    """The classes 1..C a run was trained on, from its best (else last) checkpoint."""
-    path = next((run / n for n in CHECKPOINTS if (run / n).is_file()), None)
-    if path is None:
+    """The classes 1..C a model (run folder or package) was trained on."""
+    if run.is_dir() and run_checkpoint(run) is None:
         raise PredictError(
             f"{run}: --run has no complete checkpoint ({' or '.join(CHECKPOINTS)}) to take "
             "the class names and label values from"
         )
-    where = f"{path}: field data"
-    record = Preprocessing.from_dict(load_checkpoint(path, registry).data, where=where)
+    checkpoint = model_checkpoint(run, registry)
+    where = f"{checkpoint.path}: field data"
+    record = Preprocessing.from_dict(checkpoint.data, where=where)
     return check_labels(record.label_map(), where)
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections import Counter
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ class Input:
 
 
 def _inputs(source: Path, model: Model, registry: Registry, cases: list[str] | None, *,
-            run_dir: Path, opened: ExitStack) -> list[Input]:  # fmt: skip
+            opened: ExitStack) -> list[Input]:  # fmt: skip
     """INPUT's cases; a cache stays open (in ``opened``) while they are read."""
     if source.is_file() or any(source.name.endswith(s) for s in NIFTI):
         files = [source]
@@ -80,7 +80,7 @@ def _inputs(source: Path, model: Model, registry: Registry, cases: list[str] | N
         if not files:
             raise PredictError(f"{source}: no NIfTI images found (nor DICOM files)")
     else:
-        return _cache_inputs(source, model, registry, cases, run_dir=run_dir, opened=opened)
+        return _cache_inputs(source, model, registry, cases, opened=opened)
     importer = registry.build("importer", "nifti", labels=_label_map(model), require_labels=False)
     inputs = []
     for path in files:
@@ -92,11 +92,13 @@ def _inputs(source: Path, model: Model, registry: Registry, cases: list[str] | N
 
 
 def _cache_inputs(source: Path, model: Model, registry: Registry, cases: list[str] | None, *,
-                  run_dir: Path, opened: ExitStack) -> list[Input]:  # fmt: skip
+                  opened: ExitStack) -> list[Input]:  # fmt: skip
     cache = opened.enter_context(open_cache(source, registry))
     try:
         model.preprocessing.check_matches(
-            cache.preprocessing, ours=f"the model of {run_dir}", theirs=f"cache {source}"
+            cache.preprocessing,
+            ours=f"the model of {model.source or model.checkpoint}",
+            theirs=f"cache {source}",
         )
     except DataError as exc:
         raise PredictError(
@@ -134,12 +136,33 @@ def _is_cache(path: Path, registry: Registry) -> bool:
 
 
 def predict_paths(
-    run_dir: Path,
+    model_path: Path,
     source: Path,
     output: Path,
     *,
     options: Options,
     device: str,
+    cases: list[str] | None,
+    overwrite: bool,
+    registry: Registry,
+    progress: bool = False,
+    on_case: Callable[[Report], None] | None = None,
+    output_format: str | None = None,
+) -> list[Report]:
+    """:func:`predict_model` with the model read from ``model_path`` (a run folder or a
+    model package) onto ``device`` (under torchrun, this rank's)."""
+    model = load_model(model_path, registry, Ranks.from_environment().device(device))
+    return predict_model(model, source, output, options=options, cases=cases,
+                         overwrite=overwrite, registry=registry, progress=progress,
+                         on_case=on_case, output_format=output_format)  # fmt: skip
+
+
+def predict_model(
+    model: Model,
+    source: Path,
+    output: Path,
+    *,
+    options: Options,
     cases: list[str] | None,
     overwrite: bool,
     registry: Registry,
@@ -161,14 +184,13 @@ def predict_paths(
             f"{output}: a .nii/.nii.gz OUTPUT holds one case, which one rank predicts, but "
             f"there are {ranks.world} ranks (WORLD_SIZE); give a folder or *.zarr OUTPUT"
         )
-    model = load_model(run_dir, registry, ranks.device(device))
     if not source.exists():
         raise PredictError(f"{source}: input not found")
     if single_file:
         _check_file_output(source, output, overwrite=overwrite)
     predict = functools.partial(_predict, model, options=options, progress=progress)
     with ExitStack() as opened:
-        inputs = _inputs(source, model, registry, cases, run_dir=run_dir, opened=opened)
+        inputs = _inputs(source, model, registry, cases, opened=opened)
         if single_file:  # the file itself, renamed into place last, is the record
             sink = NiftiSink(output, single_file=True)
             return [_announce(predict(item.load(), sink), on_case) for item in inputs]
@@ -195,6 +217,22 @@ def predict_paths(
             on_case=on_case,
             labels=_label_map(model),
         )
+
+
+@contextmanager
+def input_case(source: Path, model: Model, registry: Registry) -> Iterator[CacheCase]:
+    """The one case of INPUT ``source`` (a NIfTI file, a folder of one image or one DICOM
+    series, a cache of one case), prepared for ``model``; a cache stays open meanwhile."""
+    if not source.exists():
+        raise PredictError(f"{source}: input not found")
+    with ExitStack() as opened:
+        inputs = _inputs(source, model, registry, None, opened=opened)
+        if len(inputs) != 1:
+            raise PredictError(
+                f"{source}: holds {len(inputs)} cases ({', '.join(i.case_id for i in inputs)}); "
+                "segment takes one image (predict takes many)"
+            )
+        yield inputs[0].load()
 
 
 def _predict_folder(

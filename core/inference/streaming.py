@@ -22,19 +22,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from duoseg.core.config import ExperimentConfig, parse
 from duoseg.core.data.preprocessing import Preprocessing, prepare_case
 from duoseg.core.errors import ConfigError, PredictError
+from duoseg.core.inference.package import model_checkpoint, model_records
 from duoseg.core.interfaces.importer import ImportedCase
-from duoseg.core.interfaces.method import Method, SlabPredictor, resolve_method
+from duoseg.core.interfaces.method import Method, SlabPredictor
 from duoseg.core.interfaces.network import SegmentationNetwork
 from duoseg.core.interfaces.store import CacheCase, CaseMeta, ChunkedArray
 from duoseg.core.registry import Registry
-from duoseg.core.training.checkpoint import load_checkpoint
 from numpy.typing import NDArray
 
 log = logging.getLogger("duoseg.inference")
-CHECKPOINTS = ("best.safetensors", "last.safetensors")
 
 
 @dataclass
@@ -46,25 +44,19 @@ class Model:
     device: torch.device
     method: Method
     checkpoint: Path | None = None  # the file the networks were read from, if any
+    source: Path | None = None  # MODEL as given (a run folder or a package), for messages
 
     @property
     def classes(self) -> int:
         return self.preprocessing.classes
 
 
-def load_model(run_dir: Path, registry: Registry, device: str = "cpu") -> Model:
-    """The networks of ``run_dir``'s best (else last) checkpoint, in eval mode."""
-    path = next((run_dir / n for n in CHECKPOINTS if (run_dir / n).is_file()), None)
-    if path is None:
-        raise PredictError(
-            f"{run_dir}: no complete checkpoint ({' or '.join(CHECKPOINTS)}); train first"
-        )
-    checkpoint = load_checkpoint(path, registry)
-    if not checkpoint.data:
-        raise PredictError(f"{path}: checkpoint records no data preparation; retrain it")
-    preprocessing = Preprocessing.from_dict(checkpoint.data, where=str(path))
-    config = parse(ExperimentConfig, checkpoint.config, source=str(path))
-    method, _ = resolve_method(config, registry, source=str(path))
+def load_model(path: Path, registry: Registry, device: str = "cpu") -> Model:
+    """The networks of MODEL ``path`` - a run folder's model checkpoint, or a model
+    package (``duoseg export``) - in eval mode."""
+    checkpoint = model_checkpoint(path, registry)
+    where = checkpoint.path
+    preprocessing, config, method = model_records(checkpoint, registry)
     target = torch.device(device)
     networks = {}
     for role, ref in config.networks.items():
@@ -74,8 +66,8 @@ def load_model(run_dir: Path, registry: Registry, device: str = "cpu") -> Model:
     try:
         method.check(networks, None)
     except ConfigError as exc:
-        raise PredictError(f"{path}: {exc}") from None
-    return Model(networks, preprocessing, target, method, path)
+        raise PredictError(f"{where}: {exc}") from None
+    return Model(networks, preprocessing, target, method, where, path)
 
 
 class MemoryArray(ChunkedArray):

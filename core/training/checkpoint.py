@@ -26,6 +26,8 @@ from safetensors.torch import save
 from torch import nn
 
 FORMAT = "duoseg-checkpoint-1"
+# A run's model, in order of preference: the best validated checkpoint, else the last.
+CHECKPOINTS = ("best.safetensors", "last.safetensors")
 
 
 @dataclass
@@ -139,6 +141,12 @@ class Checkpoint:
         random.setstate((version, tuple(internal), gauss))
 
 
+def run_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint file that is ``run_dir``'s model (prediction, evaluation, export all
+    ask here); None when the run has none yet."""
+    return next((run_dir / n for n in CHECKPOINTS if (run_dir / n).is_file()), None)
+
+
 def load_checkpoint(path: Path, registry: Registry) -> Checkpoint:
     """Read a checkpoint and check that every component it used is available here."""
     tensors, metadata = read_weights(path)
@@ -152,14 +160,18 @@ def load_checkpoint(path: Path, registry: Registry) -> Checkpoint:
     return Checkpoint(path, tensors, meta)
 
 
-def check_provenance(path: Path, provenance: dict[str, dict[str, str]], registry: Registry) -> None:
-    """Every recorded component must exist here, from the same distribution and major version."""
+def check_provenance(
+    path: Path | str, provenance: dict[str, dict[str, str]], registry: Registry
+) -> None:
+    """Every recorded component must exist here, from the same distribution and major
+    version; ``path`` names the file (or package member) for messages."""
     for key, saved in provenance.items():
         kind, name = key.split(":", 1)
         where = f"{saved['distribution']} {saved['version']}"
         if name not in registry.names(kind):
             raise WeightsError(
-                f"{path}: {kind} {name!r} came from {where}, which is not installed here"
+                f"{path}: {kind} {name!r} came from {where}, which is not installed here; "
+                f"install {saved['distribution']} {_major(saved['version'])}.x"
             )
         info = registry.describe(kind, name)
         if info.distribution != saved["distribution"] or _major(info.version) != _major(
@@ -167,7 +179,8 @@ def check_provenance(path: Path, provenance: dict[str, dict[str, str]], registry
         ):
             raise WeightsError(
                 f"{path}: {kind} {name!r} came from {where}; here it comes from "
-                f"{info.distribution} {info.version} (another distribution or major version)"
+                f"{info.distribution} {info.version} (another distribution or major version); "
+                f"install {saved['distribution']} {_major(saved['version'])}.x"
             )
 
 
