@@ -40,6 +40,7 @@ from numpy.typing import ArrayLike, NDArray
 
 PathLike: TypeAlias = str | os.PathLike[str]
 Image: TypeAlias = PathLike | SpatialImage | ArrayLike
+Space: TypeAlias = Literal["RAS", "LPS"]
 
 
 def load(model: PathLike, device: str = "cpu", *, registry: Registry | None = None) -> Segmenter:
@@ -69,22 +70,26 @@ class Segmenter:
     def segment(self, image: Image, affine: ArrayLike | None = None, *,
                 probabilities: Literal[False] = False, memory_budget_mib: float = 1024.0,
                 lcc: bool = False, method_options: Mapping[str, Any] | None = None,
-                name: str = "image") -> nib.Nifti1Image: ...  # fmt: skip
+                space: Space = "RAS", name: str = "image") -> nib.Nifti1Image: ...  # fmt: skip
     @overload
     def segment(self, image: Image, affine: ArrayLike | None = None, *,
                 probabilities: Literal[True], memory_budget_mib: float = 1024.0,
                 lcc: bool = False, method_options: Mapping[str, Any] | None = None,
+                space: Space = "RAS",
                 name: str = "image") -> tuple[nib.Nifti1Image, nib.Nifti1Image]: ...  # fmt: skip
     def segment(self, image: Image, affine: ArrayLike | None = None, *,
                 probabilities: bool = False, memory_budget_mib: float = 1024.0,
                 lcc: bool = False, method_options: Mapping[str, Any] | None = None,
-                name: str = "image") -> Any:  # fmt: skip
+                space: Space = "RAS", name: str = "image") -> Any:  # fmt: skip
         """Segment one image: a path (NIfTI file, or a folder of one DICOM series), a
-        nibabel image, or an array in nibabel's (i, j, k) order with ``affine`` (4x4,
-        voxel -> RAS+ mm, as nibabel's; an LPS-oriented array is fine, its affine says so).
+        nibabel image, or an array indexed (i, j, k) with ``affine``, the 4x4 map from
+        voxel (i, j, k) to world mm in ``space``: ``"RAS"`` (nibabel's convention) or
+        ``"LPS"`` (ITK's and DICOM's; a SimpleITK array is (k, j, i): pass ``array.T``).
+        The voxel axes may point any way; the affine says how.
 
         Returns a label image (int16, the model's label values, e.g. 205..850 for
-        MM-WHS) in the input's grid: same shape, same affine. With ``probabilities``,
+        MM-WHS) in the input's grid: the same voxels, and the input's affine (in RAS, as
+        nibabel images are). With ``probabilities``,
         also a float32 image (i, j, k, class) of class probabilities. Streamed in slabs as
         ``duoseg predict`` is, with the same ``memory_budget_mib``, ``lcc`` (largest
         component per class) and ``method_options`` (``--method-option``); ``name``
@@ -92,7 +97,7 @@ class Segmenter:
         options = _options(memory_budget_mib, lcc, probabilities, method_options)
         sink = MemorySink()
         with ExitStack() as opened:
-            case = self._case(image, affine, name, opened)
+            case = self._case(image, _ras(affine, space, name), name, opened)
             predict_case(self.model, case, sink, options)
         labels = label_image(case.meta, source_labels(sink.labels, case.meta))
         if not probabilities:
@@ -119,8 +124,6 @@ class Segmenter:
                 )
             data = np.asarray(image, dtype=np.float32)
             grid = np.asarray(affine, np.float64)
-            if grid.shape != (4, 4):
-                raise PredictError(f"{name}: affine has shape {grid.shape}, not (4, 4)")
             zooms = voxel_sizes(grid)
         check_volume(name, data.shape, zooms, grid)
         prep = self.model.preprocessing
@@ -158,6 +161,19 @@ def _options(budget: float, lcc: bool, probabilities: bool,
              method: Mapping[str, Any] | None) -> Options:  # fmt: skip
     return Options(memory_budget_mib=budget, lcc_per_class=lcc, probabilities=probabilities,
                    method=dict(method or {}))  # fmt: skip
+
+
+def _ras(affine: ArrayLike | None, space: Space, name: str) -> NDArray[np.float64] | None:
+    """``affine`` (voxel -> world mm in ``space``) as nibabel's voxel -> RAS+ mm."""
+    if affine is None:
+        return None
+    grid = np.asarray(affine, np.float64)
+    if grid.shape != (4, 4):
+        raise PredictError(f"{name}: affine has shape {grid.shape}, not (4, 4)")
+    if space not in ("RAS", "LPS"):
+        raise PredictError(f"{name}: space {space!r} is not 'RAS' or 'LPS'")
+    # LPS and RAS differ in the sign of the first two world axes.
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ grid if space == "LPS" else grid
 
 
 def _no_affine(affine: ArrayLike | None, where: object) -> None:
