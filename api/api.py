@@ -95,15 +95,22 @@ class Segmenter:
         component per class) and ``method_options`` (``--method-option``); ``name``
         names an in-memory image in errors."""
         options = _options(memory_budget_mib, lcc, probabilities, method_options)
-        sink = MemorySink()
-        with ExitStack() as opened:
-            case = self._case(image, _ras(affine, space, name), name, opened)
-            predict_case(self.model, case, sink, options)
-        labels = label_image(case.meta, source_labels(sink.labels, case.meta))
+        sink, meta = self._stream(image, _ras(affine, space, name), name, options)
+        labels = label_image(meta, source_labels(sink.labels, meta))
         if not probabilities:
             return labels
         assert sink.probabilities is not None
-        return labels, _probability_image(sink.probabilities, case.meta)
+        return labels, _probability_image(sink.probabilities, meta)
+
+    def _stream(self, image: Image, affine: NDArray[np.float64] | None, name: str,
+                options: Options) -> tuple[MemorySink, CaseMeta]:  # fmt: skip
+        """The canonical labels of ``image``; its prepared volume is freed on return,
+        before the labels are turned into the source grid's values."""
+        sink = MemorySink()
+        with ExitStack() as opened:
+            case = self._case(image, affine, name, opened)
+            predict_case(self.model, case, sink, options)
+        return sink, case.meta
 
     def _case(self, image: Image, affine: ArrayLike | None, name: str,
               opened: ExitStack) -> CacheCase:  # fmt: skip
