@@ -23,7 +23,7 @@ from duoseg.core.data.orientation import canonical_case, check_volume, to_source
 from duoseg.core.distributed import Ranks
 from duoseg.core.errors import PredictError
 from duoseg.core.inference.outputs import MemorySink, label_image, source_labels
-from duoseg.core.inference.predict import input_case, predict_model
+from duoseg.core.inference.predict import input_case, predict_model, predict_paths
 from duoseg.core.inference.streaming import (
     Model,
     Options,
@@ -162,6 +162,31 @@ class Segmenter:
                              cases=cases, overwrite=overwrite, registry=self.registry,
                              progress=progress, on_case=on_case,
                              output_format=output_format)  # fmt: skip
+
+
+def predict(
+    model: PathLike,
+    source: PathLike,
+    output: PathLike,
+    *,
+    device: str = "cpu",
+    cases: list[str] | None = None,
+    overwrite: bool = False,
+    output_format: str | None = None,
+    probabilities: bool = False,
+    memory_budget_mib: float = 1024.0,
+    lcc: bool = False,
+    method_options: Mapping[str, Any] | None = None,
+    progress: bool = False,
+    registry: Registry | None = None,
+) -> list[Report]:
+    """``duoseg predict MODEL INPUT OUTPUT``: :meth:`Segmenter.predict` of MODEL, with
+    OUTPUT's format and the options refused before MODEL is read."""
+    options = _options(memory_budget_mib, lcc, probabilities, method_options)
+    return predict_paths(Path(model), Path(source), Path(output), options=options,
+                         device=device, cases=cases, overwrite=overwrite,
+                         registry=registry or load_plugins(), progress=progress,
+                         output_format=output_format)  # fmt: skip
 
 
 def _options(budget: float, lcc: bool, probabilities: bool,

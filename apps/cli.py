@@ -204,10 +204,11 @@ def _predict(args: argparse.Namespace) -> int:
     method: dict[str, Any] = {}
     for option in args.method_option:
         apply_override(method, option, source="--method-option")
-    model = duoseg.load(args.model, device=args.device)
-    reports = model.predict(
+    reports = duoseg.predict(
+        args.model,
         args.input,
         args.output,
+        device=args.device,
         cases=args.case,
         overwrite=args.overwrite,
         output_format=args.format,

@@ -151,6 +151,7 @@ def predict_paths(
 ) -> list[Report]:
     """:func:`predict_model` with the model read from ``model_path`` (a run folder or a
     model package) onto ``device`` (under torchrun, this rank's)."""
+    _checked_request(output, output_format, options)  # refused before the model is read
     model = load_model(model_path, registry, Ranks.from_environment().device(device))
     return predict_model(model, source, output, options=options, cases=cases,
                          overwrite=overwrite, registry=registry, progress=progress,
@@ -176,14 +177,8 @@ def predict_model(
     as the case is written (not for the cases that a resumed run finds done).
     An ``output`` ending in .nii or .nii.gz is one file, for one input NIfTI file.
     ``output_format`` (nifti, zarr, dicom-seg) is inferred from ``output`` when None."""
-    output_format = _output_format(output, output_format, options)
-    ranks = Ranks.from_environment()
+    output_format, ranks = _checked_request(output, output_format, options)
     single_file = output.name.endswith(NIFTI)
-    if single_file and ranks.distributed:
-        raise PredictError(
-            f"{output}: a .nii/.nii.gz OUTPUT holds one case, which one rank predicts, but "
-            f"there are {ranks.world} ranks (WORLD_SIZE); give a folder or *.zarr OUTPUT"
-        )
     if not source.exists():
         raise PredictError(f"{source}: input not found")
     if single_file:
@@ -286,6 +281,18 @@ def _run_record(model: Model, output_format: str, options: Options) -> dict[str,
         "precision": options.precision,
         "method": dict(options.method),
     }
+
+
+def _checked_request(output: Path, requested: str | None, options: Options) -> tuple[str, Ranks]:
+    """The output format and the ranks, once OUTPUT is known to fit both."""
+    output_format = _output_format(output, requested, options)
+    ranks = Ranks.from_environment()
+    if output.name.endswith(NIFTI) and ranks.distributed:
+        raise PredictError(
+            f"{output}: a .nii/.nii.gz OUTPUT holds one case, which one rank predicts, but "
+            f"there are {ranks.world} ranks (WORLD_SIZE); give a folder or *.zarr OUTPUT"
+        )
+    return output_format, ranks
 
 
 def _output_format(output: Path, requested: str | None, options: Options) -> str:
