@@ -89,11 +89,11 @@ class Segmenter:
 
         Returns a label image (int16, the model's label values, e.g. 205..850 for
         MM-WHS) in the input's grid: the same voxels, and the input's affine (in RAS, as
-        nibabel images are). With ``probabilities``,
-        also a float32 image (i, j, k, class) of class probabilities. Streamed in slabs as
-        ``duoseg predict`` is, with the same ``memory_budget_mib``, ``lcc`` (largest
-        component per class) and ``method_options`` (``--method-option``); ``name``
-        names an in-memory image in errors."""
+        nibabel images are). With ``probabilities``, also a float32 image (i, j, k,
+        class) of class probabilities. Streamed in slabs as ``duoseg predict`` is, with
+        the same ``memory_budget_mib``, ``lcc`` (largest component per class) and
+        ``method_options`` (``--method-option``); ``name`` names an in-memory image in
+        errors."""
         options = _options(memory_budget_mib, lcc, probabilities, method_options)
         sink, meta = self._stream(image, _ras(affine, space, name), name, options)
         labels = label_image(meta, source_labels(sink.labels, meta))
