@@ -246,7 +246,8 @@ class Run:
 
     path: Path
     stages: int  # stages finished
-    best_score: float  # best validation Dice; -1 without validation cases
+    best_score: float  # the final predictor's best validation Dice; -1 without one
+    best_stage: str  # the stage whose end best.safetensors holds; "" without one
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -287,7 +288,7 @@ def train(
     trainer = Trainer(parsed, registry, Path(out), source=str(config),
                       raw_config=config_as_dict(parsed))  # fmt: skip
     state = trainer.run(resume=resume)
-    return Run(Path(out), state.stage, state.best_score)
+    return Run(Path(out), state.stage, state.best_score, state.best_stage)
 
 
 @dataclass(frozen=True)

@@ -271,7 +271,12 @@ def _add_train(commands: Any) -> None:
 def _train(args: argparse.Namespace) -> int:
     run = duoseg.train(args.config, cache=args.cache, out=args.out, overrides=args.set,
                        resume=args.resume, deterministic=args.deterministic)  # fmt: skip
-    print(f"{run.path}: finished {run.stages} stage(s); best validation Dice {run.best_score:.4f}")
+    best = (
+        f"best validation Dice {run.best_score:.4f} (end of stage {run.best_stage})"
+        if run.best_stage
+        else "no validation of the final predictor"
+    )
+    print(f"{run.path}: finished {run.stages} stage(s); {best}")
     return 0
 
 

@@ -953,6 +953,9 @@ class MethodConformance(_ComponentSuite):
         method: Method = self.build(registry, component_name)
         assert method.roles and len(set(method.roles)) == len(method.roles), method.roles
         assert method.stage_kinds, f"method {component_name} declares no stage kinds"
+        finals = method.stage_kinds if method.final_kinds is None else method.final_kinds
+        assert finals, f"method {component_name}: no stage kind scores its final predictor"
+        assert set(finals) <= set(method.stage_kinds), (finals, method.stage_kinds)
 
     def test_a_missing_role_is_refused_by_name(
         self, registry: Registry, component_name: str

@@ -17,7 +17,7 @@ import numpy as np
 from duoseg.core import Component, hookimpl
 from duoseg.core.data.orientation import canonical_case, check_volume
 from duoseg.core.errors import DataError
-from duoseg.core.interfaces.importer import ImportedCase, Importer, SourcePair
+from duoseg.core.interfaces.importer import ImportedCase, Importer, SourcePair, integer_labels
 from nibabel.openers import ImageOpener
 from numpy.typing import NDArray
 
@@ -127,14 +127,7 @@ class NiftiPairImporter(Importer):
     def class_indices(self, path: Path, image: Any) -> NDArray[np.uint8]:
         """A label image's values as class indices, in the file's voxel order; values
         outside the label map (after ``mapping``) are refused naming the file."""
-        raw = read_voxels(path, lambda: image.dataobj)
-        if np.issubdtype(raw.dtype, np.floating):
-            if not np.isfinite(raw).all() or not np.array_equal(raw, np.round(raw)):
-                examples = np.unique(raw[raw != np.round(raw)])[:5].tolist()
-                raise DataError(f"{path}: field data: non-integer label values {examples}")
-        elif not np.issubdtype(raw.dtype, np.integer):
-            raise DataError(f"{path}: field datatype: labels must be integers, got {raw.dtype}")
-        values = raw.astype(np.int64)
+        values = integer_labels(read_voxels(path, lambda: image.dataobj), path)
         for source_value, target in self.mapping.items():
             values[values == source_value] = target
         found = np.unique(values)

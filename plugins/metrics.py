@@ -3,9 +3,11 @@ r"""Overlap and surface-distance metrics, as in the paper's Tables 2-4.
 Dice :math:`2|P \cap T| / (|P| + |T|)`; Jaccard :math:`|P \cap T| / |P \cup T|`;
 ASD, the average symmetric surface distance (mean over both surfaces' voxels of the
 distance to the other surface, mm); HD95, the larger of the two directed 95th
-percentile surface distances (mm). Surface distances run on the bounding box of both
-masks only, so a 512x512x363 volume costs no full-size float copies. A surface
-metric with one empty mask is infinite.
+percentile surface distances (mm) - MONAI's ``compute_hausdorff_distance(percentile=95)``;
+medpy's ``hd95`` takes the percentile of both directions' distances pooled, which
+reads lower (up to 17% on our phantoms): compare with papers accordingly. Surface
+distances run on the bounding box of both masks only, so a 512x512x363 volume costs no
+full-size float copies. A surface metric with one empty mask is infinite.
 """
 
 from __future__ import annotations

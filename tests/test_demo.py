@@ -72,3 +72,11 @@ def test_the_finding_needs_both_mean_and_myocardium_better() -> None:
                            timings={"phantoms": 1.0}, figures={}, bound=bound)  # fmt: skip
     assert "**not reproduced**: Net1+Net2 mean Dice" in report
     assert "myocardium 0.4000 vs 0.4500" in report
+
+
+def test_the_report_states_its_sd_and_hd95_conventions() -> None:
+    results = {name: _result({}) for name in ("Net1", "Net1+Net2", "Baseline")}
+    report = format_report(PRESETS["cpu"], "cpu", results=results, timings={"phantoms": 1.0},
+                           figures={}, bound=_result({}))  # fmt: skip
+    assert "± is the population standard deviation over the test cases (ddof 0)" in report
+    assert "HD95 is MONAI's (`compute_hausdorff_distance(percentile=95)`)" in report

@@ -26,11 +26,12 @@ from duoseg.core.data.preprocessing import Preprocessing
 from duoseg.core.errors import PredictError
 from duoseg.core.inference.ceiling import round_trip
 from duoseg.core.inference.outputs import recorded_labels
-from duoseg.core.inference.package import model_checkpoint
+from duoseg.core.inference.package import open_model
+from duoseg.core.interfaces.importer import integer_labels
 from duoseg.core.interfaces.metric import Metric
 from duoseg.core.interfaces.store import COMPLETION_FILE
 from duoseg.core.registry import Registry
-from duoseg.core.training.checkpoint import CHECKPOINTS, run_checkpoint
+from duoseg.core.training.checkpoint import BEST, LAST, model_checkpoint
 from numpy.typing import NDArray
 
 METRICS = ("dice", "jaccard", "asd", "hd95")
@@ -61,10 +62,10 @@ def _case(path: Path) -> str:
 def _load(path: Path) -> tuple[NDArray[np.int32], Any]:
     try:
         image = nib.load(path)
-        data = np.asarray(image.dataobj).astype(np.int32)
+        raw = np.asarray(image.dataobj)
     except Exception as exc:
         raise PredictError(f"{path}: not a readable NIfTI label file: {exc}") from exc
-    return data, image
+    return integer_labels(raw, path).astype(np.int32), image
 
 
 def check_labels(labels: Any, where: str) -> dict[str, int]:
@@ -98,13 +99,14 @@ def check_labels(labels: Any, where: str) -> dict[str, int]:
 
 
 def run_labels(run: Path, registry: Registry) -> dict[str, int]:
-    """The classes 1..C a model (run folder or package) was trained on."""
-    if run.is_dir() and run_checkpoint(run) is None:
+    """The classes 1..C a model (a run folder's model checkpoint, or a package) was
+    trained on."""
+    if run.is_dir() and model_checkpoint(run) is None:
         raise PredictError(
-            f"{run}: --run has no complete checkpoint ({' or '.join(CHECKPOINTS)}) to take "
+            f"{run}: --run has no complete checkpoint ({BEST} or {LAST}) to take "
             "the class names and label values from"
         )
-    checkpoint = model_checkpoint(run, registry)
+    checkpoint = open_model(run, registry)
     where = f"{checkpoint.path}: field data"
     record = Preprocessing.from_dict(checkpoint.data, where=where)
     return check_labels(record.label_map(), where)
@@ -259,7 +261,8 @@ def evaluate(
 def _table(
     cases: Mapping[str, Mapping[str, Mapping[str, float]]], classes: Mapping[str, int]
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Mean and sd over the cases of every metric, per class and ``WH``."""
+    """Mean and sd over the cases of every metric, per class and ``WH``; the sd is the
+    population one (ddof 0), as numpy's default."""
     table: dict[str, dict[str, dict[str, float]]] = {}
     for metric in METRICS:
         table[metric] = {}

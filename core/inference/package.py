@@ -1,7 +1,7 @@
 """Model packages: one zip file that holds what prediction needs, and nothing else.
 
 ``duoseg export RUN MODEL.zip`` packs a run's model checkpoint (the one
-:func:`~duoseg.core.training.checkpoint.run_checkpoint` chooses) as these members:
+:func:`~duoseg.core.training.checkpoint.model_checkpoint` chooses) as these members:
 
 * ``weights.safetensors``: the networks' weights only (no optimiser, no RNG state);
 * ``config.json``: the resolved experiment config, which rebuilds the networks and method;
@@ -43,11 +43,12 @@ from duoseg.core.fs import write_atomically
 from duoseg.core.interfaces.method import Method, resolve_method
 from duoseg.core.registry import Registry
 from duoseg.core.training.checkpoint import (
-    CHECKPOINTS,
+    BEST,
+    LAST,
     Checkpoint,
     check_provenance,
     load_checkpoint,
-    run_checkpoint,
+    model_checkpoint,
 )
 from duoseg.core.training.weights import weights_from_bytes
 from safetensors.torch import save
@@ -83,7 +84,7 @@ def export_package(
     overwrite: bool = False,
 ) -> Path:  # fmt: skip
     """Write ``run_dir``'s model as the package ``target`` (atomically); return ``target``."""
-    checkpoint = model_checkpoint(run_dir, registry)
+    checkpoint = open_model(run_dir, registry)
     preprocessing, config, method = model_records(checkpoint, registry)
     if target.is_dir() or (target.exists() and not overwrite):
         what = "is a folder" if target.is_dir() else "exists; pass --overwrite"
@@ -152,14 +153,13 @@ def model_records(
     return preprocessing, config, method
 
 
-def model_checkpoint(model: Path, registry: Registry) -> Checkpoint:
-    """MODEL's weights and records: a run folder's model checkpoint, or a model package."""
+def open_model(model: Path, registry: Registry) -> Checkpoint:
+    """MODEL's weights and records: a run folder's model checkpoint (the one
+    :func:`model_checkpoint` chooses), or a model package."""
     if model.is_dir():
-        path = run_checkpoint(model)
+        path = model_checkpoint(model)
         if path is None:
-            raise PredictError(
-                f"{model}: no complete checkpoint ({' or '.join(CHECKPOINTS)}); train first"
-            )
+            raise PredictError(f"{model}: no complete checkpoint ({BEST} or {LAST}); train first")
         return load_checkpoint(path, registry)
     if model.is_file():
         return read_package(model, registry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -24,6 +25,7 @@ from duoseg.core.inference.outputs import (
     prepare_output,
 )
 from duoseg.core.inference.sharding import (
+    REPORTS,
     check_same_cases,
     clear_reports,
     gather_reports,
@@ -179,6 +181,7 @@ def predict_model(
     ``output_format`` (nifti, zarr, dicom-seg) is inferred from ``output`` when None."""
     output_format, ranks = _checked_request(output, output_format, options)
     single_file = output.name.endswith(NIFTI)
+    model.method.parse_options(options.method, "--method-option")  # before OUTPUT is made
     if not source.exists():
         raise PredictError(f"{source}: input not found")
     if single_file:
@@ -202,16 +205,35 @@ def predict_model(
             _folder_sink(output, output_format, inputs)
 
         folder = functools.partial(_folder_sink, output, output_format, inputs)
-        return _predict_folder(
-            inputs,
-            output,
-            ranks,
-            prepare=prepare,
-            make_sink=folder,
-            predict=predict,
-            on_case=on_case,
-            labels=_label_map(model),
-        )
+        with _removed_unless_written(output, ranks):
+            return _predict_folder(
+                inputs,
+                output,
+                ranks,
+                prepare=prepare,
+                make_sink=folder,
+                predict=predict,
+                on_case=on_case,
+                labels=_label_map(model),
+            )
+
+
+@contextmanager
+def _removed_unless_written(output: Path, ranks: Ranks) -> Iterator[None]:
+    """Remove OUTPUT again when this run made it and was refused (a DuosegError: an
+    option that fits no case, a bad input) before finishing any case: a refused run
+    leaves nothing, and its record would refuse the corrected command. An interrupted
+    run (Ctrl-C, a full disk) keeps its partial case to resume; under torchrun another
+    rank may be writing, so nothing is removed there."""
+    made = not output.exists() or (output.is_dir() and not any(output.iterdir()))
+    try:
+        yield
+    except DuosegError:
+        reports = output / REPORTS
+        finished = reports.is_dir() and any(reports.iterdir())
+        if made and not finished and not ranks.distributed and output.is_dir():
+            shutil.rmtree(output)
+        raise
 
 
 @contextmanager

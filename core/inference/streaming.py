@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from duoseg.core.data.preprocessing import Preprocessing, prepare_case
 from duoseg.core.errors import ConfigError, PredictError
-from duoseg.core.inference.package import model_checkpoint, model_records
+from duoseg.core.inference.package import model_records, open_model
 from duoseg.core.interfaces.importer import ImportedCase
 from duoseg.core.interfaces.method import Method, SlabPredictor
 from duoseg.core.interfaces.network import SegmentationNetwork
@@ -52,9 +52,10 @@ class Model:
 
 
 def load_model(path: Path, registry: Registry, device: str = "cpu") -> Model:
-    """The networks of MODEL ``path`` - a run folder's model checkpoint, or a model
-    package (``duoseg export``) - in eval mode."""
-    checkpoint = model_checkpoint(path, registry)
+    """The networks of MODEL ``path`` - a run folder's model checkpoint
+    (:func:`~duoseg.core.training.checkpoint.model_checkpoint`: the final predictor's
+    best, else the last), or a model package (``duoseg export``) - in eval mode."""
+    checkpoint = open_model(path, registry)
     where = checkpoint.path
     preprocessing, config, method = model_records(checkpoint, registry)
     target = torch.device(device)
@@ -108,6 +109,12 @@ class Options:
     precision: str = "fp32"  # "bf16": autocast on CUDA (CPU always runs fp32)
     method: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise PredictError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if not self.memory_budget_mib > 0:
+            raise PredictError(f"memory budget must be > 0 MiB, got {self.memory_budget_mib}")
+
 
 @dataclass
 class Report:
@@ -154,8 +161,6 @@ def predict_case(
     progress: Callable[[int], None] | None = None,
 ) -> Report:
     """Predict one case into ``sink``, slab by slab, through the model's method."""
-    if options.precision not in ("fp32", "bf16"):
-        raise PredictError(f"precision must be 'fp32' or 'bf16', got {options.precision!r}")
     enabled = options.precision == "bf16" and model.device.type == "cuda"
     with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=enabled):
         return _stream(model, case, sink, options, progress)

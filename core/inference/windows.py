@@ -2,13 +2,17 @@ r"""Gaussian-weighted overlapping windows, streamed down z.
 
 The full-resolution patch networks of nnU-Net (3d_fullres) and MONAI
 (``sliding_window_inference``) label a volume with overlapping windows whose outputs
-are blended by a Gaussian importance map,
+are blended by an importance map; here nnU-Net's Gaussian,
 
 .. math:: p(v) = \frac{\sum_w g(v - o_w)\, p_w(v)}{\sum_w g(v - o_w)},
    \qquad g(u) = \prod_{a} \exp\!\Big(-\frac{(u_a - s_a/2)^2}{2 (\sigma s_a)^2}\Big),
 
-with :math:`o_w` a window's origin, :math:`s` its size and :math:`\sigma = 1/8`. Both
-hold the whole :math:`C \times Z \times Y \times X` sum in memory. Here windows are
+with :math:`o_w` a window's origin, :math:`s` its size and :math:`\sigma = 1/8`: nnU-Net's
+weights, normalised to peak 1 with any zero raised to the smallest positive weight (its
+floor). MONAI's ``sliding_window_inference`` blends with constant weights by default;
+its ``mode="gaussian"`` floors every weight at :math:`\max(\min g, 10^{-3})`, so its
+window corners weigh more than ours. nnU-Net and
+MONAI hold the whole :math:`C \times Z \times Y \times X` sum in memory. Here windows are
 processed one z-row (all windows sharing a z origin) at a time, and slices are handed
 out as soon as no later row touches them, so the buffers span one window depth plus
 the requested slab: memory is flat in the volume's depth.
@@ -43,8 +47,9 @@ def window_starts(length: int, window: int, overlap: float) -> list[int]:
 
 
 def gaussian_importance(size: Sequence[int], sigma_scale: float = 0.125) -> Tensor:
-    """The separable Gaussian :math:`g` over a window of ``size``, peak 1; its smallest
-    values are raised to the smallest positive one so no voxel gets zero weight."""
+    """The separable Gaussian :math:`g` over a window of ``size``, peak 1, with nnU-Net's
+    floor (weights that underflow to 0 raised to the smallest positive one, so no voxel
+    gets zero weight); not MONAI's floor of 1e-3."""
     axes = [
         torch.exp(
             -0.5 * ((torch.arange(n, dtype=torch.float32) + 0.5 - n / 2) / (sigma_scale * n)) ** 2

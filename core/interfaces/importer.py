@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from duoseg.core.errors import DataError
@@ -98,3 +98,20 @@ def file_checksum(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def integer_labels(raw: NDArray[Any], path: Path) -> NDArray[np.int64]:
+    """A label file's voxels as integers. Float voxels must hold whole numbers: a map
+    resampled in floating point can hold 499.9999, which truncation would make 499 (no
+    class) and rounding might give the wrong class; it is refused, naming the values."""
+    if np.issubdtype(raw.dtype, np.floating):
+        whole = np.isfinite(raw) & (raw == np.round(raw))
+        if not whole.all():
+            examples = np.unique(raw[~whole])[:5].tolist()
+            raise DataError(
+                f"{path}: field data: non-integer label values {examples} (a label map holds "
+                "whole numbers; round it where it was resampled)"
+            )
+    elif not np.issubdtype(raw.dtype, np.integer):
+        raise DataError(f"{path}: field datatype: labels must be integers, got {raw.dtype}")
+    return raw.astype(np.int64)

@@ -101,7 +101,10 @@ class Method(ABC):
     * ``roles``: the network roles, all of which prediction needs;
     * ``stage_kinds``: the stage kinds :meth:`forward` accepts;
     * ``prediction_options``: a frozen dataclass of the method's own prediction options
-      (``duoseg predict --method-option KEY=VALUE``).
+      (``duoseg predict --method-option KEY=VALUE``);
+    * ``final_kinds``: the stage kinds whose validation scores what prediction runs
+      (default: every stage kind). Only their scores compete for the run's best
+      checkpoint: a two-stage model's Net1-only scores are not the model's.
 
     Parameters come from the config's ``[method]`` section, like any component's.
     """
@@ -109,10 +112,15 @@ class Method(ABC):
     roles: ClassVar[tuple[str, ...]] = ()
     stage_kinds: ClassVar[tuple[str, ...]] = ()
     prediction_options: ClassVar[type[Any]] = NoOptions
+    final_kinds: ClassVar[tuple[str, ...] | None] = None
     name: str = ""  # the registered name, for messages; set when a config builds it
 
     def __str__(self) -> str:
         return self.name or type(self).__name__
+
+    def scores_final(self, kind: str) -> bool:
+        """Whether validation after a stage of ``kind`` scores the final predictor."""
+        return kind in (self.stage_kinds if self.final_kinds is None else self.final_kinds)
 
     # ------------------------------------------------------------------ checks
 

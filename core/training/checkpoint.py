@@ -11,6 +11,7 @@ finds the same components or fails naming the one that is missing.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,22 +22,28 @@ import torch
 from duoseg.core.errors import WeightsError
 from duoseg.core.fs import write_atomically
 from duoseg.core.registry import Registry
-from duoseg.core.training.weights import read_weights
+from duoseg.core.training.weights import read_metadata, read_weights
 from safetensors.torch import save
 from torch import nn
 
 FORMAT = "duoseg-checkpoint-1"
-# A run's model, in order of preference: the best validated checkpoint, else the last.
-CHECKPOINTS = ("best.safetensors", "last.safetensors")
+LAST = "last.safetensors"
+BEST = "best.safetensors"
+log = logging.getLogger("duoseg.checkpoint")
 
 
 @dataclass
 class TrainState:
-    """Where training stands: the next step to run of stage ``stage``."""
+    """Where training stands: the next step to run of stage ``stage``.
+
+    ``best_score`` is the best validation score of the final predictor so far (stages
+    whose kind :meth:`Method.scores_final`), and ``best_stage`` the stage whose end
+    ``best.safetensors`` holds ("" while there is none)."""
 
     stage: int = 0
     step: int = 0
     best_score: float = -1.0
+    best_stage: str = ""
     seconds: float = 0.0  # wall-clock spent in this stage so far (train.seconds budgets it)
 
 
@@ -141,12 +148,6 @@ class Checkpoint:
         random.setstate((version, tuple(internal), gauss))
 
 
-def run_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint file that is ``run_dir``'s model (prediction, evaluation, export all
-    ask here); None when the run has none yet."""
-    return next((run_dir / n for n in CHECKPOINTS if (run_dir / n).is_file()), None)
-
-
 def load_checkpoint(path: Path, registry: Registry) -> Checkpoint:
     """Read a checkpoint and check that every component it used is available here."""
     tensors, metadata = read_weights(path)
@@ -186,3 +187,31 @@ def check_provenance(
 
 def _major(version: str) -> str:
     return version.split(".", 1)[0]
+
+
+def model_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint that is a run's model: ``best`` when it records the final
+    predictor's best validation (``best_stage``), else ``last``; None if neither exists.
+
+    A ``best`` without that record was written by an earlier trainer that kept one
+    running best over every stage - Net1's coarse Dice against the two-stage model's -
+    and may hold an untrained Net2: it is passed over, with a warning."""
+    best, last = run_dir / BEST, run_dir / LAST
+    if best.is_file():
+        if _records_best_stage(best):
+            return best
+        log.warning(
+            "%s: records no best_stage (written before the best checkpoint was chosen "
+            "among the final predictor's scores only); using %s",
+            best,
+            LAST,
+        )
+    return last if last.is_file() else None
+
+
+def _records_best_stage(path: Path) -> bool:
+    try:
+        meta = json.loads(read_metadata(path)["duoseg"])
+    except (KeyError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a duoseg checkpoint (no readable metadata)") from exc
+    return bool(meta.get("state", {}).get("best_stage"))

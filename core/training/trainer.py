@@ -39,13 +39,17 @@ from duoseg.core.interfaces.sampler import Sampler
 from duoseg.core.interfaces.schedule import LossTerm, Schedule, Stage
 from duoseg.core.interfaces.store import CacheReader
 from duoseg.core.registry import Registry
-from duoseg.core.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from duoseg.core.training.checkpoint import (
+    BEST,
+    LAST,
+    TrainState,
+    load_checkpoint,
+    save_checkpoint,
+)
 from duoseg.core.training.evaluation import dice_per_class
+from duoseg.core.training.progress import StageProgress
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-
-LAST = "last.safetensors"
-BEST = "best.safetensors"
 
 log = logging.getLogger("duoseg.trainer")
 
@@ -233,8 +237,6 @@ class Trainer:
 
     def run(self, *, resume: bool = False) -> TrainState:
         """Run (or continue) every stage; return the final state."""
-        from tqdm import tqdm
-
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.writes:
             self._remove_interrupted_writes()
@@ -256,22 +258,15 @@ class Trainer:
             if checkpoint is not None:
                 checkpoint.restore(dict(self.networks), optimizer)
                 checkpoint = None
-            bar = tqdm(
-                total=stage.iterations,
-                initial=state.step,
-                desc=f"stage {stage.name}",
-                disable=not self.writes,
-                unit="it",
-            )
             budget = budgets[state.stage]
+            bar = StageProgress(stage, state, budget, shown=self.writes)
             started = time.perf_counter() - state.seconds
             for batch in self._batches(stage, state):
                 terms = self._train_step(stage, batch, optimizer, state)
                 state.step += 1
                 state.seconds = time.perf_counter() - started
                 loss = sum(terms.values())
-                bar.set_postfix(loss=f"{loss:.4f}")
-                bar.update()
+                bar.advance(state, loss)
                 self._log({"stage": stage.name, "step": state.step, "loss": loss, **terms})
                 self._after_step(stage, state, optimizer)
                 if self._out_of_time(state, budget):
@@ -287,8 +282,8 @@ class Trainer:
                     break
             bar.close()
             score = self._validate(stage, state)
-            state = TrainState(stage=state.stage + 1, step=0, best_score=state.best_score)
-            self._save_stage_end(score, state)
+            state = replace(state, stage=state.stage + 1, step=0, seconds=0.0)
+            self._save_stage_end(stage, score, state)
         self._plot()
         return state
 
@@ -415,10 +410,13 @@ class Trainer:
         ):
             self._save(LAST, state, optimizer)
 
-    def _save_stage_end(self, score: float | None, state: TrainState) -> None:
+    def _save_stage_end(self, stage: Stage, score: float | None, state: TrainState) -> None:
+        """``best`` competes like with like: only scores of the final predictor (a
+        two-stage model's Net1-only Dice is another quantity)."""
         # The next stage starts with a fresh optimiser: nothing of this one is kept.
-        if score is not None and score > state.best_score:
-            state.best_score = score
+        final = self.method.scores_final(stage.kind)
+        if final and score is not None and score >= state.best_score:  # later wins a tie
+            state.best_score, state.best_stage = score, stage.name
             self._save(BEST, state, None)
         self._save(LAST, state, None)
 

@@ -28,7 +28,15 @@ def save_weights(
 
 def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Read tensors and metadata from a safetensors file, refusing malformed headers."""
-    path = Path(path)
+    return _read(Path(path), tensors=True)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """A safetensors file's metadata alone (its header), refusing malformed headers."""
+    return _read(Path(path), tensors=False)[1]
+
+
+def _read(path: Path, *, tensors: bool) -> tuple[dict[str, Tensor], dict[str, str]]:
     try:
         with open(path, "rb") as handle:
             header = handle.read(8)
@@ -39,10 +47,11 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt") as reader:
             meta = dict(reader.metadata() or {})
-            tensors = {key: reader.get_tensor(key) for key in reader.keys()}  # noqa: SIM118
+            keys = reader.keys() if tensors else []
+            found = {key: reader.get_tensor(key) for key in keys}
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise WeightsError(f"{path}: not a valid safetensors file: {exc}") from exc
-    return tensors, meta
+    return found, meta
 
 
 def weights_from_bytes(data: bytes, where: str) -> dict[str, Tensor]:

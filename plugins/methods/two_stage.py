@@ -190,6 +190,7 @@ class TwoStage(Method):
 
     roles = ("net1", "net2")
     stage_kinds = ("net1_coarse", "net1_subvolume", "end_to_end", "net2_stacks")
+    final_kinds = ("end_to_end", "net2_stacks")  # before them, validation scores Net1 alone
     prediction_options = TwoStageOptions
 
     def __init__(self, *, coarse_cache_cases: int = 64) -> None:
@@ -289,7 +290,7 @@ class TwoStage(Method):
     ) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
         """After a stage that trains Net2: the prediction itself. Before: Net1's labels
         on the coarse volume against the coarse label."""
-        if kind in ("end_to_end", "net2_stacks"):
+        if self.scores_final(kind):
             return super().validate(kind, model, case)
         target = validation_label(case.coarse_label, case.case_id)
         net1 = model.networks["net1"]

@@ -27,19 +27,28 @@ class SliceInstanceNorm(nn.InstanceNorm2d):
 
     torch's kernel copies a channels-last (n, c, h, w) input to the plain layout and
     back, which costs more than the normalisation. In eval mode the statistics come
-    from the (n, hw, c) view instead: the mean by a reduction and the mean square as
-    the diagonal of the Gram matrix :math:`X^T X` (one BLAS call, accumulated in blocks),
+    from the (n, hw, c) view instead, by the shifted-data algorithm (Chan, Golub and
+    LeVeque): each channel is first shifted by :math:`K_c`, the mean of a strided sample
+    of at most 256 of its pixels, :math:`d = x - K`; then the mean by a reduction and
+    the mean square as the diagonal of the Gram matrix :math:`D^T D` (one BLAS call),
 
-    .. math:: \mu_c = \tfrac{1}{hw} \sum_p x_{pc}, \quad
-              \sigma_c^2 = \tfrac{1}{hw} (X^T X)_{cc} - \mu_c^2,
+    .. math:: m_c = \tfrac{1}{hw} \sum_p d_{pc}, \quad
+              \sigma_c^2 = \tfrac{1}{hw} (D^T D)_{cc} - m_c^2,
 
-    then :math:`y = x s + t` with :math:`s = \gamma / \sqrt{\sigma^2 + \epsilon}`,
-    :math:`t = \beta - \mu s`, one fused multiply-add. Measured 1.4-2x faster for
-    Net2 than torch's kernel, and than a two-pass ``var_mean`` on this layout; equal to
-    torch's within 1e-4 while a channel's mean is within about 10 standard deviations
-    of zero (the one-pass variance loses digits beyond). Training, running statistics,
-    other layouts and other devices (not measured there) use torch's kernel.
+    and :math:`y = d s + t` with :math:`s = \gamma / \sqrt{\sigma^2 + \epsilon}`,
+    :math:`t = \beta - m s`, one fused multiply-add written over :math:`d`. The variance
+    does not depend on the shift; what the shift buys is :math:`|m_c| \approx
+    |\mu_c - K_c|`, a few standard deviations at most, where the unshifted one-pass
+    form subtracts two numbers of size :math:`\mu_c^2` and loses every digit once
+    :math:`|\mu_c| \gtrsim 10^3 \sigma_c` (it returned errors of 2-6 at a mean of
+    1000 standard deviations). Measured against a float64 reference: at most 1e-5
+    for channel means up to 1e4 standard deviations, near-constant channels and 512^2
+    planes (torch's own float32 kernel: up to 9e-4); 1.4-2x faster for Net2 than torch's
+    kernel. Training, running statistics, other layouts and other devices (not measured
+    there) use torch's kernel.
     """
+
+    samples = 256  # pixels per channel that estimate the shift
 
     def forward(self, x: Tensor) -> Tensor:
         fast = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
@@ -47,18 +56,21 @@ class SliceInstanceNorm(nn.InstanceNorm2d):
             out: Tensor = super().forward(x)
             return out
         n, c, h, w = x.shape
-        pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c)
-        values = pixels.float()  # the input itself in fp32
-        mean = values.mean(1, keepdim=True)
-        gram = torch.bmm(values.transpose(1, 2), values)
+        pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c).float()
+        shift = pixels[:, :: max(1, h * w // self.samples)].mean(1, keepdim=True)
+        # Exact where a pixel lies within a factor 2 of the shift (Sterbenz): the
+        # deviations keep every digit the input has.
+        shifted = torch.sub(pixels, shift)
+        mean = shifted.mean(1, keepdim=True)
+        gram = torch.bmm(shifted.transpose(1, 2), shifted)
         square = torch.diagonal(gram, dim1=1, dim2=2).unsqueeze(1) / (h * w)
         scale = torch.rsqrt((square - mean * mean).clamp_min(0) + self.eps)
         if self.weight is not None:
             scale = scale * self.weight
-        shift = -mean * scale
+        offset = -mean * scale
         if self.bias is not None:
-            shift = shift + self.bias
-        out = torch.addcmul(shift.to(x.dtype), pixels, scale.to(x.dtype))
+            offset = offset + self.bias
+        out = torch.addcmul(offset, shifted, scale, out=shifted).to(x.dtype)
         return out.view(n, h, w, c).permute(0, 3, 1, 2)
 
 

@@ -31,7 +31,13 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from duoseg.core import InputShapeError, SegmentationNetwork
-from duoseg.plugins.methods.guidance import GUIDANCES, Guidance, guidance_channels
+from duoseg.core.interfaces.sampler import IMAGE_PAD
+from duoseg.plugins.methods.guidance import (
+    GUIDANCES,
+    Guidance,
+    guidance_channels,
+    outside_guidance,
+)
 from torch import Tensor, nn
 
 from .blocks import (
@@ -72,7 +78,9 @@ class Net2(SegmentationNetwork):
             256x256, and it makes the 3D->2D reshapes free views.
 
     Input (b, in_channels, Z+K-1, y, x) gives (b, classes, Z, y, x) class scores;
-    y and x may be anything (zero-padded internally to a multiple of 8, cropped back).
+    y and x may be anything: padded internally to a multiple of 8 with what lies outside
+    a volume (the image's fill, certain background for the guidance, as augmentation
+    and the streaming driver pad), then cropped back.
     """
 
     def __init__(
@@ -138,6 +146,11 @@ class Net2(SegmentationNetwork):
         )
         self.head = nn.Conv2d(widths[0], classes, 1)
         self.pool = nn.MaxPool3d((1, 2, 2))
+        outside = [IMAGE_PAD, *outside_guidance(guidance, classes)]
+        self.outside: Tensor  # each input channel's value outside the volume
+        self.register_buffer(
+            "outside", torch.tensor(outside).reshape(1, -1, 1, 1, 1), persistent=False
+        )
         self.use_channels_last(channels_last)
 
     def check_input_shape(self, shape: tuple[int, ...]) -> None:
@@ -166,8 +179,7 @@ class Net2(SegmentationNetwork):
 
     def _refinement(self, x: Tensor) -> Tensor:
         batch, height, width = x.shape[0], x.shape[3], x.shape[4]
-        pad = (0, -width % MULTIPLE, 0, -height % MULTIPLE)
-        x = F.pad(x, pad) if any(pad) else x
+        x = self._pad_in_plane(x)
         skips = []
         for level, (block, collapse) in enumerate(zip(self.encoder, self.collapse, strict=True)):
             x = block(x if level == 0 else self.pool(x))
@@ -177,3 +189,17 @@ class Net2(SegmentationNetwork):
             y = block(torch.cat((up(y), skips.pop()), 1))
         scores = images_to_slices(self.head(y), batch)
         return scores[..., :height, :width]
+
+    def _pad_in_plane(self, x: Tensor) -> Tensor:
+        """``x`` padded at the far y and x edges to a multiple of 8 with each channel's
+        value outside the volume (zeros would be mid-grey image, which training never
+        shows at a tile's edge)."""
+        height, width = x.shape[3], x.shape[4]
+        pad = (0, -width % MULTIPLE, 0, -height % MULTIPLE)
+        if not any(pad):
+            return x
+        padded = F.pad(x, pad)
+        outside = self.outside.to(x.dtype)
+        padded[..., height:, :] = outside
+        padded[..., :height, width:] = outside
+        return padded

@@ -87,7 +87,7 @@ def test_classes_come_from_a_runs_checkpoint(brain, tmp_path, capsys) -> None:
     run.mkdir()
     record = Preprocessing(class_names=("background", *BRAIN), label_values=(0, *BRAIN.values()))
     data = record.as_dict()
-    save_checkpoint(run / "best.safetensors", networks={}, optimizer=None, state=TrainState(),
+    save_checkpoint(run / "last.safetensors", networks={}, optimizer=None, state=TrainState(),
                     config={}, provenance={}, data=data)  # fmt: skip
     assert main(["evaluate", str(pred), str(gt), "--run", str(run)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "| metric | csf | gm | wm | WH |"
@@ -177,6 +177,18 @@ def test_a_run_without_a_checkpoint_gives_no_labels(brain, tmp_path, capsys) -> 
         f"{tmp_path}: --run has no complete checkpoint (best.safetensors or last.safetensors)"
         in capsys.readouterr().err
     )
+
+
+def test_non_integer_label_values_are_refused_naming_file_and_value(brain, capsys) -> None:
+    """Truncation would make 2.9999 (gm, resampled in floating point) into 2 - or 499.9999
+    into background - silently; cache build refuses such labels too."""
+    pred, gt = brain
+    labels = _volume().astype(np.float32)
+    labels[labels == 3] = 2.9999
+    truth = _save(gt / "mr_1_label.nii.gz", labels)
+    assert main(["evaluate", str(pred), str(gt), "--labels", "csf=1,gm=2,wm=3"]) == 2
+    err = capsys.readouterr().err
+    assert f"{truth}: field data: non-integer label values [2.999" in err, err
 
 
 def test_a_background_only_truth_without_a_label_map(tmp_path, capsys) -> None:

@@ -189,6 +189,38 @@ def test_a_misspelt_method_option_names_the_closest(two_stage_run, cache) -> Non
         predict_case(model, case, MemorySink(), Options(method={"threshold": 1.5}))
 
 
+def test_a_mistyped_method_option_writes_nothing_and_the_corrected_command_runs(
+    two_stage_run, cache, tmp_path, capsys
+) -> None:
+    source = Path(cache).parent / "src" / "ct_train_1003_image.nii.gz"
+    out = tmp_path / "out"
+    command = ["predict", str(two_stage_run), str(source), str(out), "--method-option"]
+    assert main([*command, "margn_mm=5"]) == 2
+    err = capsys.readouterr().err
+    assert "--method-option: method option margn_mm=5 is not an option" in err
+    assert "did you mean 'margin_mm'?" in err
+    assert not out.exists()
+    assert main([*command, "margin_mm=5"]) == 0
+    assert is_complete(out)
+
+
+def test_a_run_refused_on_its_first_case_leaves_no_output(two_stage_run, cache, tmp_path) -> None:
+    """Refusals that depend on a case (a tile outside it) come after OUTPUT is made:
+    OUTPUT goes again, so that the corrected command needs no --overwrite."""
+    out, registry = tmp_path / "out.zarr", load_plugins()
+
+    def predict(roi: list[list[int]]) -> None:
+        predict_paths(two_stage_run, cache, out, device="cpu", cases=["ct_train_1002"],
+                      options=Options(method={"roi": roi}), overwrite=False,
+                      registry=registry)  # fmt: skip
+
+    with pytest.raises(PredictError, match=r"roi = .*axis z \[0, 9999\) must satisfy"):
+        predict([[0, 9999], [0, 8], [0, 8]])
+    assert not out.exists()
+    predict([[0, 4], [0, 32], [0, 32]])
+    assert is_complete(out)
+
+
 def test_an_empty_foreground_falls_back_to_the_whole_volume(two_stage_run, cache, caplog) -> None:
     case = open_cache(cache, load_plugins()).case("ct_train_1001")
     box, empty = dynamic_tile(np.zeros(case.meta.coarse_shape), case.meta, TwoStageOptions())

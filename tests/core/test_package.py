@@ -15,7 +15,7 @@ from duoseg.apps.cli import EXIT_BAD_INPUT, main
 from duoseg.core import load_plugins
 from duoseg.core.inference.evaluate import run_labels
 from duoseg.core.inference.package import MANIFEST, MEMBERS, read_package
-from duoseg.core.training.checkpoint import load_checkpoint, run_checkpoint
+from duoseg.core.training.checkpoint import load_checkpoint, model_checkpoint
 
 MMWHS = {"Myo": 205, "LA": 420, "LV": 500, "RA": 550, "RV": 600, "AA": 820, "PA": 850}
 
@@ -62,7 +62,7 @@ def test_the_package_holds_what_prediction_needs_and_nothing_else(package, two_s
     for name in MEMBERS:
         assert manifest["members"][name]["sha256"] == hashlib.sha256(members[name]).hexdigest()
         assert manifest["members"][name]["bytes"] == len(members[name])
-    chosen = run_checkpoint(two_stage_run)
+    chosen = model_checkpoint(two_stage_run)
     assert chosen is not None
     checkpoint = load_checkpoint(chosen, load_plugins())
     weights = read_package(package, load_plugins()).tensors

@@ -14,8 +14,16 @@ from duoseg.core import ConfigError, load_plugins
 from duoseg.core.config import load_config
 from duoseg.core.data.cache import open_cache
 from duoseg.core.errors import WeightsError
-from duoseg.core.training.checkpoint import load_checkpoint
-from duoseg.core.training.trainer import LAST, Trainer, config_as_dict
+from duoseg.core.inference.streaming import load_model
+from duoseg.core.training.checkpoint import (
+    BEST,
+    LAST,
+    TrainState,
+    load_checkpoint,
+    model_checkpoint,
+    save_checkpoint,
+)
+from duoseg.core.training.trainer import Trainer, config_as_dict
 
 CONFIG = """
 seed = 3
@@ -107,6 +115,55 @@ def test_a_resumed_run_equals_an_uninterrupted_one(
     for key in straight:
         if key.startswith("network."):
             torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
+
+
+def scripted_validation(monkeypatch, scores: dict[str, float]) -> None:
+    """Each stage's end-of-stage validation score, by stage name."""
+    monkeypatch.setattr(Trainer, "_validate", lambda self, stage, state: scores[stage.name])
+
+
+# Net1's coarse Dice (steps 1-2) above the two-stage model's (steps 3-4): the running
+# best over every stage would keep step 1's checkpoint, whose Net2 never trained.
+NET1_HIGHER = {"1_localise": 0.9, "2_coarse": 0.8, "3_end_to_end": 0.1, "4_fine": 0.2}
+
+
+def test_the_best_checkpoint_is_the_final_predictors_best(cache, tmp_path, monkeypatch) -> None:
+    scripted_validation(monkeypatch, NET1_HIGHER)
+    run = tmp_path / "run"
+    state = trainer(write_config(tmp_path, iterations="[1, 1, 1, 1]"), cache, run).run()
+    assert (state.best_stage, state.best_score) == ("4_fine", 0.2)
+    best, last = (load_checkpoint(run / name, load_plugins()) for name in (BEST, LAST))
+    assert best.state.best_stage == "4_fine" and best.state.stage == 4
+    for key, value in last.tensors.items():
+        if key.startswith("network.net2."):
+            torch.testing.assert_close(best.tensors[key], value, rtol=0, atol=0)
+    assert model_checkpoint(run) == run / BEST
+    assert load_model(run, load_plugins()).checkpoint == run / BEST
+
+
+def test_a_resumed_run_keeps_comparing_only_final_scores(cache, tmp_path, monkeypatch) -> None:
+    scores = {**NET1_HIGHER, "3_end_to_end": 0.3}
+    scripted_validation(monkeypatch, scores)
+    config, run = write_config(tmp_path, iterations="[1, 1, 1, 1]"), tmp_path / "run"
+    trainer(config, cache, run, ["schedule.params.iterations=[1, 1, 1, 0]"]).run()
+    assert load_checkpoint(run / BEST, load_plugins()).state.best_stage == "3_end_to_end"
+    state = trainer(config, cache, run).run(resume=True)
+    assert (state.best_stage, state.best_score) == ("3_end_to_end", 0.3)
+
+
+def test_a_best_checkpoint_without_its_stage_is_passed_over_for_the_last(
+    cache, tmp_path, caplog
+) -> None:
+    """An older trainer's ``best`` may hold an untrained Net2: ``last`` is the model."""
+    run = tmp_path / "run"
+    trainer(write_config(tmp_path, iterations="[1, 1, 1, 1]"), cache, run).run()
+    old = load_checkpoint(run / BEST, load_plugins())
+    networks = {role: load_model(run, load_plugins()).networks[role] for role in ("net1", "net2")}
+    save_checkpoint(run / BEST, networks=dict(networks), optimizer=None,
+                    state=TrainState(stage=2, best_score=0.9), config=old.config,
+                    provenance=old.meta["provenance"], data=old.data)  # fmt: skip
+    assert model_checkpoint(run) == run / LAST
+    assert "records no best_stage" in caplog.text and f"{run / BEST}" in caplog.text
 
 
 def test_a_finished_run_can_be_extended(cache, tmp_path) -> None:

@@ -24,6 +24,25 @@ def test_one_pass_equals_separate_k_slice_calls(registry: Registry, k: int, size
     assert (stacked - separate).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize(
+    ("guidance", "outside"),
+    [("foreground", [-1.0, 0.0]), ("probabilities", [-1.0, 1.0] + [0.0] * 7)],
+)
+def test_an_odd_tile_is_padded_with_what_lies_outside_the_volume(
+    registry: Registry, guidance: str, outside: list[float]
+) -> None:
+    """A 21x19 tile equals the same tile padded by hand to 24x24 with the image's fill
+    (-1) and certain background for the guidance, as augmentation and streaming pad."""
+    torch.manual_seed(0)
+    net = registry.build("network", "net2", k=3, base_width=4, guidance=guidance).eval()
+    x = torch.rand(1, net.in_channels, 5, 21, 19)
+    padded = torch.tensor(outside).reshape(1, -1, 1, 1, 1).expand(1, -1, 5, 24, 24).clone()
+    padded[..., :21, :19] = x
+    with torch.no_grad():
+        got, expected = net(x), net(padded)[..., :21, :19]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("decoder", [{"decoder_kernel": 3}, {"separable": True}])
 def test_every_decoder_keeps_the_one_pass_equivalence(registry: Registry, decoder) -> None:
     torch.manual_seed(0)
@@ -124,22 +143,42 @@ def test_unknown_guidance_is_refused(registry: Registry) -> None:
         registry.build("network", "net2", guidance="labels")
 
 
-@pytest.mark.parametrize(("mean", "spread"), [(2.0, 3.0), (0.0, 1e-3), (10.0, 1.0)])
+@pytest.mark.parametrize(
+    ("mean", "spread", "side"),
+    [(2.0, 3.0, 48), (0.0, 1e-3, 48), (10.0, 1.0, 48), (1e4, 1.0, 512), (5.0, 1e-3, 512)],
+)
 @pytest.mark.parametrize("affine", [True, False])
 def test_the_channels_last_instance_norm_equals_torchs_and_keeps_the_layout(
-    mean, spread, affine
+    mean, spread, side, affine
 ) -> None:
+    """Against float64 statistics: channel means of 1e4 standard deviations and
+    near-constant channels on 512^2 planes included (the one-pass variance lost every
+    digit there)."""
     torch.manual_seed(0)
     norm = SliceInstanceNorm(6, affine=affine).eval()
     if affine:
         with torch.no_grad():
             norm.weight.uniform_(0.5, 2.0)
             norm.bias.uniform_(-1.0, 1.0)
-    x = torch.randn(3, 6, 64, 48) * spread + mean
-    expected = F.instance_norm(x, weight=norm.weight, bias=norm.bias, eps=norm.eps)
+    x = torch.randn(2, 6, side, side) * spread + mean
+    weight, bias = (norm.weight.double(), norm.bias.double()) if affine else (None, None)
+    exact = F.instance_norm(x.double(), weight=weight, bias=bias, eps=norm.eps).float()
     with torch.no_grad():
         got = norm(x.contiguous(memory_format=torch.channels_last))
     assert got.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got, exact, atol=1e-4, rtol=1e-4)
+    expected = F.instance_norm(x, weight=norm.weight, bias=norm.bias, eps=norm.eps)
     norm.train()  # training: torch's kernel, whatever the layout
     torch.testing.assert_close(norm(x.contiguous(memory_format=torch.channels_last)), expected)
+
+
+def test_the_instance_norm_shift_survives_an_outlying_pixel() -> None:
+    """The shift is a sample mean, not one pixel: a far corner pixel (padding, a
+    bright implant) does not bring the cancellation back."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 256, 256) + 1e4
+    x[:, :, 0, 0] = 0.0
+    exact = F.instance_norm(x.double(), eps=1e-5).float()
+    with torch.no_grad():
+        got = SliceInstanceNorm(4).eval()(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, exact, atol=1e-4, rtol=1e-4)

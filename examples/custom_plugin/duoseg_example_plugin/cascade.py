@@ -72,6 +72,7 @@ class Cascade(Method):
 
     roles = ("coarse", "fine")
     stage_kinds = ("coarse", "fine")
+    final_kinds = ("fine",)  # after "coarse", the fine network is still untrained
     prediction_options = CascadeOptions
 
     def __init__(self, *, window: Sequence[int] = (64, 64, 64)) -> None:
