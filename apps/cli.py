@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import duoseg
 from duoseg.core.components import KINDS
 from duoseg.core.config import apply_override
 from duoseg.core.errors import DuosegError
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache(commands)
     _add_train(commands)
     _add_predict(commands)
+    _add_export(commands)
     _add_evaluate(commands)
     _add_demo(commands)
     return parser
@@ -87,7 +89,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     from duoseg.core.inference.evaluate import (
         FROM_TRUTH,
         ceiling,
-        evaluate,
         format_table,
         overlays,
         save_json,
@@ -110,9 +111,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             return 0
         print()
     args.prediction, args.truth = args.paths
-    result = evaluate(
-        args.prediction, args.truth, registry, labels=labels, run=args.run_dir, workers=args.workers
-    )
+    result = duoseg.evaluate(args.prediction, args.truth, labels=labels, run=args.run_dir,
+                             workers=args.workers, registry=registry).as_dict()  # fmt: skip
     if args.ceiling is not None:
         result["ceiling"] = bound
     if result["label_source"].startswith(FROM_TRUTH):
@@ -140,7 +140,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _add_predict(commands: Any) -> None:
     predict = commands.add_parser("predict", help="segment volumes at full resolution")
-    predict.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    predict.add_argument(
+        "model", type=Path, metavar="MODEL", help="a run folder or a model package (export)"
+    )
     predict.add_argument(
         "input", type=Path, metavar="INPUT", help="NIfTI file or folder, DICOM folder, or cache"
     )
@@ -200,29 +202,22 @@ class _MovedFlag(argparse.Action):
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from duoseg.core.inference.predict import predict_paths
-    from duoseg.core.inference.streaming import Options
-
     method: dict[str, Any] = {}
     for option in args.method_option:
         apply_override(method, option, source="--method-option")
-    options = Options(
-        memory_budget_mib=args.memory_budget,
-        lcc_per_class=args.lcc,
-        probabilities=args.probabilities,
-        method=method,
-    )
-    reports = predict_paths(
-        args.run_dir,
+    reports = duoseg.predict(
+        args.model,
         args.input,
         args.output,
-        options=options,
         device=args.device,
         cases=args.case,
         overwrite=args.overwrite,
-        registry=load_plugins(),
-        progress=True,
         output_format=args.format,
+        probabilities=args.probabilities,
+        memory_budget_mib=args.memory_budget,
+        lcc=args.lcc,
+        method_options=method,
+        progress=True,
     )
     for report in reports:
         print(
@@ -240,6 +235,27 @@ def _least_recall(recall: dict[str, float] | None) -> str:
         return ""
     name = min(present, key=present.__getitem__)
     return f"; least recall {present[name]:.2%} ({name})"
+
+
+def _add_export(commands: Any) -> None:
+    export = commands.add_parser(
+        "export", help="write a run's model as one package file (weights, records, manifest)"
+    )
+    export.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    export.add_argument("package", type=Path, metavar="MODEL.zip")
+    export.add_argument("--description", help="what the model segments, on what data")
+    export.add_argument("--licence", help="the weights' licence, e.g. CC-BY-4.0")
+    export.add_argument("--citation", help="how to cite the model")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    export.set_defaults(run=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    path = duoseg.export(args.run_dir, args.package, description=args.description,
+                         licence=args.licence, citation=args.citation,
+                         overwrite=args.overwrite)  # fmt: skip
+    print(f"{path}: model package of {args.run_dir} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
 
 
 def _add_train(commands: Any) -> None:
@@ -264,36 +280,14 @@ def _add_train(commands: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import torch
-    import torch.distributed as dist
-    from duoseg.core.config import check_components, load_config
-    from duoseg.core.distributed import Ranks
-    from duoseg.core.training.trainer import Trainer, config_as_dict
-
-    overrides = list(args.set)
-    if args.cache:
-        overrides.append(f"data.cache={json.dumps(args.cache)}")
-    if args.deterministic:
-        overrides.append("train.deterministic=true")
-    config = load_config(args.config, overrides)
-    registry = load_plugins()
-    check_components(config, registry, source=str(args.config))
-    ranks = Ranks.from_environment()
-    if ranks.distributed and not dist.is_initialized():
-        cuda = config.train.device.startswith("cuda")
-        if cuda:  # NCCL talks to the current device: one GPU per rank
-            torch.cuda.set_device(torch.device(ranks.device(config.train.device)))
-        dist.init_process_group("nccl" if cuda else "gloo")
-    trainer = Trainer(
-        config, registry, args.out, source=str(args.config), raw_config=config_as_dict(config)
-    )
-    state = trainer.run(resume=args.resume)
+    run = duoseg.train(args.config, cache=args.cache, out=args.out, overrides=args.set,
+                       resume=args.resume, deterministic=args.deterministic)  # fmt: skip
     best = (
-        f"best validation Dice {state.best_score:.4f} (end of stage {state.best_stage})"
-        if state.best_stage
+        f"best validation Dice {run.best_score:.4f} (end of stage {run.best_stage})"
+        if run.best_stage
         else "no validation of the final predictor"
     )
-    print(f"{args.out}: finished {state.stage} stage(s); {best}")
+    print(f"{run.path}: finished {run.stages} stage(s); {best}")
     return 0
 
 

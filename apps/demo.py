@@ -5,7 +5,8 @@ baseline and (on GPU) the full-resolution sliding-window U-Net, each trained for
 same wall-clock -> the test cases predicted at full resolution by Net1 alone, Net1 +
 Net2 and the others -> Dice, Jaccard, ASD and HD95 beside the 2 mm path's ceiling ->
 ``report.md`` with the paper's Tables 2-3, overlays as in its Fig. 2, the training
-curves and the timings. Nothing is downloaded: the phantoms are the data set.
+curves and the timings; each trained model is also exported as ``models/<name>.zip``.
+Nothing is downloaded: the phantoms are the data set.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import duoseg
 import torch
 from duoseg.apps.phantom import PROTOCOLS, Protocol, write_phantoms
 from duoseg.core.config import check_components, load_config
@@ -170,6 +172,15 @@ def train(
     return run
 
 
+def export_model(run: Path, target: Path, preset: Preset, registry: Registry) -> Path:
+    """``run``'s model as a package (``duoseg predict MODEL.zip ...`` takes it)."""
+    description = (
+        f"duoseg demo ({preset.name} preset): {run.name}, trained {preset.seconds:g} s on "
+        f"{preset.train_cases} phantom CTs; a demonstration on synthetic data, not for use"
+    )
+    return duoseg.export(run, target, description=description, registry=registry)
+
+
 def predict_test_cases(
     run: Path, data: DemoData, folder: Path, options: Options, *, device: str, registry: Registry
 ) -> Path:
@@ -213,6 +224,7 @@ def run_demo(out: Path, *, preset: Preset, device: str, registry: Registry) -> P
             budget = (f"train.seconds={preset.seconds}", *overrides)
             runs[name] = train(name, data, out / "runs" / name, budget, device=device,
                                registry=registry)  # fmt: skip
+        export_model(runs[name], out / "models" / f"{name}.zip", preset, registry)
     predictions = {}
     for method, (run, options) in METHODS.items():
         if run in runs:

@@ -2,11 +2,17 @@
 
     python benchmarks/inference_run.py two_stage|baseline|sliding_window|monai CACHE OUT
         [--budget MiB] [--nifti]
+    python benchmarks/inference_run.py segment|predict_file CACHE OUT [--budget MiB]
 
 Prints one JSON line: seconds, voxels, voxels/s, FLOPs per voxel, peak RSS and the
 RSS once libraries, model and case metadata are loaded (the difference is the
 working memory). Networks have random weights: the figures are about cost, not
 accuracy; the two-stage ROI is the phantom heart's box, as a trained Net1 gives.
+
+``segment`` and ``predict_file`` go through the top-level API from a model package
+(random two-stage weights, exported): ``duoseg.load(MODEL.zip).segment(NIfTI file)``,
+labels returned in memory, against ``.predict(NIfTI file, folder)``, the code path of
+``duoseg predict``, on the cache's own source file.
 """
 
 from __future__ import annotations
@@ -97,6 +103,70 @@ def duoseg_run(
     }
 
 
+def random_package(folder: Path) -> Path:
+    """A two-stage model with random weights, saved as a run and exported as a package."""
+    import duoseg
+    from duoseg.core import load_plugins
+    from duoseg.core.training.checkpoint import TrainState, save_checkpoint
+
+    registry = load_plugins(entry_points=False)
+    roles = ("net1", "net2")
+    folder.mkdir(parents=True, exist_ok=True)
+    networks = {n: registry.build("network", n) for n in roles}
+    used = [("network", n) for n in roles] + [("method", "two_stage")]
+    provenance = {f"{kind}:{name}": {key: getattr(registry.describe(kind, name), key)
+                                     for key in ("plugin", "distribution", "version")}
+                  for kind, name in used}  # fmt: skip
+    config = {"networks": {n: {"component": n, "params": {}} for n in roles},
+              "method": {"component": "two_stage", "params": {}}}  # fmt: skip
+    save_checkpoint(folder / "last.safetensors", networks=dict(networks), optimizer=None,
+                    state=TrainState(), config=config, provenance=provenance,
+                    data=MMWHS_DATA.as_dict())  # fmt: skip
+    return duoseg.export(folder, folder / "model.zip", overwrite=True, registry=registry)
+
+
+def api_run(mode: str, cache: Path, out: Path, budget: float) -> dict[str, object]:
+    """``segment`` or ``predict_file`` (module docstring) of the cache's first case."""
+    import duoseg
+    from duoseg.core import load_plugins
+    from duoseg.core.data.cache import open_cache
+    from duoseg.plugins.methods.two_stage import TwoStageOptions, dynamic_tile
+
+    torch.manual_seed(0)
+    out.mkdir(parents=True, exist_ok=True)
+    package = random_package(out / "model")
+    reader = open_cache(cache, load_plugins(entry_points=False))
+    case = reader.case(reader.cases()[0])
+    heart = (case.coarse_label[...] > 0).astype(np.float32)
+    roi, _ = dynamic_tile(heart, case.meta, TwoStageOptions())
+    options = {"roi": [[s.start, s.stop] for s in roi]}
+    source = next((cache.parent / "src").glob(f"{case.case_id}_image.nii*"))
+    model = duoseg.load(package, registry=load_plugins(entry_points=False))
+    loaded = rss_mib("VmRSS")
+    start = time.perf_counter()
+    if mode == "segment":
+        labels = model.segment(source, memory_budget_mib=budget, method_options=options)
+        assert labels.shape == case.meta.source_shape
+        del labels
+    else:
+        model.predict(source, out / "prediction", overwrite=True, memory_budget_mib=budget,
+                      method_options=options)  # fmt: skip
+    seconds = time.perf_counter() - start
+    voxels = int(np.prod(case.meta.shape))
+    working = rss_mib("VmHWM") - loaded
+    return {
+        "mode": mode,
+        "input": source.name,
+        "shape": list(case.meta.shape),
+        "seconds": seconds,
+        "voxels_per_s": voxels / seconds,
+        "rss_loaded_mib": loaded,
+        "peak_rss_mib": rss_mib("VmHWM"),
+        "working_mib": working,
+        "working_bytes_per_voxel": working * 2**20 / voxels,
+    }
+
+
 def monai_run(cache: Path) -> dict[str, object]:
     from duoseg.core import load_plugins
     from duoseg.core.data.cache import open_cache
@@ -136,18 +206,20 @@ def monai_run(cache: Path) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("two_stage", "baseline", "sliding_window", "monai"))
+    parser.add_argument("mode", choices=("two_stage", "baseline", "sliding_window", "monai",
+                                         "segment", "predict_file"))  # fmt: skip
     parser.add_argument("cache", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--budget", type=float, default=256.0, help="Net2 slab budget, MiB")
     parser.add_argument("--nifti", action="store_true", help="NIfTI output (OUT a folder)")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
-    result = (
-        monai_run(args.cache)
-        if args.mode == "monai"
-        else duoseg_run(args.mode, args.cache, args.out, args.budget, args.nifti)
-    )
+    if args.mode == "monai":
+        result = monai_run(args.cache)
+    elif args.mode in ("segment", "predict_file"):
+        result = api_run(args.mode, args.cache, args.out, args.budget)
+    else:
+        result = duoseg_run(args.mode, args.cache, args.out, args.budget, args.nifti)
     print(json.dumps(result))
 
 

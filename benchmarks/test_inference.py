@@ -62,6 +62,20 @@ def test_sliding_window_memory_does_not_grow_with_depth(
     benchmark.extra_info.update(figures)
 
 
+@pytest.mark.parametrize("mode", ["segment", "predict_file"])
+@pytest.mark.parametrize("depth", [64, 512])
+def test_segment_memory_against_depth(benchmark, registry: Registry, tmp_path, depth,
+                                      mode) -> None:  # fmt: skip
+    """``duoseg.load(MODEL.zip).segment(NIfTI file)`` (labels returned in memory) beside
+    ``.predict(NIfTI file, folder)`` on the same 512 x 512 x depth file. A whole volume
+    comes in and (for segment) goes out, so neither is flat in the depth; the slabs are.
+    Target: segment's working memory <= 1.15 x predict's at each depth (its only extra
+    is the returned labels, 2 bytes per voxel, and its in-memory class indices, 1)."""
+    cache = depth_cache(registry, depth)
+    figures = benchmark.pedantic(run, args=(mode, cache, tmp_path / "out"), rounds=1, iterations=1)
+    benchmark.extra_info.update(figures)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("monai") is None, reason="peers extra not installed")
 def test_peer_monai_sliding_window(benchmark, registry: Registry, tmp_path) -> None:
     """MONAI's 3D U-Net (16-128, roi 96^3, overlap 0.25, gaussian) on 512 x 512 x 256."""

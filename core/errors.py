@@ -48,3 +48,7 @@ class DataError(DuosegError, ValueError):
 
 class PredictError(DuosegError, ValueError):
     """Bad input to ``duoseg predict`` or ``evaluate``."""
+
+
+class PackageError(DuosegError, ValueError):
+    """A model package that is damaged, unsafe, too new, or needs what is not installed."""

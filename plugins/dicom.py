@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 from duoseg.core import Component, hookimpl
 from duoseg.core.data.dicom import Dataset, dicom_files, library, quiet, read_dataset
-from duoseg.core.data.orientation import canonical_affine, to_canonical
+from duoseg.core.data.orientation import canonical_affine, canonical_spacing, to_canonical
 from duoseg.core.errors import DataError
 from duoseg.core.interfaces.importer import ImportedCase, Importer, SourcePair, pick
 from duoseg.core.interfaces.store import check_case_id
@@ -55,7 +55,6 @@ from duoseg.plugins.importers import (
     MMWHS_LABELS,
     NIFTI_SUFFIXES,
     NiftiPairImporter,
-    canonical_spacing,
     read_nifti,
 )
 from numpy.typing import NDArray

@@ -15,7 +15,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 from duoseg.core import Component, hookimpl
-from duoseg.core.data.orientation import canonical_affine, to_canonical
+from duoseg.core.data.orientation import canonical_case, check_volume
 from duoseg.core.errors import DataError
 from duoseg.core.interfaces.importer import ImportedCase, Importer, SourcePair, integer_labels
 from nibabel.openers import ImageOpener
@@ -113,28 +113,16 @@ class NiftiPairImporter(Importer):
     def load(self, pair: SourcePair) -> ImportedCase:
         image = read_nifti(pair.image)
         data = read_voxels(pair.image, lambda: image.get_fdata(dtype=np.float32))
-        bad = int(data.size - np.count_nonzero(np.isfinite(data)))
-        if bad:
-            raise DataError(f"{pair.image}: field data: {bad} NaN/Inf intensity values")
         label = None
         if pair.label is not None:
             label_image = read_nifti(pair.label)
             check_same_grid(pair.image, image, pair.label, label_image)
-            label = to_canonical(self.class_indices(pair.label, label_image), image.affine)
-        affine = np.asarray(image.affine, dtype=np.float64)
-        shape = tuple(int(n) for n in image.shape)
+            label = self.class_indices(pair.label, label_image)
         sx, sy, sz = (float(z) for z in image.header.get_zooms()[:3])
-        return ImportedCase(
-            case_id=pair.case_id,
-            image=to_canonical(data, affine),
-            label=label,
-            spacing=canonical_spacing(affine, (sx, sy, sz)),
-            canonical_affine=canonical_affine(affine, shape),
-            source_affine=affine,
-            source_shape=(shape[0], shape[1], shape[2]),
-            class_names=self.class_names,
-            label_values=self.label_values,
-        )
+        affine = np.asarray(image.affine, dtype=np.float64)
+        return canonical_case(pair.case_id, data, affine, (sx, sy, sz), where=pair.image,
+                              classes=(self.class_names, self.label_values),
+                              label_xyz=label)  # fmt: skip
 
     def class_indices(self, path: Path, image: Any) -> NDArray[np.uint8]:
         """A label image's values as class indices, in the file's voxel order; values
@@ -181,17 +169,8 @@ def read_nifti(path: Path) -> Any:
     if len(shape) > 3 and all(n == 1 for n in shape[3:]):
         image = nib.funcs.squeeze_image(image)
         shape = shape[:3]
-    if len(shape) != 3 or min(shape) < 1:
-        raise DataError(f"{path}: field dim: a 3-D volume is required, got shape {shape}")
+    check_volume(path, shape, _raw_pixdim(path, image), np.asarray(image.affine, np.float64))
     _check_size(path, image, shape)
-    zooms = _raw_pixdim(path, image)
-    if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
-        raise DataError(
-            f"{path}: field pixdim: voxel spacing {tuple(zooms.tolist())} must be finite and > 0"
-        )
-    affine = np.asarray(image.affine, dtype=np.float64)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise DataError(f"{path}: field sform/qform: affine is degenerate: {affine.tolist()}")
     return image
 
 
@@ -246,17 +225,6 @@ def check_same_grid(image_path: Path, image: Any, label_path: Path, label: Any) 
             f"{label_path}: field sform/qform: label affine {np.round(label.affine, 4).tolist()} "
             f"differs from image {image_path.name} affine {np.round(image.affine, 4).tolist()}"
         )
-
-
-def canonical_spacing(
-    affine: NDArray[np.float64], zooms_xyz: tuple[float, float, float]
-) -> tuple[float, float, float]:
-    """Spacing (z, y, x) of the canonical array: source zooms permuted to RAS order."""
-    ornt = nib.io_orientation(affine)
-    ras = [0.0, 0.0, 0.0]
-    for source_axis, (target_axis, _) in enumerate(ornt):
-        ras[int(target_axis)] = zooms_xyz[source_axis]
-    return (ras[2], ras[1], ras[0])
 
 
 @hookimpl

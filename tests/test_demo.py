@@ -37,6 +37,7 @@ def test_quick_demo_writes_the_report_with_every_method(tmp_path: Path, capsys) 
         assert f"| {phase} |" in report
     for method in ("net1", "net1_net2", "baseline"):
         assert (out / "predictions" / method / "ct_train_1005_label.nii.gz").exists()
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["baseline.zip", "two_stage.zip"]
 
 
 def test_a_non_empty_output_folder_is_refused(tmp_path: Path, capsys) -> None:

@@ -7,6 +7,8 @@ from typing import Any, Protocol
 
 import nibabel as nib
 import numpy as np
+from duoseg.core.errors import DataError
+from duoseg.core.interfaces.importer import ImportedCase
 from numpy.typing import NDArray
 
 RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
@@ -63,3 +65,59 @@ def source_blocks(
         # A flipped axis reverses inside the block too, so the block comes from the far end.
         box[axis] = slice(n - k1, n - k0) if flipped else slice(k0, k1)
         yield to_source(np.asarray(data_zyx[tuple(box)]), source_affine)
+
+
+def check_volume(
+    where: object, shape: tuple[int, ...], zooms: NDArray[np.float64], affine: NDArray[Any]
+) -> None:
+    """Refuse what duoseg cannot place in space: not 3-D, a voxel spacing that is not
+    finite and positive, a degenerate affine (``where`` names the file or image)."""
+    if len(shape) != 3 or min(shape) < 1:
+        raise DataError(f"{where}: field dim: a 3-D volume is required, got shape {shape}")
+    if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
+        raise DataError(
+            f"{where}: field pixdim: voxel spacing {tuple(zooms.tolist())} must be finite and > 0"
+        )
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise DataError(f"{where}: field sform/qform: affine is degenerate: {affine.tolist()}")
+
+
+def canonical_spacing(
+    affine: NDArray[np.float64], zooms_xyz: tuple[float, float, float]
+) -> tuple[float, float, float]:
+    """Spacing (z, y, x) of the canonical array: source zooms permuted to RAS order."""
+    ornt = nib.io_orientation(affine)
+    ras = [0.0, 0.0, 0.0]
+    for source_axis, (target_axis, _) in enumerate(ornt):
+        ras[int(target_axis)] = zooms_xyz[source_axis]
+    return (ras[2], ras[1], ras[0])
+
+
+def canonical_case(
+    case_id: str,
+    image_xyz: NDArray[np.float32],
+    affine: NDArray[np.float64],
+    zooms_xyz: tuple[float, float, float],
+    *,
+    where: object,
+    classes: tuple[tuple[str, ...], tuple[int, ...]],
+    label_xyz: NDArray[np.uint8] | None = None,
+) -> ImportedCase:
+    """An image in its source grid (nibabel's (i, j, k) order, ``affine`` to RAS+ mm) as
+    a canonical case; ``classes`` are the class names and their label values. Intensities
+    that are not finite are refused naming ``where``."""
+    bad = int(image_xyz.size - np.count_nonzero(np.isfinite(image_xyz)))
+    if bad:
+        raise DataError(f"{where}: field data: {bad} NaN/Inf intensity values")
+    shape = tuple(int(n) for n in image_xyz.shape)
+    return ImportedCase(
+        case_id=case_id,
+        image=to_canonical(image_xyz, affine),
+        label=None if label_xyz is None else to_canonical(label_xyz, affine),
+        spacing=canonical_spacing(affine, zooms_xyz),
+        canonical_affine=canonical_affine(affine, shape),
+        source_affine=affine,
+        source_shape=(shape[0], shape[1], shape[2]),
+        class_names=classes[0],
+        label_values=classes[1],
+    )

@@ -26,11 +26,12 @@ from duoseg.core.data.preprocessing import Preprocessing
 from duoseg.core.errors import PredictError
 from duoseg.core.inference.ceiling import round_trip
 from duoseg.core.inference.outputs import recorded_labels
+from duoseg.core.inference.package import open_model
 from duoseg.core.interfaces.importer import integer_labels
 from duoseg.core.interfaces.metric import Metric
 from duoseg.core.interfaces.store import COMPLETION_FILE
 from duoseg.core.registry import Registry
-from duoseg.core.training.checkpoint import BEST, LAST, load_checkpoint, model_checkpoint
+from duoseg.core.training.checkpoint import BEST, LAST, model_checkpoint
 from numpy.typing import NDArray
 
 METRICS = ("dice", "jaccard", "asd", "hd95")
@@ -98,15 +99,16 @@ def check_labels(labels: Any, where: str) -> dict[str, int]:
 
 
 def run_labels(run: Path, registry: Registry) -> dict[str, int]:
-    """The classes 1..C a run was trained on, from its model checkpoint."""
-    path = model_checkpoint(run)
-    if path is None:
+    """The classes 1..C a model (a run folder's model checkpoint, or a package) was
+    trained on."""
+    if run.is_dir() and model_checkpoint(run) is None:
         raise PredictError(
             f"{run}: --run has no complete checkpoint ({BEST} or {LAST}) to take "
             "the class names and label values from"
         )
-    where = f"{path}: field data"
-    record = Preprocessing.from_dict(load_checkpoint(path, registry).data, where=where)
+    checkpoint = open_model(run, registry)
+    where = f"{checkpoint.path}: field data"
+    record = Preprocessing.from_dict(checkpoint.data, where=where)
     return check_labels(record.label_map(), where)
 
 

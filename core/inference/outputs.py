@@ -11,7 +11,7 @@ import gzip
 import json
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 import zarr
 from duoseg.core.data.ngff import AXES, prediction_metadata, write_group_metadata
-from duoseg.core.data.orientation import source_blocks
+from duoseg.core.data.orientation import Boxes, source_blocks
 from duoseg.core.data.zarr_arrays import ZarrArray, chunk_path
 from duoseg.core.errors import DataError, PredictError
 from duoseg.core.fs import write_atomically
@@ -410,22 +410,45 @@ def _open_for_writing(path: Path) -> gzip.GzipFile | BinaryIO:
     return open(path, "wb")
 
 
-def _write_labels(path: Path, labels: ScratchLabels, meta: CaseMeta) -> None:
-    """Stream canonical class indices into a NIfTI label file in the source's grid."""
+def label_image(meta: CaseMeta, data: NDArray[np.int16] | None = None) -> nib.Nifti1Image:
+    """A label image in the source's grid, recording its classes in an extension:
+    ``data`` (source label values, (i, j, k)), or, when None, a header only (a
+    zero-stride stand-in array that holds no voxels)."""
     affine = np.asarray(meta.source_affine)
-    values = np.asarray(meta.label_values, dtype=np.int16)
-    # A header for the source grid without the voxels: nibabel fills it from a
-    # zero-stride stand-in array.
-    image = nib.Nifti1Image(np.broadcast_to(np.int16(0), meta.source_shape), affine)
+    voxels = np.broadcast_to(np.int16(0), meta.source_shape) if data is None else data
+    image = nib.Nifti1Image(voxels, affine)
     image.header.set_xyzt_units("mm")
     classes = zip(meta.class_names[1:], meta.label_values[1:], strict=True)
     image.header.extensions.append(labels_extension(dict(classes)))
     image.update_header()
-    plane_bytes = values.itemsize * labels.size // meta.source_shape[2]
+    return image
+
+
+def source_labels(labels: Boxes, meta: CaseMeta) -> NDArray[np.int16]:
+    """Canonical class indices as source label values in the source's (i, j, k) grid,
+    converted block by block (no whole-volume temporary besides the result)."""
+    values = np.asarray(meta.label_values, dtype=np.int16)
+    out = np.empty(meta.source_shape, np.int16, order="F")
+    k = 0
+    for block in _label_blocks(labels, meta):
+        out[..., k : k + block.shape[2]] = values[block]
+        k += block.shape[2]
+    return out
+
+
+def _label_blocks(labels: Boxes, meta: CaseMeta) -> Iterator[NDArray[np.uint8]]:
+    """Class indices in source order, about :data:`NIFTI_BLOCK_BYTES` of labels a block."""
+    plane_bytes = 2 * int(np.prod(meta.source_shape)) // meta.source_shape[2]
     planes = max(1, NIFTI_BLOCK_BYTES // plane_bytes)
+    yield from source_blocks(labels, np.asarray(meta.source_affine), planes)
+
+
+def _write_labels(path: Path, labels: ScratchLabels, meta: CaseMeta) -> None:
+    """Stream canonical class indices into a NIfTI label file in the source's grid."""
+    values = np.asarray(meta.label_values, dtype=np.int16)
     with _open_for_writing(path) as out:
-        image.header.write_to(out)
-        for block in source_blocks(labels, affine, planes):
+        label_image(meta).header.write_to(out)
+        for block in _label_blocks(labels, meta):
             out.write(values[block].tobytes(order="F"))
 
 

@@ -69,7 +69,7 @@ class Input:
 
 
 def _inputs(source: Path, model: Model, registry: Registry, cases: list[str] | None, *,
-            run_dir: Path, opened: ExitStack) -> list[Input]:  # fmt: skip
+            opened: ExitStack) -> list[Input]:  # fmt: skip
     """INPUT's cases; a cache stays open (in ``opened``) while they are read."""
     if source.is_file() or any(source.name.endswith(s) for s in NIFTI):
         files = [source]
@@ -82,7 +82,7 @@ def _inputs(source: Path, model: Model, registry: Registry, cases: list[str] | N
         if not files:
             raise PredictError(f"{source}: no NIfTI images found (nor DICOM files)")
     else:
-        return _cache_inputs(source, model, registry, cases, run_dir=run_dir, opened=opened)
+        return _cache_inputs(source, model, registry, cases, opened=opened)
     importer = registry.build("importer", "nifti", labels=_label_map(model), require_labels=False)
     inputs = []
     for path in files:
@@ -94,11 +94,13 @@ def _inputs(source: Path, model: Model, registry: Registry, cases: list[str] | N
 
 
 def _cache_inputs(source: Path, model: Model, registry: Registry, cases: list[str] | None, *,
-                  run_dir: Path, opened: ExitStack) -> list[Input]:  # fmt: skip
+                  opened: ExitStack) -> list[Input]:  # fmt: skip
     cache = opened.enter_context(open_cache(source, registry))
     try:
         model.preprocessing.check_matches(
-            cache.preprocessing, ours=f"the model of {run_dir}", theirs=f"cache {source}"
+            cache.preprocessing,
+            ours=f"the model of {model.source or model.checkpoint}",
+            theirs=f"cache {source}",
         )
     except DataError as exc:
         raise PredictError(
@@ -136,12 +138,34 @@ def _is_cache(path: Path, registry: Registry) -> bool:
 
 
 def predict_paths(
-    run_dir: Path,
+    model_path: Path,
     source: Path,
     output: Path,
     *,
     options: Options,
     device: str,
+    cases: list[str] | None,
+    overwrite: bool,
+    registry: Registry,
+    progress: bool = False,
+    on_case: Callable[[Report], None] | None = None,
+    output_format: str | None = None,
+) -> list[Report]:
+    """:func:`predict_model` with the model read from ``model_path`` (a run folder or a
+    model package) onto ``device`` (under torchrun, this rank's)."""
+    _checked_request(output, output_format, options)  # refused before the model is read
+    model = load_model(model_path, registry, Ranks.from_environment().device(device))
+    return predict_model(model, source, output, options=options, cases=cases,
+                         overwrite=overwrite, registry=registry, progress=progress,
+                         on_case=on_case, output_format=output_format)  # fmt: skip
+
+
+def predict_model(
+    model: Model,
+    source: Path,
+    output: Path,
+    *,
+    options: Options,
     cases: list[str] | None,
     overwrite: bool,
     registry: Registry,
@@ -155,15 +179,8 @@ def predict_paths(
     as the case is written (not for the cases that a resumed run finds done).
     An ``output`` ending in .nii or .nii.gz is one file, for one input NIfTI file.
     ``output_format`` (nifti, zarr, dicom-seg) is inferred from ``output`` when None."""
-    output_format = _output_format(output, output_format, options)
-    ranks = Ranks.from_environment()
+    output_format, ranks = _checked_request(output, output_format, options)
     single_file = output.name.endswith(NIFTI)
-    if single_file and ranks.distributed:
-        raise PredictError(
-            f"{output}: a .nii/.nii.gz OUTPUT holds one case, which one rank predicts, but "
-            f"there are {ranks.world} ranks (WORLD_SIZE); give a folder or *.zarr OUTPUT"
-        )
-    model = load_model(run_dir, registry, ranks.device(device))
     model.method.parse_options(options.method, "--method-option")  # before OUTPUT is made
     if not source.exists():
         raise PredictError(f"{source}: input not found")
@@ -171,7 +188,7 @@ def predict_paths(
         _check_file_output(source, output, overwrite=overwrite)
     predict = functools.partial(_predict, model, options=options, progress=progress)
     with ExitStack() as opened:
-        inputs = _inputs(source, model, registry, cases, run_dir=run_dir, opened=opened)
+        inputs = _inputs(source, model, registry, cases, opened=opened)
         if single_file:  # the file itself, renamed into place last, is the record
             sink = NiftiSink(output, single_file=True)
             return [_announce(predict(item.load(), sink), on_case) for item in inputs]
@@ -217,6 +234,22 @@ def _removed_unless_written(output: Path, ranks: Ranks) -> Iterator[None]:
         if made and not finished and not ranks.distributed and output.is_dir():
             shutil.rmtree(output)
         raise
+
+
+@contextmanager
+def input_case(source: Path, model: Model, registry: Registry) -> Iterator[CacheCase]:
+    """The one case of INPUT ``source`` (a NIfTI file, a folder of one image or one DICOM
+    series, a cache of one case), prepared for ``model``; a cache stays open meanwhile."""
+    if not source.exists():
+        raise PredictError(f"{source}: input not found")
+    with ExitStack() as opened:
+        inputs = _inputs(source, model, registry, None, opened=opened)
+        if len(inputs) != 1:
+            raise PredictError(
+                f"{source}: holds {len(inputs)} cases ({', '.join(i.case_id for i in inputs)}); "
+                "segment takes one image (predict takes many)"
+            )
+        yield inputs[0].load()
 
 
 def _predict_folder(
@@ -270,6 +303,18 @@ def _run_record(model: Model, output_format: str, options: Options) -> dict[str,
         "precision": options.precision,
         "method": dict(options.method),
     }
+
+
+def _checked_request(output: Path, requested: str | None, options: Options) -> tuple[str, Ranks]:
+    """The output format and the ranks, once OUTPUT is known to fit both."""
+    output_format = _output_format(output, requested, options)
+    ranks = Ranks.from_environment()
+    if output.name.endswith(NIFTI) and ranks.distributed:
+        raise PredictError(
+            f"{output}: a .nii/.nii.gz OUTPUT holds one case, which one rank predicts, but "
+            f"there are {ranks.world} ranks (WORLD_SIZE); give a folder or *.zarr OUTPUT"
+        )
+    return output_format, ranks
 
 
 def _output_format(output: Path, requested: str | None, options: Options) -> str:

@@ -22,15 +22,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from duoseg.core.config import ExperimentConfig, parse
 from duoseg.core.data.preprocessing import Preprocessing, prepare_case
 from duoseg.core.errors import ConfigError, PredictError
+from duoseg.core.inference.package import model_records, open_model
 from duoseg.core.interfaces.importer import ImportedCase
-from duoseg.core.interfaces.method import Method, SlabPredictor, resolve_method
+from duoseg.core.interfaces.method import Method, SlabPredictor
 from duoseg.core.interfaces.network import SegmentationNetwork
 from duoseg.core.interfaces.store import CacheCase, CaseMeta, ChunkedArray
 from duoseg.core.registry import Registry
-from duoseg.core.training.checkpoint import BEST, LAST, load_checkpoint, model_checkpoint
 from numpy.typing import NDArray
 
 log = logging.getLogger("duoseg.inference")
@@ -45,24 +44,20 @@ class Model:
     device: torch.device
     method: Method
     checkpoint: Path | None = None  # the file the networks were read from, if any
+    source: Path | None = None  # MODEL as given (a run folder or a package), for messages
 
     @property
     def classes(self) -> int:
         return self.preprocessing.classes
 
 
-def load_model(run_dir: Path, registry: Registry, device: str = "cpu") -> Model:
-    """The networks of ``run_dir``'s model checkpoint (:func:`model_checkpoint`: the
-    final predictor's best, else the last), in eval mode."""
-    path = model_checkpoint(run_dir)
-    if path is None:
-        raise PredictError(f"{run_dir}: no complete checkpoint ({BEST} or {LAST}); train first")
-    checkpoint = load_checkpoint(path, registry)
-    if not checkpoint.data:
-        raise PredictError(f"{path}: checkpoint records no data preparation; retrain it")
-    preprocessing = Preprocessing.from_dict(checkpoint.data, where=str(path))
-    config = parse(ExperimentConfig, checkpoint.config, source=str(path))
-    method, _ = resolve_method(config, registry, source=str(path))
+def load_model(path: Path, registry: Registry, device: str = "cpu") -> Model:
+    """The networks of MODEL ``path`` - a run folder's model checkpoint
+    (:func:`~duoseg.core.training.checkpoint.model_checkpoint`: the final predictor's
+    best, else the last), or a model package (``duoseg export``) - in eval mode."""
+    checkpoint = open_model(path, registry)
+    where = checkpoint.path
+    preprocessing, config, method = model_records(checkpoint, registry)
     target = torch.device(device)
     networks = {}
     for role, ref in config.networks.items():
@@ -72,8 +67,8 @@ def load_model(run_dir: Path, registry: Registry, device: str = "cpu") -> Model:
     try:
         method.check(networks, None)
     except ConfigError as exc:
-        raise PredictError(f"{path}: {exc}") from None
-    return Model(networks, preprocessing, target, method, path)
+        raise PredictError(f"{where}: {exc}") from None
+    return Model(networks, preprocessing, target, method, where, path)
 
 
 class MemoryArray(ChunkedArray):
@@ -125,8 +120,8 @@ class Options:
 class Report:
     """One predicted case. ``roi_fraction`` is the labelled region's share of the
     volume; ``roi_recall``, where the case has a label and the region is not the whole
-    volume, each structure's share of voxels inside it (below 1: the region - Net1's
-    tile - cut the structure)."""
+    volume, each structure's share of voxels inside it (below 1: the region, a
+    localiser's tile, cut the structure)."""
 
     case_id: str
     roi: tuple[tuple[int, int], ...]  # the region the method labelled

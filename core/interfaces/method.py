@@ -104,7 +104,7 @@ class Method(ABC):
       (``duoseg predict --method-option KEY=VALUE``);
     * ``final_kinds``: the stage kinds whose validation scores what prediction runs
       (default: every stage kind). Only their scores compete for the run's best
-      checkpoint: a two-stage model's Net1-only scores are not the model's.
+      checkpoint: a cascade's scores of its first network alone are not the model's.
 
     Parameters come from the config's ``[method]`` section, like any component's.
     """

@@ -161,14 +161,18 @@ def load_checkpoint(path: Path, registry: Registry) -> Checkpoint:
     return Checkpoint(path, tensors, meta)
 
 
-def check_provenance(path: Path, provenance: dict[str, dict[str, str]], registry: Registry) -> None:
-    """Every recorded component must exist here, from the same distribution and major version."""
+def check_provenance(
+    path: Path | str, provenance: dict[str, dict[str, str]], registry: Registry
+) -> None:
+    """Every recorded component must exist here, from the same distribution and major
+    version; ``path`` names the file (or package member) for messages."""
     for key, saved in provenance.items():
         kind, name = key.split(":", 1)
         where = f"{saved['distribution']} {saved['version']}"
         if name not in registry.names(kind):
             raise WeightsError(
-                f"{path}: {kind} {name!r} came from {where}, which is not installed here"
+                f"{path}: {kind} {name!r} came from {where}, which is not installed here; "
+                f"install {saved['distribution']} {_major(saved['version'])}.x"
             )
         info = registry.describe(kind, name)
         if info.distribution != saved["distribution"] or _major(info.version) != _major(
@@ -176,7 +180,8 @@ def check_provenance(path: Path, provenance: dict[str, dict[str, str]], registry
         ):
             raise WeightsError(
                 f"{path}: {kind} {name!r} came from {where}; here it comes from "
-                f"{info.distribution} {info.version} (another distribution or major version)"
+                f"{info.distribution} {info.version} (another distribution or major version); "
+                f"install {saved['distribution']} {_major(saved['version'])}.x"
             )
 
 
@@ -189,8 +194,9 @@ def model_checkpoint(run_dir: Path) -> Path | None:
     predictor's best validation (``best_stage``), else ``last``; None if neither exists.
 
     A ``best`` without that record was written by an earlier trainer that kept one
-    running best over every stage - Net1's coarse Dice against the two-stage model's -
-    and may hold an untrained Net2: it is passed over, with a warning."""
+    running best over every stage - a cascade's first network scored alone against the
+    whole model - and may hold an untrained second network: it is passed over, with a
+    warning."""
     best, last = run_dir / BEST, run_dir / LAST
     if best.is_file():
         if _records_best_stage(best):

@@ -412,7 +412,7 @@ class Trainer:
 
     def _save_stage_end(self, stage: Stage, score: float | None, state: TrainState) -> None:
         """``best`` competes like with like: only scores of the final predictor (a
-        two-stage model's Net1-only Dice is another quantity)."""
+        cascade's first network scored alone is another quantity)."""
         # The next stage starts with a fresh optimiser: nothing of this one is kept.
         final = self.method.scores_final(stage.kind)
         if final and score is not None and score >= state.best_score:  # later wins a tie

@@ -9,7 +9,7 @@ from pathlib import Path
 from duoseg.core.errors import WeightsError
 from duoseg.core.fs import write_atomically
 from safetensors import safe_open
-from safetensors.torch import save
+from safetensors.torch import load, save
 from torch import Tensor, nn
 
 # A header past this is refused before it is parsed: safetensors headers of real
@@ -43,14 +43,7 @@ def _read(path: Path, *, tensors: bool) -> tuple[dict[str, Tensor], dict[str, st
             size = os.fstat(handle.fileno()).st_size
     except OSError as exc:
         raise WeightsError(f"{path}: cannot read weights: {exc.strerror}") from exc
-    if len(header) < 8:
-        raise WeightsError(f"{path}: not a safetensors file (only {size} bytes)")
-    header_len = int.from_bytes(header, "little")
-    if header_len > MAX_HEADER_BYTES or header_len > size - 8:
-        raise WeightsError(
-            f"{path}: safetensors header length {header_len} exceeds the file "
-            f"({size} bytes) or the limit {MAX_HEADER_BYTES}"
-        )
+    _check_header(header, size, str(path))
     try:
         with safe_open(str(path), framework="pt") as reader:
             meta = dict(reader.metadata() or {})
@@ -59,6 +52,27 @@ def _read(path: Path, *, tensors: bool) -> tuple[dict[str, Tensor], dict[str, st
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise WeightsError(f"{path}: not a valid safetensors file: {exc}") from exc
     return found, meta
+
+
+def weights_from_bytes(data: bytes, where: str) -> dict[str, Tensor]:
+    """The tensors of a safetensors file held in memory (a model package's member)."""
+    _check_header(data[:8], len(data), where)
+    try:
+        return load(data)  # type: ignore[no-any-return]
+    except Exception as exc:  # safetensors raises its own error types for corrupt data
+        raise WeightsError(f"{where}: not a valid safetensors file: {exc}") from exc
+
+
+def _check_header(header: bytes, size: int, where: str) -> None:
+    """Refuse a file too short to hold a header, or whose header claims more than it has."""
+    if len(header) < 8:
+        raise WeightsError(f"{where}: not a safetensors file (only {size} bytes)")
+    header_len = int.from_bytes(header, "little")
+    if header_len > MAX_HEADER_BYTES or header_len > size - 8:
+        raise WeightsError(
+            f"{where}: safetensors header length {header_len} exceeds the file "
+            f"({size} bytes) or the limit {MAX_HEADER_BYTES}"
+        )
 
 
 def load_weights(module: nn.Module, path: str | Path) -> dict[str, str]:
