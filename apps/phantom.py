@@ -608,6 +608,19 @@ def case_spacing(
     return size, (z, y, x)
 
 
+HEART_VIEW = 130.0  # mm: a field of view cropped to the heart (the demo's CPU view)
+MAX_OFFSET = np.array([10.0, 25.0, 25.0])  # mm (z, y, x): how far a patient lies off-centre
+
+
+def patient_offset(fov: NDArray[np.float64], rng: np.random.Generator) -> NDArray[np.float64]:
+    """Where the patient (chest and heart together) lies from the field of view's centre,
+    (z, y, x) mm: up to 10 mm in z and 25 mm in-plane in a chest-wide view, as patients
+    lie on the table, so that a localiser cannot learn one position; none in a view
+    cropped to the heart (which stays centred in it), in proportion in between."""
+    room = np.clip((fov - HEART_VIEW) / 2, 0, MAX_OFFSET)
+    return np.asarray(rng.uniform(-1, 1, 3) * room)
+
+
 def make_case(
     seed: int,
     number: int,
@@ -629,7 +642,9 @@ def make_case(
     voxels, spacing = case_spacing(protocol or PROTOCOLS[modality], size, rng)
     shape = (voxels[2], voxels[1], voxels[0])
     fov = np.array(shape) * np.array(spacing)
-    centre = fov / 2
+    # Its own generator: the draws of the anatomy stay those of the same case unshifted.
+    position = np.random.default_rng([seed, number, 2 if modality == "ct" else 3])
+    centre = fov / 2 + patient_offset(fov, position)
     scene = _Scene(rng)
     _chest(scene, centre, fov)
     base = centre + np.array([rng.uniform(8, 16), rng.uniform(-16, -6), rng.uniform(4, 16)])

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from duoseg.apps.cli import main
-from duoseg.apps.phantom import MMWHS_LABELS, PROTOCOLS, Protocol, make_case
+from duoseg.apps.phantom import MMWHS_LABELS, PROTOCOLS, Protocol, make_case, patient_offset
 from duoseg.core.inference.ceiling import round_trip
 from duoseg.core.training.evaluation import dice_per_class
 from scipy import ndimage
@@ -129,3 +129,29 @@ def test_bad_phantom_arguments_are_refused(
         make_case(0, 0, "ct", size=(8, 8, 8))
     with pytest.raises(ValueError, match="modality must be 'ct' or 'mr', got 'pet'"):
         make_case(0, 0, "pet")  # type: ignore[arg-type]
+
+
+def test_the_patient_lies_off_centre_in_a_chest_wide_view_and_the_heart_stays_in_it() -> None:
+    """Net1 has to find the heart: its position varies over the chest-wide view (by
+    tens of mm between cases), and no structure leaves the view in-plane."""
+    centres = []
+    for number in range(6):
+        case = make_case(5, number, "ct", (96, 96, 48))
+        heart = np.argwhere(case.label > 0)
+        centres.append(heart.mean(0) * np.array(case.spacing))
+        for edge in (
+            case.label[:, 0],
+            case.label[:, -1],
+            case.label[:, :, 0],
+            case.label[:, :, -1],
+        ):
+            assert not edge.any(), f"case {number}: a structure touches the view's side"
+    spread = np.ptp(np.array(centres), axis=0)  # z, y, x in mm
+    assert spread[1] > 15 and spread[2] > 15, spread
+
+
+def test_a_view_cropped_to_the_heart_keeps_it_centred() -> None:
+    fov = np.array([130.0, 130.0, 130.0])
+    assert np.array_equal(patient_offset(fov, np.random.default_rng(0)), np.zeros(3))
+    wide = patient_offset(np.array([160.0, 230.0, 230.0]), np.random.default_rng(0))
+    assert np.all(np.abs(wide) <= [10, 25, 25]) and np.abs(wide).max() > 0
