@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeAlias, overload
 
 import nibabel as nib
 import numpy as np
-from duoseg.core.data.orientation import canonical_case, check_volume, to_source
+from duoseg.core.data.orientation import LPS_TO_RAS, canonical_case, check_volume, to_source
 from duoseg.core.distributed import Ranks
 from duoseg.core.errors import PredictError
 from duoseg.core.inference.outputs import MemorySink, label_image, source_labels
@@ -204,8 +204,7 @@ def _ras(affine: ArrayLike | None, space: Space, name: str) -> NDArray[np.float6
         raise PredictError(f"{name}: affine has shape {grid.shape}, not (4, 4)")
     if space not in ("RAS", "LPS"):
         raise PredictError(f"{name}: space {space!r} is not 'RAS' or 'LPS'")
-    # LPS and RAS differ in the sign of the first two world axes.
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ grid if space == "LPS" else grid
+    return LPS_TO_RAS @ grid if space == "LPS" else grid
 
 
 def _no_affine(affine: ArrayLike | None, where: object) -> None:

@@ -46,7 +46,12 @@ from typing import Any
 import numpy as np
 from duoseg.core import Component, hookimpl
 from duoseg.core.data.dicom import Dataset, dicom_files, library, quiet, read_dataset
-from duoseg.core.data.orientation import canonical_affine, canonical_spacing, to_canonical
+from duoseg.core.data.orientation import (
+    LPS_TO_RAS,
+    canonical_affine,
+    canonical_spacing,
+    to_canonical,
+)
 from duoseg.core.errors import DataError
 from duoseg.core.interfaces.importer import ImportedCase, Importer, SourcePair, pick
 from duoseg.core.interfaces.store import check_case_id
@@ -64,7 +69,6 @@ DICOMDIR = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage SOP class
 SPACING_TOLERANCE = 0.01  # of the mean slice step: steps and drift off the normal
 COSINE_TOLERANCE = 1e-3  # direction cosines are decimal strings, often of 6 digits
 DUPLICATE_MM = 1e-3  # slices closer than this along the normal are one position
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 BITS = (8, 16, 32)
 

@@ -12,6 +12,8 @@ from duoseg.core.interfaces.importer import ImportedCase
 from numpy.typing import NDArray
 
 RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+# DICOM/ITK world coordinates (LPS) to NIfTI's (RAS): the first two axes change sign.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 class Boxes(Protocol):

@@ -67,7 +67,10 @@ MEMBERS = (
     "about.json",
 )
 MAX_JSON_BYTES = 16 * 2**20  # a member is read into memory whole: bound what is believed
-MAX_WEIGHTS_BYTES = 8 * 2**30
+MAX_WEIGHTS_BYTES = 2 * 2**30  # duoseg's networks are a few MB; a 2 GiB one is no model of ours
+READ_BLOCK = 2**20
+ENCRYPTED = 0x1  # zip general-purpose flag bit 0
+COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # what export writes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,8 +174,10 @@ def read_package(path: Path, registry: Registry) -> Checkpoint:
     members = _verified_members(path)
     records = {name: _parse_json(path, name, members[name]) for name in MEMBERS if name != WEIGHTS}
     for name, record in records.items():
-        if not isinstance(record, list if name == "classes.json" else dict):
-            raise PackageError(f"{path}: member {name} holds {type(record).__name__}, not a map")
+        expected = list if name == "classes.json" else dict
+        if not isinstance(record, expected):
+            shape = "a list" if expected is list else "a map"
+            raise PackageError(f"{path}: member {name} holds {type(record).__name__}, not {shape}")
     provenance = _provenance(path, records["provenance.json"])
     check_provenance(f"{path}: member provenance.json", provenance, registry)
     tensors = weights_from_bytes(members[WEIGHTS], f"{path}: member {WEIGHTS}")
@@ -218,6 +223,11 @@ def _verified_members(path: Path) -> dict[str, bytes]:
             if name not in listed or name not in infos:
                 where = "the manifest lists it" if name in listed else "the format requires it"
                 raise PackageError(f"{path}: member {name} is missing ({where})")
+            if infos[name].file_size != listed[name].get("bytes"):
+                raise PackageError(
+                    f"{path}: member {name} is {infos[name].file_size} bytes, but {MANIFEST} "
+                    f"records {listed[name].get('bytes')}; the package is damaged or was altered"
+                )
             limit = MAX_WEIGHTS_BYTES if name == WEIGHTS else MAX_JSON_BYTES
             data = _read(path, archive, infos[name], limit)
             digest = hashlib.sha256(data).hexdigest()
@@ -248,6 +258,13 @@ def _checked_names(path: Path, archive: zipfile.ZipFile) -> dict[str, zipfile.Zi
                 f"{path}: member {name!r} is not part of package format {FORMAT_VERSION} "
                 f"(members: {', '.join((MANIFEST, *MEMBERS))})"
             )
+        if info.flag_bits & ENCRYPTED:
+            raise PackageError(f"{path}: member {name} is encrypted; a package never is")
+        if info.compress_type not in COMPRESSIONS:
+            raise PackageError(
+                f"{path}: member {name} uses zip compression method {info.compress_type}; a "
+                "package's members are stored or deflated"
+            )
         infos[name] = info
     if MANIFEST not in infos:
         raise PackageError(f"{path}: member {MANIFEST} is missing; not a duoseg model package")
@@ -255,14 +272,24 @@ def _checked_names(path: Path, archive: zipfile.ZipFile) -> dict[str, zipfile.Zi
 
 
 def _read(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+    """A member's bytes, decompressed a block at a time up to its declared size: a
+    member that declares a few bytes and inflates to gigabytes stops at the declared
+    size (and then fails its CRC) instead of filling memory."""
     if info.file_size > limit:
         raise PackageError(
             f"{path}: member {info.filename} is {info.file_size} bytes; at most {limit}"
         )
+    blocks = []
     try:
-        return archive.read(info)
+        with archive.open(info) as member:
+            left = info.file_size
+            while left > 0 and (block := member.read(min(left, READ_BLOCK))):
+                blocks.append(block)
+                left -= len(block)
+            member.read(1)  # at the declared end: the CRC is checked here
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as exc:  # CRC
         raise PackageError(f"{path}: member {info.filename} cannot be read: {exc}") from None
+    return b"".join(blocks)
 
 
 def _manifest(path: Path, data: bytes) -> dict[str, Any]:

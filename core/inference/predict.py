@@ -225,7 +225,7 @@ def _removed_unless_written(output: Path, ranks: Ranks) -> Iterator[None]:
     leaves nothing, and its record would refuse the corrected command. An interrupted
     run (Ctrl-C, a full disk) keeps its partial case to resume; under torchrun another
     rank may be writing, so nothing is removed there."""
-    made = not output.exists() or (output.is_dir() and not any(output.iterdir()))
+    made = not output.exists()
     try:
         yield
     except DuosegError:

@@ -30,6 +30,7 @@ from duoseg.core.interfaces.method import Method, SlabPredictor
 from duoseg.core.interfaces.network import SegmentationNetwork
 from duoseg.core.interfaces.store import CacheCase, CaseMeta, ChunkedArray
 from duoseg.core.registry import Registry
+from duoseg.core.training.weights import load_into
 from numpy.typing import NDArray
 
 log = logging.getLogger("duoseg.inference")
@@ -62,7 +63,7 @@ def load_model(path: Path, registry: Registry, device: str = "cpu") -> Model:
     networks = {}
     for role, ref in config.networks.items():
         network = registry.build("network", ref.component, **ref.params)
-        network.load_state_dict(checkpoint.network_state(role))
+        load_into(network, checkpoint.network_state(role), f"{where}: networks.{role}")
         networks[role] = network.to(target).eval()
     try:
         method.check(networks, None)

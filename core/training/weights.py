@@ -78,17 +78,23 @@ def _check_header(header: bytes, size: int, where: str) -> None:
 def load_weights(module: nn.Module, path: str | Path) -> dict[str, str]:
     """Load weights into ``module`` (exact key match); return the file's metadata."""
     tensors, meta = read_weights(path)
+    load_into(module, tensors, str(path))
+    return meta
+
+
+def load_into(module: nn.Module, tensors: dict[str, Tensor], where: str) -> None:
+    """Load ``tensors`` into ``module`` (exact key match, fitting shapes), or refuse
+    naming ``where`` and the keys that do not fit."""
     missing, unexpected = _key_mismatch(module, tensors)
     if missing or unexpected:
         raise WeightsError(
-            f"{path}: weights do not fit {type(module).__name__}: "
+            f"{where}: weights do not fit {type(module).__name__}: "
             f"missing {json.dumps(missing[:5])}, unexpected {json.dumps(unexpected[:5])}"
         )
     try:
         module.load_state_dict(tensors)
     except RuntimeError as exc:
-        raise WeightsError(f"{path}: weights do not fit {type(module).__name__}: {exc}") from exc
-    return meta
+        raise WeightsError(f"{where}: weights do not fit {type(module).__name__}: {exc}") from exc
 
 
 def _key_mismatch(module: nn.Module, tensors: dict[str, Tensor]) -> tuple[list[str], list[str]]:

@@ -29,8 +29,9 @@ class SliceInstanceNorm(nn.InstanceNorm2d):
     back, which costs more than the normalisation. In eval mode the statistics come
     from the (n, hw, c) view instead, by the shifted-data algorithm (Chan, Golub and
     LeVeque): each channel is first shifted by :math:`K_c`, the mean of a strided sample
-    of at most 256 of its pixels, :math:`d = x - K`; then the mean by a reduction and
-    the mean square as the diagonal of the Gram matrix :math:`D^T D` (one BLAS call),
+    of about 256 of its pixels (every :math:`\lfloor hw/256 \rfloor`-th),
+    :math:`d = x - K`; then the mean by a reduction and the mean square as the diagonal
+    of the Gram matrix :math:`D^T D` (one BLAS call),
 
     .. math:: m_c = \tfrac{1}{hw} \sum_p d_{pc}, \quad
               \sigma_c^2 = \tfrac{1}{hw} (D^T D)_{cc} - m_c^2,

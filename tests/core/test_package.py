@@ -122,9 +122,9 @@ def refused(package: Path, cache: Path, tmp_path: Path, capsys) -> str:
 
 def test_a_member_whose_digest_does_not_match_is_refused(package, cache, tmp_path,
                                                          capsys) -> None:  # fmt: skip
-    config = json.loads(zipfile.ZipFile(package).read("config.json"))
-    config["networks"]["net2"]["params"]["k"] = 5
-    change = {"config.json": json.dumps(config).encode()}
+    config = zipfile.ZipFile(package).read("config.json")
+    assert b'"seed": 2' in config
+    change = {"config.json": config.replace(b'"seed": 2', b'"seed": 7')}  # same size
     bad = rewritten(package, tmp_path / "m.zip", change=change, digests=False)
     error = refused(bad, cache, tmp_path, capsys)
     assert f"{bad}: member config.json has SHA-256 " in error
@@ -195,6 +195,45 @@ def test_a_pickled_or_unknown_member_is_refused_unread(package, cache, tmp_path,
     bad = rewritten(package, tmp_path / "m.zip", add={"weights.pkl": b"\x80\x04K\x01."})
     error = refused(bad, cache, tmp_path, capsys)
     assert f"{bad}: member 'weights.pkl' is not part of package format 1" in error
+
+
+def test_a_member_size_other_than_the_manifests_is_refused_before_reading(
+    package, cache, tmp_path, capsys
+) -> None:
+    with zipfile.ZipFile(package) as archive:
+        record = json.loads(archive.read(MANIFEST))
+    record["members"]["config.json"]["bytes"] = 12
+    bad = rewritten(package, tmp_path / "m.zip", manifest={"members": record["members"]},
+                    digests=False)  # fmt: skip
+    error = refused(bad, cache, tmp_path, capsys)
+    assert f"{bad}: member config.json is " in error and "but manifest.json records 12" in error
+
+
+def test_a_member_compressed_otherwise_than_export_writes_is_refused(
+    package, cache, tmp_path, capsys
+) -> None:
+    """bzip2 and LZMA members inflate without bound before their size is checked: only
+    stored and deflated members are read."""
+    bad = tmp_path / "m.zip"
+    with zipfile.ZipFile(package) as source, zipfile.ZipFile(bad, "w") as target:
+        for name in source.namelist():
+            kind = zipfile.ZIP_BZIP2 if name == "config.json" else zipfile.ZIP_DEFLATED
+            target.writestr(name, source.read(name), compress_type=kind)
+    error = refused(bad, cache, tmp_path, capsys)
+    assert f"{bad}: member config.json uses zip compression method 12" in error
+
+
+def test_weights_that_do_not_fit_the_networks_are_refused_in_one_line(
+    package, cache, tmp_path, capsys
+) -> None:
+    """A package whose config was edited (digests recomputed) passes every member check;
+    its weights then do not fit the networks the config builds."""
+    config = json.loads(zipfile.ZipFile(package).read("config.json"))
+    config["networks"]["net2"]["params"]["base_width"] = 6
+    bad = rewritten(package, tmp_path / "m.zip",
+                    change={"config.json": json.dumps(config).encode()})  # fmt: skip
+    error = refused(bad, cache, tmp_path, capsys)
+    assert f"{bad}: networks.net2: weights do not fit Net2: " in error
 
 
 def test_a_file_that_is_not_a_zip_is_refused(cache, tmp_path, capsys) -> None:
