@@ -31,7 +31,7 @@ from duoseg.core.interfaces.importer import integer_labels
 from duoseg.core.interfaces.metric import Metric
 from duoseg.core.interfaces.store import COMPLETION_FILE
 from duoseg.core.registry import Registry
-from duoseg.core.training.checkpoint import BEST, LAST, model_checkpoint
+from duoseg.core.training.checkpoint import BEST, LAST, load_checkpoint, model_checkpoint
 from numpy.typing import NDArray
 
 METRICS = ("dice", "jaccard", "asd", "hd95")
@@ -101,12 +101,15 @@ def check_labels(labels: Any, where: str) -> dict[str, int]:
 def run_labels(run: Path, registry: Registry) -> dict[str, int]:
     """The classes 1..C a model (a run folder's model checkpoint, or a package) was
     trained on."""
-    if run.is_dir() and model_checkpoint(run) is None:
+    if not run.is_dir():
+        checkpoint = open_model(run, registry)  # a package (or a refusal naming it)
+    elif (path := model_checkpoint(run)) is not None:  # chosen once: its warning once
+        checkpoint = load_checkpoint(path, registry)
+    else:
         raise PredictError(
             f"{run}: --run has no complete checkpoint ({BEST} or {LAST}) to take "
             "the class names and label values from"
         )
-    checkpoint = open_model(run, registry)
     where = f"{checkpoint.path}: field data"
     record = Preprocessing.from_dict(checkpoint.data, where=where)
     return check_labels(record.label_map(), where)
