@@ -53,6 +53,7 @@ from duoseg.core import Registry, load_plugins
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache
 from duoseg.core.data.dataset import SampleDataset
+from duoseg.core.data.preprocessing import Level
 from duoseg.core.inference.ceiling import round_trip
 from duoseg.core.inference.outputs import MemorySink
 from duoseg.core.inference.streaming import Options, load_model, predict_case
@@ -83,12 +84,19 @@ def data(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> DemoDa
     return prepare_data(tmp_path_factory.mktemp("accuracy"), PRESET, registry)
 
 
+def _levels(data: DemoData) -> tuple[Level, ...]:
+    """The training cache's levels (the baseline's 2 mm one among them): the models read
+    the held-out cases' levels as they read the training cases'."""
+    with open_cache(data.cache) as cache:
+        return cache.preprocessing.levels
+
+
 @pytest.fixture(scope="module")
 def test_cache(data: DemoData, registry: Registry) -> Path:
     """The held-out phantoms as one more cache: every model reads the same arrays."""
     target = data.cache.with_name("test.zarr")
     build_cache(data.test_source, target, importer=registry.build("importer", "mmwhs"),
-                store=registry.build("store", "zarr"))  # fmt: skip
+                store=registry.build("store", "zarr"), levels=_levels(data))  # fmt: skip
     return target
 
 
@@ -98,7 +106,7 @@ def speed_case(data: DemoData, registry: Registry) -> SpeedCase:
     [(image, _)] = write_phantoms(folder, cases=1, seed=99, protocol=SPEED_VIEW, first=100)
     target = data.cache.with_name("speed.zarr")
     build_cache(folder, target, importer=registry.build("importer", "mmwhs"),
-                store=registry.build("store", "zarr"))  # fmt: skip
+                store=registry.build("store", "zarr"), levels=_levels(data))  # fmt: skip
     cache = open_cache(target, registry)
     case = cache.case(cache.cases()[0])
     heart = (case.coarse_label[...] > 0).astype(np.float32)
