@@ -198,15 +198,30 @@ def _metrics(
     metrics: Mapping[str, Metric],
     labels: Mapping[str, int],
 ) -> tuple[dict[str, dict[str, float]], bool]:
-    """Every metric per class and ``WH``; whether any class occurs in either volume."""
-    masks = {name: (predicted == value, target == value) for name, value in labels.items()}
+    """Every metric per class and ``WH``; whether any class occurs in either volume.
+
+    Scored inside the box of both foregrounds plus one voxel: every metric is unchanged
+    there, and a whole-chest volume costs what its heart does."""
     values = list(labels.values())
-    masks[WHOLE] = (np.isin(predicted, values), np.isin(target, values))
+    whole = np.isin(predicted, values), np.isin(target, values)
+    box = _union_box(whole[0] | whole[1])
+    predicted, target = predicted[box], target[box]
+    masks = {name: (predicted == value, target == value) for name, value in labels.items()}
+    masks[WHOLE] = (whole[0][box], whole[1][box])
     scores = {
         structure: {m: metrics[m](p, t, spacing) for m in METRICS}
         for structure, (p, t) in masks.items()
     }
     return scores, bool(masks[WHOLE][0].any() or masks[WHOLE][1].any())
+
+
+def _union_box(foreground: NDArray[np.bool_]) -> tuple[slice, ...]:
+    """The box of ``foreground`` plus one voxel each side (the whole volume if empty)."""
+    found = [np.flatnonzero(foreground.any(axis=tuple(a for a in range(3) if a != axis)))
+             for axis in range(3)]  # fmt: skip
+    if not found[0].size:
+        return (slice(None),) * 3
+    return tuple(slice(max(int(f[0]) - 1, 0), int(f[-1]) + 2) for f in found)
 
 
 def evaluate_case(

@@ -304,6 +304,9 @@ class Trainer:
             raise ConfigError(f"train.seconds must be >= 0 (0 = no time limit), got {total}")
         if total == 0:
             return math.inf
+        if stage.time_share is not None:
+            shares = sum(s.time_share or 0.0 for s in self.schedule.stages)
+            return total * stage.time_share / shares
         planned = sum(s.iterations for s in self.schedule.stages)
         return total * stage.iterations / planned
 
