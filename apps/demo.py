@@ -29,9 +29,9 @@ import duoseg
 import numpy as np
 import torch
 from duoseg.apps.phantom import PROTOCOLS, Protocol, write_phantoms
-from duoseg.core.config import check_components, load_config
+from duoseg.core.config import ExperimentConfig, check_components, load_config
 from duoseg.core.data.cache_build import build_cache
-from duoseg.core.data.preprocessing import DEFAULT_COARSE_SPACING
+from duoseg.core.data.preprocessing import DEFAULT_LEVELS, Level
 from duoseg.core.errors import DuosegError
 from duoseg.core.inference.evaluate import (
     WHOLE,
@@ -43,6 +43,7 @@ from duoseg.core.inference.evaluate import (
 )
 from duoseg.core.inference.predict import predict_paths
 from duoseg.core.inference.streaming import Options, Report
+from duoseg.core.interfaces.method import resolve_method
 from duoseg.core.registry import Registry
 from duoseg.core.training.trainer import Trainer, config_as_dict
 
@@ -65,7 +66,6 @@ class Preset:
     fullres: tuple[str, ...] | None = None  # ... of demo_fullres.toml; None: not trained
     compares: bool = True  # whether its budget is meant to reproduce the paper's finding
     workers: int = 1  # processes writing phantoms and scoring test cases
-    coarse_spacing: float = DEFAULT_COARSE_SPACING  # Net1's grid in the cache (mm)
 
     @property
     def runs(self) -> dict[str, tuple[str, ...]]:
@@ -88,12 +88,10 @@ PRESETS = {
         test_cases=2,
         seconds=240.0,
         workers=2,
-        coarse_spacing=6.0,
     ),
     "quick": Preset(
         "quick",
         PROTOCOLS["ct"],
-        coarse_spacing=6.0,
         train_cases=3,
         test_cases=1,
         seconds=20.0,
@@ -110,6 +108,7 @@ PRESETS = {
         seconds=70.0,
         two_stage=(
             "schedule.params.iterations=[600, 4000, 100, 15000]",  # caps a GPU can reach
+            "method.params.coarse_mm=3.0",  # the paper's Net1 grid
             "schedule.params.batch_size=4",
             "schedule.params.stack_crop=[256, 256]",
             "train.workers=8",
@@ -158,9 +157,26 @@ def prepare_data(root: Path, preset: Preset, registry: Registry) -> DemoData:
     grid(data.train_source, cases=preset.train_cases + 1)
     grid(data.test_source, cases=preset.test_cases, first=preset.train_cases + 1)
     importer, store = registry.build("importer", "mmwhs"), registry.build("store", "zarr")
-    build_cache(data.train_source, data.cache, importer=importer, store=store,
-                coarse_spacing=preset.coarse_spacing, progress=True)  # fmt: skip
+    build_cache(data.train_source, data.cache, importer=importer, store=store, progress=True,
+                levels=levels_needed(preset, registry))  # fmt: skip
     return data
+
+
+def levels_needed(preset: Preset, registry: Registry) -> list[Level]:
+    """The cache levels the preset's methods declare (the baseline's 2 mm grid), with
+    the coarse level at its default where no method pins it."""
+    targets = {level.name: level for level in DEFAULT_LEVELS}
+    for name, overrides in preset.runs.items():
+        config, source = _config(name, overrides)
+        method, _ = resolve_method(config, registry, source=source)
+        targets.update((level.name, level) for level in method.levels(config.train))
+    return list(targets.values())
+
+
+def _config(name: str, settings: Iterable[str]) -> tuple[ExperimentConfig, str]:
+    """The shipped config ``demo_<name>.toml`` with ``settings``, and its name for messages."""
+    with resources.as_file(resources.files(__package__) / "configs" / f"demo_{name}.toml") as path:
+        return load_config(path, list(settings)), f"duoseg/apps/configs/{path.name}"
 
 
 def train(
@@ -179,9 +195,7 @@ def train(
         f"train.device={json.dumps(device)}",
         *overrides,
     ]
-    with resources.as_file(resources.files(__package__) / "configs" / f"demo_{name}.toml") as path:
-        config = load_config(path, settings)
-        source = f"duoseg/apps/configs/{path.name}"
+    config, source = _config(name, settings)
     check_components(config, registry, source=source)
     Trainer(config, registry, run, source=source, raw_config=config_as_dict(config)).run()
     return run

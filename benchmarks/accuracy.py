@@ -2,7 +2,6 @@
 
     python -m benchmarks.accuracy OUT [--seconds 240] [--seeds 0 1 2]
         [--models two_stage baseline fullres monai] [--train 8] [--test 3]
-        [--coarse-spacing 3]
 
 Writes ``--train`` + 1 (validation) + ``--test`` whole-chest phantoms at the CT
 protocol's voxels (512 x 512 x 256 at 0.40-0.48 mm, patients off-centre) under
@@ -61,19 +60,21 @@ Trained = tuple[str, Path, dict[str, Any]]  # kind ("duoseg", "monai"), weights,
 
 
 def whole_scan_data(
-    root: Path, *, train_cases: int, test_cases: int, coarse_spacing: float, registry: Registry
+    root: Path, *, train_cases: int, test_cases: int, registry: Registry
 ) -> tuple[DemoData, Path]:
-    """Whole-chest phantoms under ``root`` (made once), their training and test caches."""
+    """Whole-chest phantoms under ``root`` (made once), their training and test caches;
+    the test cache holds the training cache's levels (the models read both alike)."""
     preset = Preset("accuracy", PROTOCOLS["ct"], train_cases=train_cases, test_cases=test_cases,
-                    seconds=0.0, workers=2, coarse_spacing=coarse_spacing)  # fmt: skip
+                    seconds=0.0, workers=2)  # fmt: skip
     data = data_layout(root, preset)
     if not data.cache.exists():
         data = prepare_data(root, preset, registry)
     test_cache = root / "test.zarr"
     if not test_cache.exists():
+        with open_cache(data.cache, registry) as cache:
+            levels = cache.preprocessing.levels
         importer, store = registry.build("importer", "mmwhs"), registry.build("store", "zarr")
-        build_cache(data.test_source, test_cache, importer=importer, store=store,
-                    coarse_spacing=coarse_spacing)  # fmt: skip
+        build_cache(data.test_source, test_cache, importer=importer, store=store, levels=levels)
     return data, test_cache
 
 
@@ -296,13 +297,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--train", type=int, default=8)
     parser.add_argument("--test", type=int, default=3)
-    parser.add_argument("--coarse-spacing", type=float, default=3.0)
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("DUOSEG_THREADS", torch.get_num_threads())))
     registry = load_plugins()
     data, test_cache = whole_scan_data(args.out / "data", train_cases=args.train,
-                                       test_cases=args.test, coarse_spacing=args.coarse_spacing,
-                                       registry=registry)  # fmt: skip
+                                       test_cases=args.test, registry=registry)  # fmt: skip
     results = {}
     for seed in args.seeds:
         for model in args.models:

@@ -52,7 +52,7 @@ TRAINED: dict[str, dict[str, Any]] = {}  # this run's first seed's models, for t
 @pytest.fixture(scope="module")
 def data(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoData, Path]:
     return whole_scan_data(tmp_path_factory.mktemp("accuracy"), train_cases=4, test_cases=2,
-                           coarse_spacing=6.0, registry=registry)  # fmt: skip
+                           registry=registry)  # fmt: skip
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:

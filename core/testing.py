@@ -65,6 +65,7 @@ has registered it already, as ``duoseg``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -95,6 +96,8 @@ from duoseg.core.interfaces.store import (
     CacheReader,
     CaseArrays,
     CaseMeta,
+    LevelArrays,
+    LevelMeta,
     VolumeStore,
     array_digest,
     completion_record,
@@ -389,9 +392,10 @@ class SamplerConformance(_ComponentSuite):
         case = phantom_cache.case(phantom_cache.cases()[1])
         for index in range(self.draws):
             sample = sampler.sample(case, epoch=0, index=index)
-            coarse = sample.level == "coarse"
-            image = (case.coarse_image if coarse else case.image)[...].astype(np.float32)
-            labels = case.coarse_label if coarse else case.label
+            full = sample.level == "full"
+            grid = None if full else case.level(sample.level)
+            image = (case.image if grid is None else grid.image)[...].astype(np.float32)
+            labels = case.label if grid is None else grid.label
             assert labels is not None
             label = labels[...]
             assert sample.image.dtype == np.float32 and sample.image.ndim == 4
@@ -492,17 +496,19 @@ class StoreConformance(_ComponentSuite):
         rng = np.random.default_rng(seed)
         image = rng.uniform(-1, 1, self.shape).astype(np.float16)
         label = rng.integers(0, len(self.class_names), self.shape, dtype=np.uint8)
-        coarse_image, coarse_label = image[::2, ::2, ::2].copy(), label[::2, ::2, ::2].copy()
-        volumes: dict[str, NDArray[Any]] = {"image": image, "label": label}
-        volumes.update(coarse_image=coarse_image, coarse_label=coarse_label)
         spacing = (2.0, 0.75, 0.8)
+        # Two levels, every step 2 and 3 along each axis: a store writes whatever it gets.
+        levels = {name: LevelArrays(
+            LevelMeta(float(step), _shape3(image[::step, ::step, ::step].shape),
+                      (spacing[0] * step, spacing[1] * step, spacing[2] * step)),
+            image[::step, ::step, ::step].copy(), label[::step, ::step, ::step].copy(),
+        ) for name, step in (("coarse", 2), ("baseline", 3))}  # fmt: skip
         affine = np.diag([*spacing[::-1], 1.0]).tolist()
         meta = CaseMeta(
             case_id=case_id,
             shape=self.shape,
             spacing=spacing,
-            coarse_shape=(coarse_image.shape[0], coarse_image.shape[1], coarse_image.shape[2]),
-            coarse_spacing=(4.0, 1.5, 1.6),
+            levels={name: level.meta for name, level in levels.items()},
             canonical_affine=affine,
             source_affine=affine,
             source_shape=(self.shape[2], self.shape[1], self.shape[0]),
@@ -511,10 +517,11 @@ class StoreConformance(_ComponentSuite):
             normalisation={"low": -100.0, "high": 300.0},
             checksums={"image": f"{seed:064x}", "label": f"{seed + 1:064x}"},
             has_label=True,
-            digests={name: array_digest(v, store.chunks) for name, v in volumes.items()},
         )
         counts = class_counts(label, store.chunks, len(self.class_names))
-        return CaseArrays(meta, image, label, coarse_image, coarse_label, counts)
+        arrays = CaseArrays(meta, image, label, levels, counts)
+        digests = {k: array_digest(v, store.chunks) for k, v in arrays.volumes().items()}
+        return dataclasses.replace(arrays, meta=dataclasses.replace(meta, digests=digests))
 
     def write(
         self, store: VolumeStore, path: Path, cases: Sequence[CaseArrays], drop: Sequence[str] = ()
@@ -528,10 +535,12 @@ class StoreConformance(_ComponentSuite):
                 kept.add(case.meta.case_id)
             for case_id in drop:
                 writer.drop_case(case_id)
-            plan = Preprocessing(
-                class_names=self.class_names, label_values=tuple(range(len(self.class_names)))
+            preprocessing = Preprocessing.with_targets(
+                {"coarse": 2.0, "baseline": 3.0},
+                class_names=self.class_names,
+                label_values=tuple(range(len(self.class_names))),
             )
-            writer.commit(completion_record(sorted(kept), store.name, plan.as_dict()))
+            writer.commit(completion_record(sorted(kept), store.name, preprocessing.as_dict()))
         except BaseException:
             writer.abort()
             raise
@@ -550,8 +559,8 @@ class StoreConformance(_ComponentSuite):
             for written in cases:
                 case = cache.case(written.meta.case_id)
                 assert case.meta == written.meta, f"read {case.meta}, wrote {written.meta}"
-                for name in ("image", "label", "coarse_image", "coarse_label"):
-                    array, expected = getattr(case, name), getattr(written, name)
+                for name, expected in written.volumes().items():
+                    array = case.volumes()[name]
                     assert (array.shape, array.dtype) == (expected.shape, expected.dtype), name
                     np.testing.assert_array_equal(array[...], expected, err_msg=name)
                 box = (slice(3, 9), slice(5, 12), slice(2, 7))  # across chunk borders
@@ -1065,3 +1074,7 @@ def _crop(
     # Independent of read_padded, which is what is checked: pad everywhere, then slice.
     padded = np.pad(array, [(s, s) for s in size], constant_values=fill)
     return padded[tuple(slice(o + s, o + 2 * s) for o, s in zip(origin, size, strict=True))]
+
+
+def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    return (shape[0], shape[1], shape[2])

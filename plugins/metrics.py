@@ -63,7 +63,8 @@ def _surface_points(mask: NDArray[np.bool_], spacing: tuple[float, ...]) -> NDAr
     inside = np.pad(mask[box], 1)
     surface = inside & ~ndimage.binary_erosion(inside)
     corner = np.asarray([b.start - 1 for b in box])
-    return (np.argwhere(surface) + corner) * np.asarray(spacing, np.float64)
+    points = (np.argwhere(surface) + corner) * np.asarray(spacing, np.float64)
+    return np.asarray(points, np.float64)
 
 
 class _SurfaceMetric(Metric):

@@ -7,6 +7,8 @@ metrics - and asks the method for the rest:
 
 * :attr:`Method.roles`: the network roles it combines (``[networks.<role>]`` in a
   config), and :meth:`Method.check`: whether the networks and schedule fit together;
+* :meth:`Method.levels`: the cache's resampled levels it reads (its working grids),
+  which ``train`` and ``predict`` require of the cache and of the model's record;
 * for each kind of stage a schedule names (:attr:`Stage.kind`), the forward pass from
   an augmented batch to each role's (scores, target) parts - :meth:`Method.forward` -
   and what validation compares - :meth:`Method.validate`;
@@ -29,8 +31,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
-from duoseg.core.config import ComponentRef, ExperimentConfig, build_ref, parse
-from duoseg.core.data.preprocessing import Preprocessing
+from duoseg.core.config import ComponentRef, ExperimentConfig, TrainConfig, build_ref, parse
+from duoseg.core.data.preprocessing import Level, Preprocessing
 from duoseg.core.errors import ConfigError, PredictError
 from duoseg.core.interfaces.network import SegmentationNetwork
 from duoseg.core.interfaces.schedule import Schedule, Stage
@@ -160,6 +162,12 @@ class Method(ABC):
         self, networks: Mapping[str, SegmentationNetwork], schedule: Schedule | None
     ) -> None:
         """Method-specific compatibility checks (channels, K against a sampler's k)."""
+
+    def levels(self, train: TrainConfig) -> tuple[Level, ...]:
+        """The cache levels (name, target spacing) the method reads besides the
+        full-resolution arrays, for the run's ``train`` settings; default none. The
+        ``coarse`` level is in every cache: declare it only to pin its spacing."""
+        return ()
 
     # ------------------------------------------------------------------ training
 

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from duoseg.core.config import ComponentRef, ExperimentConfig, build_ref
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.dataset import SampleDataset
-from duoseg.core.data.preprocessing import Preprocessing
+from duoseg.core.data.preprocessing import Preprocessing, require_levels
 from duoseg.core.distributed import Ranks
 from duoseg.core.errors import ConfigError, DataError
 from duoseg.core.inference.streaming import Model
@@ -92,6 +92,7 @@ class Trainer:
         self.device = torch.device(ranks.device(config.train.device))  # one GPU per rank
         self.cache = self._open_cache()
         self.method, self.schedule = self._build_method()
+        self.preprocessing = self._preprocessing()
         self.networks = self._build_networks()
         self.augmentations = [
             self._build("augmentation", r, f"augmentations[{i}]")
@@ -102,9 +103,6 @@ class Trainer:
         if not self.training_cases:
             raise ConfigError(f"{source}: data.validation_cases leaves no case to train on")
         self.metas = {c: self.cache.case(c).meta for c in self.cache.cases()}
-        self.preprocessing = replace(
-            self.cache.preprocessing, baseline_spacing=config.train.baseline_spacing
-        )
         self._check_patch_sizes()
         self._check_batch_shapes()
         self._losses: dict[tuple[str, str], SegmentationLoss] = {}
@@ -124,6 +122,18 @@ class Trainer:
                 f"{self.source}: data.validation_cases {unknown} are not in the cache"
             )
         return cache
+
+    def _preprocessing(self) -> Preprocessing:
+        """The cache's record with the levels the method reads, refused naming the
+        ``cache build`` option when one is missing; what the checkpoints record."""
+        needed = self.method.levels(self.config.train)
+        cache = self.cache.path
+        try:
+            require_levels(self.cache.preprocessing, needed, owner=f"cache {cache}",
+                           needs=f"method {self.method}", cache=str(cache))  # fmt: skip
+        except DataError as exc:
+            raise ConfigError(f"{self.source}: {exc}") from None
+        return self.cache.preprocessing.keeping(needed)
 
     def _remove_interrupted_writes(self) -> None:
         """A killed run can leave ``.<name>.tmp`` files; their final names are intact."""
@@ -324,8 +334,9 @@ class Trainer:
             )
         recorded = Preprocessing.from_dict(checkpoint.data, where=str(path))
         try:  # the same cache path, rebuilt with other settings, is another data set
+            cache = str(self.cache.path)
             recorded.check_matches(
-                self.preprocessing, ours=f"checkpoint {path}", theirs=f"cache {self.cache.path}"
+                self.preprocessing, ours=f"checkpoint {path}", theirs=f"cache {cache}", cache=cache
             )
         except DataError as exc:
             raise ConfigError(f"{self.run_dir}: --resume: {exc}") from None

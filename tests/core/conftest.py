@@ -11,7 +11,8 @@ from duoseg.apps.phantom import phantom_cache
 @pytest.fixture(scope="session")
 def cache(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("train")
-    return phantom_cache(root, cases=4, size=(48, 40, 32), seed=7, chunks=(8, 16, 16))
+    return phantom_cache(root, cases=4, size=(48, 40, 32), seed=7, chunks=(8, 16, 16),
+                         levels={"coarse": 3.0, "baseline": 2.0})  # fmt: skip
 
 
 TWO_STAGE = """

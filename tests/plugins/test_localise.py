@@ -12,6 +12,7 @@ from duoseg.core import load_plugins
 from duoseg.core.config import load_config
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache
+from duoseg.core.data.preprocessing import Level
 from duoseg.core.inference.outputs import MemorySink
 from duoseg.core.inference.streaming import Options, load_model, predict_case
 from duoseg.core.training.trainer import Trainer, config_as_dict
@@ -26,7 +27,7 @@ NET1_ITERATIONS = "[60, 240, 0, 0]"
 def _cache(source: Path, target: Path) -> Path:
     registry = load_plugins()
     importer, store = registry.build("importer", "mmwhs"), registry.build("store", "zarr")
-    build_cache(source, target, importer=importer, store=store, coarse_spacing=6.0)
+    build_cache(source, target, importer=importer, store=store, levels=[Level("coarse", 6.0)])
     return target
 
 
@@ -35,8 +36,9 @@ def test_a_tiny_net1_tiles_the_heart_of_a_held_out_chest(tmp_path: Path) -> None
     write_phantoms(tmp_path / "train", cases=5, size=SIZE, protocol=PROTOCOLS["ct"], seed=5)
     write_phantoms(tmp_path / "test", cases=1, first=5, size=SIZE, protocol=PROTOCOLS["ct"],
                    seed=5)  # fmt: skip
-    train, test = _cache(tmp_path / "train", tmp_path / "train.zarr"), _cache(
-        tmp_path / "test", tmp_path / "test.zarr"
+    train, test = (
+        _cache(tmp_path / "train", tmp_path / "train.zarr"),
+        _cache(tmp_path / "test", tmp_path / "test.zarr"),
     )
     settings = [f'data.cache="{train}"', 'data.validation_cases=["ct_train_1005"]',
                 f"schedule.params.iterations={NET1_ITERATIONS}"]  # fmt: skip
