@@ -289,6 +289,15 @@ def summary(results: dict[tuple[str, int], dict[str, Any]], bound: dict[str, flo
     return "\n".join(lines) + "\n"
 
 
+def kept_results(folder: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """Every (model, seed) result under ``folder``, this invocation's and earlier ones'."""
+    results = {}
+    for path in sorted(folder.glob("*_s*.json")):
+        result = json.loads(path.read_text())
+        results[(result["model"], int(result["seed"]))] = result
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path)
@@ -302,14 +311,14 @@ def main(argv: list[str] | None = None) -> None:
     registry = load_plugins()
     data, test_cache = whole_scan_data(args.out / "data", train_cases=args.train,
                                        test_cases=args.test, registry=registry)  # fmt: skip
-    results = {}
     for seed in args.seeds:
         for model in args.models:
             path = args.out / "results" / f"{model}_s{seed}.json"
             job = partial(model_result, model, seed, data=data, test_cache=test_cache,
                           out=args.out, seconds=args.seconds, registry=registry)  # fmt: skip
-            results[(model, seed)] = run_once(path, job)
+            run_once(path, job)
             print(f"{model} seed {seed} done", flush=True)
+    results = kept_results(args.out / "results")
     bound = run_once(args.out / "results" / "ceiling.json", lambda: ceiling(test_cache, registry))
     speeds = run_once(args.out / "results" / "speed.json", lambda: speed(results, data, args.out))
     (args.out / "accuracy.md").write_text(summary(results, bound, speeds))
