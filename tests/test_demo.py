@@ -26,7 +26,7 @@ def test_quick_demo_writes_the_report_with_every_method(tmp_path: Path, capsys) 
     assert "Every model trained for 20 s of wall-clock (`train.seconds`)" in report
     assert "not assessed: the quick preset is a smoke run" in report
     assert "## Net1's tile (no box given)" in report
-    assert re.search(r"\| ct_train_1005 \| \d+\.\d \| \d+\.\d\d \(\w+\) \| Myo \d", report)
+    assert re.search(r"\| ct_train_1005 \| [\d.]+ \| [\d.]+ \| [\d.]+ \(\w+\) \| Myo \d", report)
     for line in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
         assert (out / line).stat().st_size > 0, line
     for phase in (
@@ -87,8 +87,8 @@ def test_the_report_states_its_sd_and_hd95_conventions() -> None:
 
 def test_the_report_gives_each_test_cases_tile_and_its_least_recall() -> None:
     results = {name: _result({}) for name in ("Net1", "Net1+Net2", "Baseline")}
-    tiles = [{"case": "ct_train_1008", "fraction": 0.2534,
+    tiles = [{"case": "ct_train_1008", "fraction": 0.2534, "labels_box": 0.2012,
               "recall": {"Myo": 1.0, "PA": 0.99712, "AA": 0.9999}}]  # fmt: skip
     report = format_report(PRESETS["cpu"], "cpu", results=results, timings={"phantoms": 1.0},
                            figures={}, bound=_result({}), tiles=tiles)  # fmt: skip
-    assert "| ct_train_1008 | 25.3 | 99.71 (PA) | Myo 100.00, PA 99.71, AA 99.99 |" in report
+    assert "| ct_train_1008 | 25.3 | 20.1 | 99.71 (PA) | Myo 100.00, PA 99.71, AA 99.99 |" in report
