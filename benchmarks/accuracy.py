@@ -258,26 +258,8 @@ def summary(results: dict[tuple[str, int], dict[str, Any]], bound: dict[str, flo
              "|---" * (len(names) + 9) + "|"]  # fmt: skip
     for model in MODELS:
         runs = [r for (m, _), r in sorted(results.items()) if m == model]
-        if not runs:
-            continue
-        per = {n: [np.mean([c["dice"][n] for c in r["cases"]]) for r in runs] for n in names}
-        means = [np.mean([per[n][i] for n in names]) for i in range(len(runs))]
-        hd = [np.mean([d for c in r["cases"] for d in c["hd95"].values() if math.isfinite(d)])
-              for r in runs]  # fmt: skip
-        tiles = [c["roi_fraction"] for r in runs for c in r["cases"] if "roi_fraction" in c]
-        recalls = [min(c["roi_recall"].values()) for r in runs for c in r["cases"]
-                   if c.get("roi_recall")]  # fmt: skip
-        cells = [f"{np.mean(per[n]):.3f} ± {np.std(per[n]):.3f}" for n in names]
-        lines.append(
-            f"| {model} | {len(runs)} | {np.mean([r['iterations'] for r in runs]):.0f} | "
-            + " | ".join(cells)
-            + f" | **{np.mean(means):.3f} ± {np.std(means):.3f}** | {np.mean(hd):.1f} | "
-            + (f"{100 * np.mean(tiles):.1f} ({100 * min(tiles):.1f}-{100 * max(tiles):.1f})"
-               if tiles else "-")
-            + f" | {100 * min(recalls):.2f}" * bool(recalls) + " | -" * (not recalls)
-            + f" | {np.mean([c['seconds'] for r in runs for c in r['cases']]):.1f}"
-            + f" | {max(c['working_mib'] for r in runs for c in r['cases']):.0f} |"
-        )  # fmt: skip
+        if runs:
+            lines.append(_model_row(model, runs, names))
     ceilings = " | ".join(f"{bound[n]:.3f}" for n in names)
     lines.append(f"| {CEILING_MM:g} mm ceiling | | | {ceilings} | "
                  f"{np.mean(list(bound.values())):.3f} | | | | | |")  # fmt: skip
@@ -287,6 +269,25 @@ def summary(results: dict[tuple[str, int], dict[str, Any]], bound: dict[str, flo
         lines += [f"| {m} | {s['case']} | {s['seconds']:.1f} | {s['peak_rss_mib']:.0f} |"
                   for m, s in speeds.items()]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _model_row(model: str, runs: list[dict[str, Any]], names: list[str]) -> str:
+    """One model's row: per structure and mean, mean ± sd over its seeds."""
+    cases = [c for r in runs for c in r["cases"]]
+    per = {n: [np.mean([c["dice"][n] for c in r["cases"]]) for r in runs] for n in names}
+    means = [np.mean([per[n][i] for n in names]) for i in range(len(runs))]
+    distances = [d for c in cases for d in c["hd95"].values() if math.isfinite(d)]
+    tiles = [c["roi_fraction"] for c in cases if c.get("roi_recall")]
+    recalls = [min(c["roi_recall"].values()) for c in cases if c.get("roi_recall")]
+    tile = (f"{100 * np.mean(tiles):.1f} ({100 * min(tiles):.1f}-{100 * max(tiles):.1f})"
+            if tiles else "-")  # fmt: skip
+    recall = f"{100 * min(recalls):.2f}" if recalls else "-"
+    cells = " | ".join(f"{np.mean(per[n]):.3f} ± {np.std(per[n]):.3f}" for n in names)
+    return (f"| {model} | {len(runs)} | {np.mean([r['iterations'] for r in runs]):.0f} | "
+            f"{cells} | **{np.mean(means):.3f} ± {np.std(means):.3f}** | "
+            f"{np.mean(distances):.1f} | {tile} | {recall} | "
+            f"{np.mean([c['seconds'] for c in cases]):.1f} | "
+            f"{max(c['working_mib'] for c in cases):.0f} |")  # fmt: skip
 
 
 def kept_results(folder: Path) -> dict[tuple[str, int], dict[str, Any]]:
