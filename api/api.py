@@ -22,16 +22,12 @@ import numpy as np
 from duoseg.core.data.orientation import LPS_TO_RAS, canonical_case, check_volume, to_source
 from duoseg.core.distributed import Ranks
 from duoseg.core.errors import PredictError
-from duoseg.core.inference.outputs import MemorySink, label_image, source_labels
+from duoseg.core.inference.model import case_from_image, load_model
+from duoseg.core.inference.outputs import label_image, source_labels
 from duoseg.core.inference.predict import input_case, predict_model, predict_paths
-from duoseg.core.inference.streaming import (
-    Model,
-    Options,
-    Report,
-    case_from_image,
-    load_model,
-    predict_case,
-)
+from duoseg.core.inference.sinks import MemorySink
+from duoseg.core.inference.streaming import Options, Report, predict_case
+from duoseg.core.interfaces.method import Model
 from duoseg.core.interfaces.store import CacheCase, CaseMeta
 from duoseg.core.registry import Registry, load_plugins
 from nibabel.affines import voxel_sizes

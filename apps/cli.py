@@ -318,7 +318,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _add_phantom(commands: Any) -> None:
-    from duoseg.apps.phantom import PROTOCOLS, SMALL_SIZE
+    from duoseg.phantoms import PROTOCOLS, SMALL_SIZE
 
     protocols = "; ".join(
         f"{m} {' x '.join(map(str, p.size))} at {p.in_plane[0]}-{p.in_plane[1]} mm in-plane"
@@ -341,7 +341,7 @@ def _add_phantom(commands: Any) -> None:
 
 
 def _phantom(args: argparse.Namespace) -> int:
-    from duoseg.apps.phantom import write_phantoms
+    from duoseg.phantoms import write_phantoms
 
     if args.cases < 1:
         raise DuosegError(f"--cases must be >= 1, got {args.cases}")

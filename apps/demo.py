@@ -27,7 +27,6 @@ from typing import Any
 
 import duoseg
 import torch
-from duoseg.apps.phantom import PROTOCOLS, Protocol, write_phantoms
 from duoseg.core.config import check_components, load_config
 from duoseg.core.data.cache_build import build_cache
 from duoseg.core.errors import DuosegError
@@ -43,6 +42,7 @@ from duoseg.core.inference.predict import predict_paths
 from duoseg.core.inference.streaming import Options
 from duoseg.core.registry import Registry
 from duoseg.core.training.trainer import Trainer, config_as_dict
+from duoseg.phantoms import PROTOCOLS, Protocol, write_phantoms
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ import torch
 from duoseg.apps.demo import CPU_VIEW, DemoData, Preset, data_layout, prepare_data, train
 from duoseg.core import Registry, load_plugins, network_cost
 from duoseg.core.data.cache import open_cache
-from duoseg.core.inference.outputs import largest_components
-from duoseg.core.inference.streaming import Options, load_model, predict_labels
+from duoseg.core.inference.model import load_model
+from duoseg.core.inference.postprocess import largest_components
+from duoseg.core.inference.streaming import Options, predict_labels
 from duoseg.core.training.evaluation import dice_per_class
 
 NET2 = "networks.net2.params"

@@ -48,15 +48,16 @@ import numpy as np
 import pytest
 import torch
 from duoseg.apps.demo import CPU_VIEW, DemoData, Preset, prepare_data, train
-from duoseg.apps.phantom import Protocol, write_phantoms
 from duoseg.core import Registry, load_plugins
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache
 from duoseg.core.data.dataset import SampleDataset
 from duoseg.core.inference.ceiling import round_trip
-from duoseg.core.inference.outputs import MemorySink
-from duoseg.core.inference.streaming import Options, load_model, predict_case
+from duoseg.core.inference.model import load_model
+from duoseg.core.inference.sinks import MemorySink
+from duoseg.core.inference.streaming import Options, predict_case
 from duoseg.core.training.evaluation import dice_per_class
+from duoseg.phantoms import Protocol, write_phantoms
 from duoseg.plugins.methods.two_stage import TwoStageOptions, dynamic_tile
 
 from benchmarks.memory import measured, spawned

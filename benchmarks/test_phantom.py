@@ -5,9 +5,10 @@ voxels), generated in a spawned process so its peak memory is its own. The goal 
 from __future__ import annotations
 
 import numpy as np
-from duoseg.apps.phantom import MMWHS_LABELS, PhantomCase, make_case
 from duoseg.core.inference.ceiling import round_trip
 from duoseg.core.training.evaluation import dice_per_class
+from duoseg.phantoms import PhantomCase, make_case
+from duoseg.plugins.importers import MMWHS_LABELS
 
 from benchmarks.memory import measured, spawned
 

@@ -1,4 +1,4 @@
-"""Shared fixtures (the conformance suites parametrise themselves: duoseg.core.testing)."""
+"""Shared fixtures (the conformance suites parametrise themselves: duoseg.testing)."""
 
 from __future__ import annotations
 

@@ -17,13 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from duoseg.core.data.preprocessing import (
-    DEFAULT_COARSE_SPACING,
-    DEFAULT_PERCENTILES,
-    Preprocessing,
-    class_table,
-    prepare_case,
-)
+from duoseg.core.data.preprocessing import prepare_case
 from duoseg.core.errors import DataError
 from duoseg.core.interfaces.importer import Importer, SourcePair, file_checksum, image_checksum
 from duoseg.core.interfaces.store import (
@@ -33,6 +27,12 @@ from duoseg.core.interfaces.store import (
     VolumeStore,
     array_digest,
     completion_record,
+)
+from duoseg.core.records.preprocessing import (
+    DEFAULT_COARSE_SPACING,
+    DEFAULT_PERCENTILES,
+    Preprocessing,
+    class_table,
 )
 
 

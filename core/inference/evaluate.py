@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 import nibabel as nib
 import numpy as np
 from duoseg.core.data.ngff import palette_index
-from duoseg.core.data.preprocessing import Preprocessing
 from duoseg.core.errors import PredictError
 from duoseg.core.inference.ceiling import round_trip
 from duoseg.core.inference.outputs import recorded_labels
@@ -30,6 +29,7 @@ from duoseg.core.inference.package import open_model
 from duoseg.core.interfaces.importer import integer_labels
 from duoseg.core.interfaces.metric import Metric
 from duoseg.core.interfaces.store import COMPLETION_FILE
+from duoseg.core.records.preprocessing import Preprocessing
 from duoseg.core.registry import Registry
 from duoseg.core.training.checkpoint import BEST, LAST, load_checkpoint, model_checkpoint
 from numpy.typing import NDArray

@@ -17,13 +17,8 @@ from duoseg.core.data.dicom import holds_dicom
 from duoseg.core.distributed import Ranks
 from duoseg.core.errors import DataError, DuosegError, PredictError
 from duoseg.core.inference import FORMATS
-from duoseg.core.inference.outputs import (
-    FolderSink,
-    NiftiSink,
-    ZarrSink,
-    finish_output,
-    prepare_output,
-)
+from duoseg.core.inference.model import case_from_image, load_model
+from duoseg.core.inference.outputs import NiftiSink, ZarrSink, finish_output, prepare_output
 from duoseg.core.inference.sharding import (
     REPORTS,
     check_same_cases,
@@ -35,15 +30,10 @@ from duoseg.core.inference.sharding import (
     saved_report,
     shard,
 )
-from duoseg.core.inference.streaming import (
-    Model,
-    Options,
-    Report,
-    case_from_image,
-    load_model,
-    predict_case,
-)
+from duoseg.core.inference.sinks import FolderSink
+from duoseg.core.inference.streaming import Options, Report, predict_case
 from duoseg.core.interfaces.importer import Importer, SourcePair, file_checksum, pick
+from duoseg.core.interfaces.method import Model
 from duoseg.core.interfaces.store import CacheCase
 from duoseg.core.registry import Registry
 

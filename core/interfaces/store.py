@@ -26,14 +26,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import numpy as np
 from duoseg.core.errors import DataError
+from duoseg.core.records.preprocessing import Preprocessing
 from numpy.typing import NDArray
-
-if TYPE_CHECKING:
-    from duoseg.core.data.preprocessing import Preprocessing
 
 CACHE_FORMAT: Final = "duoseg-cache"
 CACHE_VERSION: Final = 2  # 2: the completion record holds the preprocessing record
@@ -205,8 +203,6 @@ class CacheReader(ABC):
     @property
     def preprocessing(self) -> Preprocessing:
         """How every case of this cache was prepared."""
-        from duoseg.core.data.preprocessing import Preprocessing
-
         return Preprocessing.from_dict(self.record.get("preprocessing"), where=str(self.path))
 
     def case(self, case_id: str) -> CacheCase:

@@ -25,19 +25,20 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from duoseg.core.config import ComponentRef, ExperimentConfig, build_ref
+from duoseg.core.config import build_ref, resolve_method
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.dataset import SampleDataset
-from duoseg.core.data.preprocessing import Preprocessing
 from duoseg.core.distributed import Ranks
 from duoseg.core.errors import ConfigError, DataError
-from duoseg.core.inference.streaming import Model
+from duoseg.core.inference.streaming import Options, predict_labels
 from duoseg.core.interfaces.loss import SegmentationLoss
-from duoseg.core.interfaces.method import Method, Part, TrainingContext, resolve_method
+from duoseg.core.interfaces.method import Method, Model, Part, TrainingContext
 from duoseg.core.interfaces.network import SegmentationNetwork
 from duoseg.core.interfaces.sampler import Sampler
 from duoseg.core.interfaces.schedule import LossTerm, Schedule, Stage
-from duoseg.core.interfaces.store import CacheReader
+from duoseg.core.interfaces.store import CacheCase, CacheReader
+from duoseg.core.records.config import ComponentRef, ExperimentConfig
+from duoseg.core.records.preprocessing import Preprocessing
 from duoseg.core.registry import Registry
 from duoseg.core.training.checkpoint import (
     BEST,
@@ -48,6 +49,7 @@ from duoseg.core.training.checkpoint import (
 )
 from duoseg.core.training.evaluation import dice_per_class
 from duoseg.core.training.progress import StageProgress
+from numpy.typing import NDArray
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -534,7 +536,7 @@ class Trainer:
         scores = []
         for case_id in self.validation:
             case = self.cache.case(case_id)
-            prediction, target = self.method.validate(stage.kind, model, case)
+            prediction, target = self.method.validate(stage.kind, model, case, _predict_labels)
             scores.append(dice_per_class(prediction, target, case.meta.classes))
         names = self.cache.case(self.validation[0]).meta.class_names[1:]
         per_class = {n: _mean([s[i] for s in scores]) for i, n in enumerate(names)}
@@ -580,3 +582,8 @@ def config_as_dict(config: ExperimentConfig) -> dict[str, Any]:
     """The resolved config as plain JSON types (what checkpoints record)."""
     plain: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(config)))
     return plain
+
+
+def _predict_labels(model: Model, case: CacheCase) -> NDArray[np.uint8]:
+    """What ``duoseg predict`` writes for ``case``, with the default options."""
+    return predict_labels(model, case, Options())

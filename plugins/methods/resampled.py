@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 from duoseg.core.data.grid import area_downsample, grid_shape
-from duoseg.core.data.preprocessing import Preprocessing
 from duoseg.core.errors import PredictError
 from duoseg.core.inference.resample import BSplineUpsampler, as_probabilities
-from duoseg.core.inference.streaming import Model, per_slice_depth, whole_volume
-from duoseg.core.interfaces.method import SlabPredictor
+from duoseg.core.inference.streaming import per_slice_depth, whole_volume
+from duoseg.core.interfaces.method import Model, SlabPredictor
 from duoseg.core.interfaces.sampler import Sampler
 from duoseg.core.interfaces.store import CacheCase
+from duoseg.core.records.preprocessing import Preprocessing
 from torch import Tensor
 
 from .patches import PatchNetworkMethod

@@ -39,16 +39,13 @@ from duoseg.core.data.grid import (
     upsample_box,
 )
 from duoseg.core.errors import ConfigError, PredictError
-from duoseg.core.inference.outputs import largest_component
-from duoseg.core.inference.streaming import (
-    Model,
-    most_probable,
-    per_slice_depth,
-    whole_volume,
-)
+from duoseg.core.inference.postprocess import largest_component
+from duoseg.core.inference.streaming import most_probable, per_slice_depth, whole_volume
 from duoseg.core.interfaces.method import (
     Method,
+    Model,
     Part,
+    PredictLabels,
     Region,
     SlabPredictor,
     TrainingContext,
@@ -286,12 +283,12 @@ class TwoStage(Method):
         return self._coarse[(key, case_id)]
 
     def validate(
-        self, kind: str, model: Model, case: CacheCase
+        self, kind: str, model: Model, case: CacheCase, predict: PredictLabels
     ) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
         """After a stage that trains Net2: the prediction itself. Before: Net1's labels
         on the coarse volume against the coarse label."""
         if self.scores_final(kind):
-            return super().validate(kind, model, case)
+            return super().validate(kind, model, case, predict)
         target = validation_label(case.coarse_label, case.case_id)
         net1 = model.networks["net1"]
         probabilities = net1_probabilities(net1, case.coarse_image[...], str(model.device))

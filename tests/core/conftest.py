@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from duoseg.apps.phantom import phantom_cache
+from duoseg.phantoms import phantom_cache
 
 
 @pytest.fixture(scope="session")

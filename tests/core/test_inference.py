@@ -16,9 +16,11 @@ from duoseg.core import load_plugins
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.grid import class_fractions, downsample_label, upsample_box
 from duoseg.core.errors import PredictError
-from duoseg.core.inference.outputs import MemorySink, ZarrSink, is_complete, prepare_output
+from duoseg.core.inference.model import load_model
+from duoseg.core.inference.outputs import ZarrSink, is_complete, prepare_output
 from duoseg.core.inference.predict import predict_paths
-from duoseg.core.inference.streaming import Options, load_model, most_probable, predict_case
+from duoseg.core.inference.sinks import MemorySink
+from duoseg.core.inference.streaming import Options, most_probable, predict_case
 from duoseg.core.interfaces.sampler import IMAGE_PAD, read_padded
 from duoseg.plugins.methods import resampled
 from duoseg.plugins.methods.two_stage import TwoStageOptions, dynamic_tile

@@ -13,8 +13,9 @@ from duoseg.core import ConfigError, LossTerm, Method, PredictError, load_plugin
 from duoseg.core.config import load_config
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.grid import upsample_box
-from duoseg.core.inference.outputs import MemorySink
-from duoseg.core.inference.streaming import Options, load_model, predict_case
+from duoseg.core.inference.model import load_model
+from duoseg.core.inference.sinks import MemorySink
+from duoseg.core.inference.streaming import Options, predict_case
 from duoseg.core.inference.windows import StreamedWindows
 from duoseg.core.training.checkpoint import TrainState
 from duoseg.core.training.trainer import Trainer, config_as_dict

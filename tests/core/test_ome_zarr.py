@@ -11,7 +11,6 @@ import matplotlib
 import numpy as np
 import pytest
 import zarr
-from duoseg.apps.phantom import make_case, write_case
 from duoseg.core import Registry
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache
@@ -21,6 +20,7 @@ from duoseg.core.inference.outputs import PredictionReader, ZarrSink, finish_out
 from duoseg.core.inference.predict import predict_paths
 from duoseg.core.inference.streaming import Options
 from duoseg.core.interfaces.store import CaseMeta
+from duoseg.phantoms import make_case, write_case
 from duoseg.plugins.importers import MMWHSImporter
 from ome_zarr import OMEZarrLabels, OMEZarrMultiscale
 from ome_zarr.io import parse_url

@@ -12,10 +12,11 @@ from duoseg.apps.cli import EXIT_BAD_INPUT, main
 from duoseg.core import load_plugins
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache
-from duoseg.core.data.preprocessing import Preprocessing, normalise
+from duoseg.core.data.preprocessing import normalise
 from duoseg.core.errors import DataError
-from duoseg.core.inference.streaming import case_from_image, load_model
+from duoseg.core.inference.model import case_from_image, load_model
 from duoseg.core.interfaces.importer import SourcePair
+from duoseg.core.records.preprocessing import Preprocessing
 from duoseg.core.training.checkpoint import load_checkpoint
 from duoseg.core.training.trainer import LAST
 

@@ -12,17 +12,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from duoseg.apps.phantom import PhantomCase, make_case, write_case
 from duoseg.core import ConfigError, SegmentationNetwork, load_plugins
 from duoseg.core.config import load_config
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache
 from duoseg.core.data.grid import grid_shape
-from duoseg.core.inference.outputs import MemorySink
-from duoseg.core.inference.streaming import Model, Options, predict_case
+from duoseg.core.inference.sinks import MemorySink
+from duoseg.core.inference.streaming import Options, predict_case
+from duoseg.core.interfaces.method import Model
 from duoseg.core.training.checkpoint import TrainState
 from duoseg.core.training.evaluation import dice_per_class
 from duoseg.core.training.trainer import Trainer, config_as_dict
+from duoseg.phantoms import PhantomCase, make_case, write_case
 from duoseg.plugins.methods.two_stage import TwoStage
 from torch import Tensor
 

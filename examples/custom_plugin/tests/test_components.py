@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from duoseg.core.config import ComponentRef
-from duoseg.core.testing import (
+from duoseg.core.records.config import ComponentRef
+from duoseg.testing import (
     LossConformance,
     MethodConformance,
     MethodRecipe,
@@ -49,7 +49,7 @@ def test_the_example_config_trains_and_predicts_with_the_plugins_components(tmp_
     from pathlib import Path
 
     from duoseg.apps.cli import main
-    from duoseg.apps.phantom import phantom_cache
+    from duoseg.phantoms import phantom_cache
 
     config = Path(__file__).resolve().parents[1] / "config.toml"
     cache = phantom_cache(tmp_path / "data", cases=5, size=(64, 56, 40), seed=3)
@@ -74,7 +74,7 @@ def test_the_cascade_method_trains_and_predicts_through_the_cli(tmp_path) -> Non
     import nibabel as nib
     import numpy as np
     from duoseg.apps.cli import main
-    from duoseg.apps.phantom import phantom_cache
+    from duoseg.phantoms import phantom_cache
 
     config = Path(__file__).resolve().parents[1] / "cascade.toml"
     cache = phantom_cache(tmp_path / "data", cases=5, size=(64, 56, 40), seed=3)
