@@ -19,7 +19,6 @@ import duoseg
 from duoseg.core.components import KINDS
 from duoseg.core.config import apply_override
 from duoseg.core.errors import DuosegError
-from duoseg.core.inference import FORMATS
 from duoseg.core.registry import load_plugins
 
 EXIT_BAD_INPUT = 2
@@ -154,9 +153,10 @@ def _add_predict(commands: Any) -> None:
     )
     predict.add_argument(
         "--format",
-        choices=FORMATS,
-        help="output file format (default: from OUTPUT; dicom-seg: a folder, for DICOM "
-        "INPUT); not the store plugin that cache build's --format names",
+        metavar="WRITER",
+        help="output format, a writer plugin (built in: nifti, zarr, dicom-seg; `duoseg "
+        "plugins` lists all; default: from OUTPUT); not the store plugin that cache build's "
+        "--format names",
     )
     predict.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     predict.add_argument("--case", action="append", help="case id(s) of a cache or DICOM folder")

@@ -56,9 +56,9 @@ from duoseg.core.inference.ceiling import round_trip
 from duoseg.core.inference.model import load_model
 from duoseg.core.inference.sinks import MemorySink
 from duoseg.core.inference.streaming import Options, predict_case
-from duoseg.core.training.evaluation import dice_per_class
 from duoseg.phantoms import Protocol, write_phantoms
 from duoseg.plugins.methods.two_stage import TwoStageOptions, dynamic_tile
+from duoseg.plugins.metrics import Dice
 
 from benchmarks.memory import measured, spawned
 from benchmarks.peer_monai_predict import NETWORK, load_network, segment
@@ -223,7 +223,7 @@ def test_accuracy_at_equal_training_time(
         working.append(memory)
         voxels += labels.size
         truth = case.label[...]
-        scores = dice_per_class(labels, truth, len(case.meta.class_names))
+        scores = Dice().per_class(labels, truth, len(case.meta.class_names))
         for c, (name, score) in enumerate(zip(case.meta.class_names[1:], scores, strict=True), 1):
             dice.setdefault(name, []).append(0.0 if score is None else score)
             distances.setdefault(name, []).append(hd95(labels == c, truth == c, case.meta.spacing))
@@ -254,8 +254,8 @@ def test_ceiling(benchmark, registry: Registry, test_cache) -> None:
             truth = case.label[...]
             classes = len(case.meta.class_names)
             back = round_trip(truth, case.meta.spacing, 2.0, classes)
-            for name, score in zip(case.meta.class_names[1:], dice_per_class(back, truth, classes),
-                                   strict=True):  # fmt: skip
+            scores = Dice().per_class(back, truth, classes)
+            for name, score in zip(case.meta.class_names[1:], scores, strict=True):
                 dice.setdefault(name, []).append(1.0 if score is None else score)
         return {s: float(np.mean(v)) for s, v in dice.items()}
 

@@ -34,6 +34,7 @@ from duoseg.core.interfaces.network import SegmentationNetwork
 from duoseg.core.interfaces.sampler import Sample, Sampler
 from duoseg.core.interfaces.schedule import LossTerm, Schedule, Stage
 from duoseg.core.interfaces.store import CacheCase, CacheReader, CacheWriter, CaseMeta, VolumeStore
+from duoseg.core.interfaces.writer import FolderSink, LabelSink, Writer
 from duoseg.core.records.config import ComponentRef, ExperimentConfig
 from duoseg.core.registry import Registry, load_plugins
 from duoseg.core.training.weights import load_weights, read_weights, save_weights
@@ -54,10 +55,12 @@ __all__ = [
     "DuosegError",
     "DuplicateComponentError",
     "ExperimentConfig",
+    "FolderSink",
     "ImportedCase",
     "Importer",
     "InputShapeError",
     "Kind",
+    "LabelSink",
     "LossTerm",
     "Method",
     "Metric",
@@ -81,6 +84,7 @@ __all__ = [
     "UnknownComponentError",
     "VolumeStore",
     "WeightsError",
+    "Writer",
     "check_components",
     "hookimpl",
     "load_config",

@@ -15,9 +15,9 @@ the factory's keyword arguments, where the defaults are too big for a quick test
 One suite per kind, each holding that kind's whole contract: :class:`NetworkConformance`,
 :class:`LossConformance`, :class:`SamplerConformance`, :class:`ScheduleConformance`,
 :class:`StoreConformance`, :class:`ImporterConformance`,
-:class:`AugmentationConformance`, :class:`MetricConformance` and
-:class:`MethodConformance`. A few take a hook where the contract needs something only
-the component's author knows: an importer's source files
+:class:`AugmentationConformance`, :class:`MetricConformance`,
+:class:`MethodConformance` and :class:`WriterConformance`. A few take a hook where the
+contract needs something only the component's author knows: an importer's source files
 (:meth:`ImporterConformance.write_source`), how to lose one chunk of a store's format
 (:meth:`StoreConformance.remove_chunk`), the small networks and schedule a method
 trains with (:attr:`MethodConformance.recipes`).
@@ -64,7 +64,8 @@ pytest has registered it already, as ``duoseg``.
 Layout
 ------
 One module per kind (:mod:`.network`, :mod:`.loss`, :mod:`.sampler`, :mod:`.schedule`,
-:mod:`.store`, :mod:`.importer`, :mod:`.augmentation`, :mod:`.metric`, :mod:`.method`),
+:mod:`.store`, :mod:`.importer`, :mod:`.augmentation`, :mod:`.metric`, :mod:`.method`,
+:mod:`.writer`),
 their common base in :mod:`.suite`, and the pytest plugin in :mod:`.plugin`. This
 package sits above the engine, the plugins and the phantom data set; nothing in
 ``duoseg.core`` imports it.
@@ -87,6 +88,7 @@ from duoseg.testing.suite import (
     phantom_cache_path,
     session_registry,
 )
+from duoseg.testing.writer import WriterConformance
 
 __all__ = [
     "AugmentationConformance",
@@ -101,6 +103,7 @@ __all__ = [
     "SamplerConformance",
     "ScheduleConformance",
     "StoreConformance",
+    "WriterConformance",
     "every_registered",
     "phantom_cache_path",
     "session_registry",

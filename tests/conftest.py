@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 from duoseg.core import Registry, load_plugins
+from duoseg.phantoms import phantom_cache
+
+from tests.runs import BASELINE, SLIDING_WINDOW, TWO_STAGE, train_run
 
 FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
 
@@ -29,3 +32,33 @@ def install_fixture_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable
     for module in set(sys.modules) - before:
         if module.startswith("duoseg_"):
             del sys.modules[module]
+
+
+# Trained once per session on a small phantom cache: the method, trainer, inference and
+# CLI tests share them.
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    return phantom_cache(root, cases=4, size=(48, 40, 32), seed=7, chunks=(8, 16, 16))
+
+
+@pytest.fixture(scope="session")
+def two_stagetrain_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_run(tmp_path_factory.mktemp("runs"), cache, TWO_STAGE, "two_stage")
+
+
+@pytest.fixture(scope="session")
+def guidedtrain_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Net2 guided by all of Net1's class probabilities."""
+    text = TWO_STAGE.replace("k = 3, norm", 'k = 3, guidance = "probabilities", norm')
+    return train_run(tmp_path_factory.mktemp("runs"), cache, text, "guided")
+
+
+@pytest.fixture(scope="session")
+def baselinetrain_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_run(tmp_path_factory.mktemp("runs"), cache, BASELINE, "baseline")
+
+
+@pytest.fixture(scope="session")
+def sliding_windowtrain_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_run(tmp_path_factory.mktemp("runs"), cache, SLIDING_WINDOW, "sliding_window")

@@ -25,6 +25,7 @@ from duoseg.testing import (
     SamplerConformance,
     ScheduleConformance,
     StoreConformance,
+    WriterConformance,
     every_registered,
 )
 
@@ -86,6 +87,10 @@ class TestEveryAugmentation(AugmentationConformance):
 
 class TestEveryMetric(MetricConformance):
     name = every_registered("metric")
+
+
+class TestEveryWriter(WriterConformance):
+    name = every_registered("writer")
 
 
 class TestEveryMethod(MethodConformance):

@@ -209,16 +209,6 @@ def _metrics(
     return scores, bool(masks[WHOLE][0].any() or masks[WHOLE][1].any())
 
 
-def evaluate_case(
-    prediction: Path, truth: Path, registry: Registry, labels: Mapping[str, int]
-) -> dict[str, dict[str, float]]:
-    """Per class of ``labels`` (and ``WH``, their union): every metric."""
-    predicted, target, t_image = _load_pair(prediction, truth)
-    spacing = tuple(float(z) for z in t_image.header.get_zooms()[:3])
-    classes = check_labels(labels, "labels")
-    return _metrics(predicted, target, spacing, _built_metrics(registry), classes)[0]
-
-
 def _rounded(affine: Any) -> list[list[float]]:
     return np.round(np.asarray(affine), 3).tolist()  # type: ignore[no-any-return]
 

@@ -1,38 +1,13 @@
-"""Where predicted slabs go: the sink protocol the streaming driver writes to, a sink
-that keeps a case in memory, and the base of sinks that write a run's OUTPUT folder."""
+"""A sink that keeps a predicted case in memory (validation, notebooks); the sink
+protocol itself is :mod:`duoseg.core.interfaces.writer`'s."""
 
 from __future__ import annotations
-
-from abc import ABC, abstractmethod
 
 import numpy as np
 from duoseg.core.inference.postprocess import largest_components
 from duoseg.core.interfaces.store import CaseMeta
+from duoseg.core.interfaces.writer import LabelSink
 from numpy.typing import NDArray
-
-
-class LabelSink:
-    """Where predicted slabs go; implemented by the Zarr and NIfTI outputs."""
-
-    def begin(self, meta: CaseMeta, probabilities: bool) -> int:
-        """Prepare the case; return how many leading slices are already written (resume)."""
-        raise NotImplementedError
-
-    def write(
-        self, z: int, labels: NDArray[np.uint8], probabilities: NDArray[np.float16] | None
-    ) -> None:
-        raise NotImplementedError
-
-    def end(self, meta: CaseMeta, lcc_box: tuple[slice, ...] | None) -> None:
-        raise NotImplementedError
-
-
-class FolderSink(LabelSink, ABC):
-    """A sink writing every case of a run into one OUTPUT folder, each case on its own."""
-
-    @abstractmethod
-    def finished(self, case_id: str) -> bool:
-        """Whether ``case_id``'s output is all written (a saved report alone is no proof)."""
 
 
 class MemorySink(LabelSink):

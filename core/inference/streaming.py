@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 from duoseg.core.errors import PredictError
-from duoseg.core.inference.sinks import LabelSink, MemorySink
+from duoseg.core.inference.sinks import MemorySink
 from duoseg.core.interfaces.method import Model, SlabPredictor
 from duoseg.core.interfaces.store import CacheCase, CaseMeta, ChunkedArray
+from duoseg.core.interfaces.writer import LabelSink
 from numpy.typing import NDArray
 
 log = logging.getLogger("duoseg.inference")

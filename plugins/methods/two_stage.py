@@ -58,7 +58,7 @@ from duoseg.core.interfaces.store import CacheCase, CaseMeta
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from .guidance import Guidance, guidance_of, guide, outside_guidance
+from .guidance import Guidance, guidance_for, guide, outside_guidance
 
 log = logging.getLogger("duoseg.two_stage")
 MIN_COARSE = 4  # voxels per axis below which Net1 sees no anatomy to localise
@@ -175,11 +175,6 @@ def slab_depth(
     fixed = cost(8) - 8 * per_slice
     depth = int((budget_mib * 2**20 - fixed) // per_slice)
     return max(1, min(depth, 512))
-
-
-def guidance_for(net2: SegmentationNetwork) -> Guidance:
-    """What ``net2`` sees of Net1's output, from its input channels."""
-    return guidance_of(net2.in_channels, net2.out_channels)
 
 
 class TwoStage(Method):

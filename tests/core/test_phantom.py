@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from duoseg.apps.cli import main
 from duoseg.core.inference.ceiling import round_trip
-from duoseg.core.training.evaluation import dice_per_class
 from duoseg.phantoms import PROTOCOLS, Protocol, make_case, patient_offset
 from duoseg.plugins.importers import MMWHS_LABELS
+from duoseg.plugins.metrics import Dice
 from scipy import ndimage
 
 SMALL = (96, 96, 64)
@@ -85,7 +85,7 @@ def test_the_ct_protocol_has_detail_the_2_mm_path_loses() -> None:
     assert protocol.in_plane[0] <= case.spacing[1] <= protocol.in_plane[1]
     assert protocol.slices[0] <= case.spacing[0] <= protocol.slices[1]
     index = class_indices(case.label)
-    dice = dice_per_class(round_trip(index, case.spacing, 2.0, len(VALUES)), index, len(VALUES))
+    dice = Dice().per_class(round_trip(index, case.spacing, 2.0, len(VALUES)), index, len(VALUES))
     scores = dict(zip(MMWHS_LABELS, dice, strict=True))
     assert scores["Myo"] < 0.97 and np.mean(dice) < 0.97, scores
     assert min(dice) > 0.9, scores  # lost detail, not a broken round trip

@@ -111,7 +111,7 @@ def test_a_malformed_stored_record_names_where_it_was_read() -> None:
 def test_resuming_on_a_cache_rebuilt_with_other_settings_is_refused(
     cache, tmp_path, capsys
 ) -> None:
-    from tests.core.conftest import TWO_STAGE
+    from tests.runs import TWO_STAGE
 
     registry = load_plugins()
     target = tmp_path / "c.zarr"
