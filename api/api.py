@@ -303,7 +303,7 @@ class Evaluation:
         return asdict(self)
 
     def __str__(self) -> str:
-        from duoseg.core.inference.evaluate import format_table
+        from duoseg.core.inference.score_files import format_table
 
         return format_table(self.as_dict())
 

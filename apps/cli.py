@@ -85,14 +85,8 @@ def _add_evaluate(commands: Any) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from duoseg.core.inference.evaluate import (
-        FROM_TRUTH,
-        ceiling,
-        format_table,
-        overlays,
-        save_json,
-        write_csv,
-    )
+    from duoseg.core.inference.evaluate import FROM_TRUTH, ceiling
+    from duoseg.core.inference.score_files import format_table, overlays, save_json, write_csv
 
     labels = _label_map(args.labels).get("labels") if args.labels is not None else None
     if len(args.paths) > 2 or (len(args.paths) == 1 and args.ceiling is None):

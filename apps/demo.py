@@ -30,15 +30,9 @@ import torch
 from duoseg.core.config import check_components, load_config
 from duoseg.core.data.cache_build import build_cache
 from duoseg.core.errors import DuosegError
-from duoseg.core.inference.evaluate import (
-    WHOLE,
-    ceiling,
-    class_names,
-    evaluate,
-    overlays,
-    save_json,
-)
+from duoseg.core.inference.evaluate import WHOLE, ceiling, evaluate
 from duoseg.core.inference.predict import predict_paths
+from duoseg.core.inference.score_files import class_names, overlays, save_json
 from duoseg.core.inference.streaming import Options
 from duoseg.core.registry import Registry
 from duoseg.core.training.trainer import Trainer, config_as_dict

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal, get_args
 
 from duoseg.core import Component, ComponentRef, hookimpl
@@ -30,6 +31,7 @@ def wang2018(
     loss: str = "dice_weighted",
     loss_params: Mapping[str, Any] | None = None,
     uniform_fraction: float = 0.0,
+    time_shares: Sequence[float] | None = None,
 ) -> Schedule:
     """The paper's Table 1. ``iterations`` per step (one number or four);
     ``omit`` drops any of steps 1-3 (the paper's Fig. 2 ablation); ``loss`` is the
@@ -46,7 +48,10 @@ def wang2018(
     volumes of the cache's coarse level, as in step 1: the whole field of view's
     context without reading it at full resolution; one volume per batch, its integer
     coarse label the target, and ``subvolume_sizes``, ``uniform_fraction`` and
-    ``allow_padding`` then apply to step 3 only)."""
+    ``allow_padding`` then apply to step 3 only). ``time_shares`` (four numbers) split
+    ``train.seconds`` between the steps (default: as their ``iterations``): Net1's steps
+    on the coarse grid cost several times Net2's per iteration, so one list cannot
+    say both how many and how long."""
     counts = [iterations] * 4 if isinstance(iterations, int) else list(iterations)
     if len(counts) != 4:
         raise ConfigError(f"schedule.params.iterations needs 1 or 4 numbers, got {list(counts)}")
@@ -86,8 +91,19 @@ def wang2018(
         Stage("4_fine", "net2_stacks", ComponentRef("axial_stack", stack), ("net2",), (fine,),
               counts[3], freeze=("net1",), lr=lr, batch_size=batch_size),
     ]  # fmt: skip
+    if time_shares is not None:
+        shares = _four("time_shares", time_shares)
+        stages = [replace(s, time_share=share) for s, share in zip(stages, shares, strict=True)]
     kept = tuple(s for step, s in enumerate(stages, 1) if step not in omit)
     return Schedule("wang2018", "two_stage", kept)
+
+
+def _four(key: str, values: Sequence[float]) -> list[float]:
+    """``values`` as four floats, refused naming ``schedule.params.<key>`` otherwise."""
+    listed = list(values)
+    if len(listed) != 4:
+        raise ConfigError(f"schedule.params.{key} = {listed}: expected four numbers, one a step")
+    return [float(v) for v in listed]
 
 
 def _patch_sizes(key: str, sizes: Sequence[int]) -> list[int]:

@@ -27,7 +27,9 @@ class LossTerm:
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage of a schedule."""
+    """One stage of a schedule. Under ``train.seconds`` a stage trains for its share of
+    the budget: ``time_share`` over the stages' sum when the schedule sets them, else
+    its ``iterations`` over theirs (``iterations`` stays an upper bound either way)."""
 
     name: str
     kind: str
@@ -38,6 +40,7 @@ class Stage:
     freeze: tuple[str, ...] = ()
     lr: float = 1e-4
     batch_size: int = 1
+    time_share: float | None = None
 
     def validate(self, where: str) -> None:
         """Raise :class:`ConfigError` naming ``where`` (e.g. ``schedule.stages[2]``)."""
@@ -54,6 +57,8 @@ class Stage:
             raise ConfigError(f"{where}.lr = {self.lr} must be > 0")
         if self.batch_size < 1:
             raise ConfigError(f"{where}.batch_size = {self.batch_size} must be >= 1")
+        if self.time_share is not None and not self.time_share >= 0:
+            raise ConfigError(f"{where}.time_share = {self.time_share} must be >= 0")
         if not self.losses:
             raise ConfigError(f"{where}: stage {self.name!r} has no loss terms")
 
@@ -72,6 +77,11 @@ class Schedule:
             raise ConfigError(f"schedule {self.name!r}: stage names repeat: {names}")
         for index, stage in enumerate(self.stages):
             stage.validate(f"schedule.stages[{index}]")
+        shared = [s.time_share is not None for s in self.stages]
+        if any(shared) and not all(shared):
+            raise ConfigError(
+                f"schedule {self.name!r}: time_share set on some stages only: {shared}"
+            )
 
     @property
     def networks(self) -> tuple[str, ...]:

@@ -1,5 +1,6 @@
 """The time budget: ``train.seconds`` shared by the stages in proportion to their
-iterations; a stage ends at its iterations or its share, whichever comes first."""
+``time_share`` where the schedule gives them, else to their iterations; a stage ends at
+its iterations or its share, whichever comes first."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ class TimeBudget:
         """The stage's share in seconds (infinite when unset)."""
         if self.seconds == 0:
             return math.inf
+        if stage.time_share is not None:
+            shares = sum(s.time_share or 0.0 for s in self.schedule.stages)
+            return self.seconds * stage.time_share / shares
         planned = sum(s.iterations for s in self.schedule.stages)
         return self.seconds * stage.iterations / planned
 

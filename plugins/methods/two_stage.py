@@ -70,7 +70,10 @@ class TwoStageOptions:
 
     threshold: float = 0.5  # foreground probability that makes Net1's ROI
     margin_mm: float = 10.0  # added around the ROI on every side
-    largest_component: bool = False  # ROI from Net1's largest foreground component only
+    # ROI from Net1's largest foreground component only: on whole-chest views stray
+    # foreground far from the heart otherwise widens the tile to most of the volume
+    # (docs/whole_scans.md)
+    largest_component: bool = True
     flip_tta: bool = False  # average Net2 scores with the in-plane flipped input
     net1_only: bool = False  # Net1's upsampled labels (the paper's "Net1" rows), no Net2
     roi: list[list[int]] | None = None  # [[z0, z1], [y0, y1], [x0, x1]]: a fixed tile

@@ -12,8 +12,9 @@ import pytest
 from duoseg.apps.cli import main
 from duoseg.core import load_plugins
 from duoseg.core.errors import PredictError
-from duoseg.core.inference.evaluate import evaluate, format_table
+from duoseg.core.inference.evaluate import evaluate
 from duoseg.core.inference.outputs import NiftiSink, finish_output
+from duoseg.core.inference.score_files import format_table
 from duoseg.core.interfaces.store import COMPLETION_FILE, CaseMeta
 from duoseg.core.records.preprocessing import Preprocessing
 from duoseg.core.training.checkpoint import TrainState, save_checkpoint
@@ -246,3 +247,24 @@ def test_bad_ceiling_arguments(brain, capsys, args, message) -> None:
     rest = args[1:] if args[:1] == ["extra"] else args
     assert main(["evaluate", *paths, *rest]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_scores_inside_the_foregrounds_box_equal_the_whole_volumes() -> None:
+    """Scoring is cropped to both foregrounds' box plus a voxel; every metric holds."""
+    from duoseg.core.inference.evaluate import METRICS, _built_metrics, _metrics
+
+    predicted, target = np.zeros((2, 60, 50, 40), np.int32)
+    predicted[5:20, 10:30, 8:20] = 3  # a foreground voxel on the volume's edge, too
+    predicted[0, 0, 0] = 1
+    target[8:22, 12:31, 9:22] = 3
+    target[10:14, 14:20, 10:15] = 2
+    metrics = _built_metrics(load_plugins())
+    spacing = (1.5, 1.0, 2.0)
+    scores, found = _metrics(predicted, target, spacing, metrics, BRAIN)
+    assert found
+    for name, value in BRAIN.items():
+        for metric in METRICS:
+            whole = metrics[metric](predicted == value, target == value, spacing)
+            assert scores[name][metric] == pytest.approx(whole, nan_ok=True), (name, metric)
+    empty, found = _metrics(np.zeros_like(target), np.zeros_like(target), spacing, metrics, BRAIN)
+    assert not found and np.isnan(empty["csf"]["dice"])

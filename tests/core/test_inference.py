@@ -253,12 +253,14 @@ def test_the_roi_is_the_foreground_box_plus_the_margin(cache) -> None:
     meta = open_cache(cache, load_plugins()).case("ct_train_1001").meta
     foreground = np.zeros(meta.coarse_shape)
     foreground[2:4, 3:6, 4:7] = 1
-    foreground[-1, -1, -1] = 1  # a stray voxel: in the box by default, not with largest_component
+    foreground[-1, -1, -1] = 1  # a stray voxel: outside the box by default (largest component)
     scale = np.asarray(meta.shape) / np.asarray(meta.coarse_shape)
-    box, empty = dynamic_tile(foreground, meta, TwoStageOptions(margin_mm=0.0))
+    box, empty = dynamic_tile(
+        foreground, meta, TwoStageOptions(margin_mm=0.0, largest_component=False)
+    )
     assert not empty
     assert box[0] == slice(int(np.floor(2 * scale[0])), meta.shape[0])
-    box, _ = dynamic_tile(foreground, meta, TwoStageOptions(margin_mm=0.0, largest_component=True))
+    box, _ = dynamic_tile(foreground, meta, TwoStageOptions(margin_mm=0.0))
     assert box[0] == slice(int(np.floor(2 * scale[0])), int(np.ceil(4 * scale[0])))
 
 

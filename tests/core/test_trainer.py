@@ -279,6 +279,16 @@ def test_a_time_budget_ends_each_stage_at_its_share(cache, tmp_path) -> None:
     assert load_checkpoint(run / LAST, load_plugins()).state.stage == 4
 
 
+def test_time_shares_split_the_budget_whatever_the_iterations(cache, tmp_path) -> None:
+    config = write_config(tmp_path, iterations="[1000, 1000, 1000, 1000]")
+    run = tmp_path / "run"
+    settings = ["train.seconds=0.004", "schedule.params.time_shares=[1, 0, 0, 3]"]
+    trainer(config, cache, run, settings).run()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    budgets = [r["budget"] for r in rows if r.get("stopped") == "train.seconds"]
+    assert budgets == pytest.approx([0.001, 0, 0, 0.003])
+
+
 def test_a_negative_time_budget_is_refused(cache, tmp_path, capsys) -> None:
     code = main(["train", str(write_config(tmp_path)), "--cache", str(cache), "--out",
                  str(tmp_path / "run"), "--set", "train.seconds=-5"])  # fmt: skip
