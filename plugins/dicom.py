@@ -45,7 +45,14 @@ from typing import Any
 
 import numpy as np
 from duoseg.core import Component, hookimpl
-from duoseg.core.data.dicom import Dataset, dicom_files, library, quiet, read_dataset
+from duoseg.core.data.dicom import (
+    Dataset,
+    dicom_files,
+    holds_dicom,
+    library,
+    quiet,
+    read_dataset,
+)
 from duoseg.core.data.orientation import (
     LPS_TO_RAS,
     canonical_affine,
@@ -303,6 +310,12 @@ class DicomImporter(Importer):
 
     def discover(self, source: Path) -> list[SourcePair]:
         return self.discover_cases(source, None)
+
+    def images(self, source: Path, cases: Sequence[str] | None) -> list[SourcePair]:
+        """The series under a folder holding DICOM files; their labels are not read."""
+        if not source.is_dir() or not holds_dicom(source):
+            return []
+        return self.discover_cases(source, cases, labels=False)
 
     def discover_cases(
         self, source: Path, cases: Sequence[str] | None, *, labels: bool = True

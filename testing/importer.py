@@ -82,6 +82,22 @@ class ImporterConformance(ComponentSuite):
         for pair in pairs:
             assert pair.image.exists() and pair.label is not None and pair.label.exists(), pair
 
+    def test_images_for_prediction_are_its_cases_without_labels(
+        self, importer: Importer, source: Path, expected: dict[str, ExpectedCase]
+    ) -> None:
+        """An importer that reads images for ``duoseg predict`` (``images``) finds the
+        cases' images, without labels, and reads them as discovery's pairs are read."""
+        pairs = importer.images(source, None)
+        if not pairs:
+            pytest.skip("the importer reads no images for prediction")
+        assert [pair.case_id for pair in pairs] == sorted(expected), pairs
+        assert all(pair.label is None for pair in pairs), pairs
+        first = sorted(expected)[0]
+        assert [p.case_id for p in importer.images(source, [first])] == [first]
+        case = importer.load(pairs[0])
+        assert case.label is None
+        np.testing.assert_array_equal(case.image, expected[first].image.astype(np.float32))
+
     def test_cases_import_as_canonical_arrays(
         self, importer: Importer, source: Path, expected: dict[str, ExpectedCase]
     ) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from duoseg.core.data.cache import open_cache
-from duoseg.core.data.dicom import holds_dicom
 from duoseg.core.distributed import Ranks
 from duoseg.core.errors import DataError, DuosegError, PredictError
 from duoseg.core.inference.model import case_from_image, load_model
@@ -36,16 +35,7 @@ from duoseg.core.interfaces.store import CacheCase
 from duoseg.core.interfaces.writer import FolderSink, LabelSink, Writer
 from duoseg.core.registry import Registry
 
-NIFTI = (".nii.gz", ".nii")
 Predict = Callable[[CacheCase, FolderSink], Report]
-
-
-def _case_id(path: Path) -> str:
-    name = path.name
-    for suffix in ("_image.nii.gz", "_image.nii", *NIFTI):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    raise PredictError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,27 +49,41 @@ class Input:
 
 def _inputs(source: Path, model: Model, registry: Registry, cases: list[str] | None, *,
             opened: ExitStack) -> list[Input]:  # fmt: skip
-    """INPUT's cases; a cache stays open (in ``opened``) while they are read."""
-    if source.is_file() or any(source.name.endswith(s) for s in NIFTI):
-        files = [source]
-    elif source.is_dir() and not _is_cache(source, registry):
-        files = sorted(
-            p for p in source.iterdir() if p.name.endswith(NIFTI) and "_label." not in p.name
-        )
-        if not files and holds_dicom(source):
-            return _dicom_inputs(source, model, registry, cases)
-        if not files:
-            raise PredictError(f"{source}: no NIfTI images found (nor DICOM files)")
-    else:
+    """INPUT's cases: a cache's (it stays open in ``opened`` while they are read), or the
+    images an importer reads there."""
+    if source.is_dir() and _is_cache(source, registry):
         return _cache_inputs(source, model, registry, cases, opened=opened)
-    importer = registry.build("importer", "nifti", labels=_label_map(model), require_labels=False)
-    inputs = []
-    for path in files:
-        if not path.exists():
-            raise PredictError(f"{path}: input not found")
-        load = functools.partial(_load, importer, SourcePair(_case_id(path), path, None), model)
-        inputs.append(Input(_case_id(path), load))
-    return inputs
+    importer, pairs = _images(source, model, registry, cases)
+    return [Input(p.case_id, functools.partial(_load, importer, p, model), p.files) for p in pairs]
+
+
+def _images(
+    source: Path, model: Model, registry: Registry, cases: list[str] | None
+) -> tuple[Importer, list[SourcePair]]:
+    """The one importer that finds images in ``source``, and the images. Asked are the
+    importers that take the model's label map (``labels``) and ``require_labels``: they
+    read an image as the model's classes, without its labels."""
+    wanted = {"labels", "require_labels"}
+    readers = [
+        n for n in registry.names("importer") if wanted <= set(registry.parameters("importer", n))
+    ]
+    claims = []
+    for name in readers:
+        importer = registry.build("importer", name, labels=_label_map(model), require_labels=False)
+        pairs = importer.images(source, cases)
+        if pairs:
+            claims.append((name, importer, pairs))
+    if not claims:
+        raise PredictError(
+            f"{source}: no images found that an importer reads (importers asked: "
+            f"{', '.join(readers)}); INPUT is an image file, a folder of images or a cache"
+        )
+    if len(claims) > 1:
+        raise PredictError(
+            f"{source}: holds images of several importers ({', '.join(c[0] for c in claims)}); "
+            "give a folder of one kind"
+        )
+    return claims[0][1], claims[0][2]
 
 
 def _cache_inputs(source: Path, model: Model, registry: Registry, cases: list[str] | None, *,
@@ -97,17 +101,6 @@ def _cache_inputs(source: Path, model: Model, registry: Registry, cases: list[st
         ) from None
     ids = pick({c: c for c in cache.cases()}, cases, source)  # before OUTPUT is touched
     return [Input(c, functools.partial(cache.case, c)) for c in ids]
-
-
-def _dicom_inputs(
-    source: Path, model: Model, registry: Registry, cases: list[str] | None
-) -> list[Input]:
-    """The series under a folder of DICOM files (``dicom`` importer); labels are not read."""
-    importer = registry.build("importer", "dicom", labels=_label_map(model), require_labels=False)
-    return [
-        Input(p.case_id, functools.partial(_load, importer, p, model), p.files)
-        for p in importer.discover_cases(source, cases, labels=False)
-    ]
 
 
 def _load(importer: Importer, pair: SourcePair, model: Model) -> CacheCase:
@@ -166,8 +159,8 @@ def predict_model(
     Under torchrun, each rank predicts its share of the cases and returns their reports
     (core/inference/sharding.py). ``on_case`` is called with each case's report as soon
     as the case is written (not for the cases that a resumed run finds done).
-    An ``output`` ending in .nii or .nii.gz is one file, for one input NIfTI file.
-    ``output_format`` (nifti, zarr, dicom-seg) is inferred from ``output`` when None."""
+    ``output_format`` names a ``writer`` plugin; when None, the one OUTPUT's name implies.
+    A writer may take OUTPUT as one file (``nifti``: *.nii.gz) for one input image."""
     (output_format, writer), ranks = _checked_request(output, output_format, options, registry)
     single_file = writer.is_file(output)
     model.method.parse_options(options.method, "--method-option")  # before OUTPUT is made
@@ -369,16 +362,15 @@ def _check_unique(inputs: list[Input], source: Path) -> None:
 
 
 def _check_file_output(source: Path, output: Path, *, overwrite: bool) -> None:
-    """A .nii/.nii.gz OUTPUT: one input NIfTI file, and no file replaced unless asked."""
-    if source.is_dir() or not source.name.endswith(NIFTI):
-        what = "a folder (of images, or a cache)" if source.is_dir() else "not a .nii/.nii.gz file"
+    """A one-file OUTPUT: one input image file, and no file replaced unless asked."""
+    if source.is_dir():
         raise PredictError(
-            f"{output}: a .nii/.nii.gz OUTPUT is one label file for one input image, but "
-            f"INPUT {source} is {what}; give a folder or *.zarr OUTPUT"
+            f"{output}: a one-file OUTPUT is one label file for one input image, but INPUT "
+            f"{source} is a folder (of images, or a cache); give a folder OUTPUT"
         )
     if output.is_dir():
         raise PredictError(
-            f"{output}: OUTPUT names a NIfTI file but is an existing folder; refusing to replace it"
+            f"{output}: OUTPUT names a file but is an existing folder; refusing to replace it"
         )
     if output.exists() and not overwrite:
         raise PredictError(f"{output}: output file exists; pass --overwrite")

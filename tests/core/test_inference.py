@@ -507,8 +507,8 @@ def test_a_folder_or_cache_input_with_a_file_output_is_refused(
     out = tmp_path / "out.nii.gz"
     assert main(["predict", str(two_stage_run), str(source), str(out)]) == 2
     assert (
-        f"{out}: a .nii/.nii.gz OUTPUT is one label file for one input image, but INPUT "
-        f"{source} is a folder (of images, or a cache); give a folder or *.zarr OUTPUT"
+        f"{out}: a one-file OUTPUT is one label file for one input image, but INPUT "
+        f"{source} is a folder (of images, or a cache); give a folder OUTPUT"
     ) in capsys.readouterr().err
     assert not out.exists()
 
@@ -519,7 +519,7 @@ def test_a_file_output_that_is_a_folder_is_refused(two_stage_run, cache, tmp_pat
     out.mkdir()
     assert main(["predict", str(two_stage_run), str(source), str(out), "--overwrite"]) == 2
     assert (
-        f"{out}: OUTPUT names a NIfTI file but is an existing folder; refusing to replace it"
+        f"{out}: OUTPUT names a file but is an existing folder; refusing to replace it"
         in capsys.readouterr().err
     )
 
