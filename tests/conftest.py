@@ -43,22 +43,22 @@ def cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def two_stagetrain_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def two_stage_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_run(tmp_path_factory.mktemp("runs"), cache, TWO_STAGE, "two_stage")
 
 
 @pytest.fixture(scope="session")
-def guidedtrain_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def guided_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Net2 guided by all of Net1's class probabilities."""
     text = TWO_STAGE.replace("k = 3, norm", 'k = 3, guidance = "probabilities", norm')
     return train_run(tmp_path_factory.mktemp("runs"), cache, text, "guided")
 
 
 @pytest.fixture(scope="session")
-def baselinetrain_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def baseline_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_run(tmp_path_factory.mktemp("runs"), cache, BASELINE, "baseline")
 
 
 @pytest.fixture(scope="session")
-def sliding_windowtrain_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sliding_window_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_run(tmp_path_factory.mktemp("runs"), cache, SLIDING_WINDOW, "sliding_window")

@@ -10,6 +10,7 @@ cycle held together by a late import is still a cycle.
 from __future__ import annotations
 
 import ast
+import importlib
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,3 +146,9 @@ def test_a_cycle_and_an_upward_import_are_caught() -> None:
     assert layer_of("duoseg.core.interfaces.store") < layer_of("duoseg.core.registry")
     assert layer_of("duoseg.core.data.cache") < layer_of("duoseg.plugins.stores")
     assert layer_of("duoseg.core.records.preprocessing") == 0
+
+
+def test_every_module_imports() -> None:
+    """The fast loop (``-m "not slow"``) imports every module at least here."""
+    for name in sorted(package_modules()):
+        importlib.import_module(name)
