@@ -13,6 +13,15 @@ from duoseg.phantoms import phantom_cache
 from tests.runs import BASELINE, SLIDING_WINDOW, TWO_STAGE, train_run
 
 FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
+# A test that needs a trained run waits for one (minutes on 2 cores): slow, left out of
+# the fast loop (`-m "not slow"`), run by CI.
+TRAINED_RUNS = {"two_stage_run", "guided_run", "baseline_run", "sliding_window_run"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if TRAINED_RUNS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

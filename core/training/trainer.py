@@ -80,7 +80,7 @@ class Trainer:
         budget = TimeBudget(self.config.train.seconds, self.schedule, self.world)
         while state.stage < len(self.schedule.stages):
             stage = self.schedule.stages[state.stage]
-            state = self._train_stage(stage, state, checkpoint, budget.share(stage), budget)
+            state = self._train_stage(stage, state, checkpoint, budget)
             checkpoint = None
             score = self._validate(stage, state)
             state = replace(state, stage=state.stage + 1, step=0, seconds=0.0)
@@ -109,10 +109,10 @@ class Trainer:
         stage: Stage,
         state: TrainState,
         checkpoint: Checkpoint | None,
-        share: float,
         budget: TimeBudget,
     ) -> TrainState:
-        """Steps of ``stage`` until its iterations or its ``share`` of the time are done."""
+        """Steps of ``stage`` until its iterations or its share of the time are done."""
+        share = budget.share(stage)
         optimizer = self._optimizer(stage)
         if checkpoint is not None:
             checkpoint.restore(dict(self.networks), optimizer)
@@ -240,7 +240,7 @@ class Trainer:
             total = torch.stack(list(terms.values())).sum()
         optimizer.zero_grad(set_to_none=True)
         total.backward()  # type: ignore[no-untyped-call]
-        average_gradients([self.networks[role] for role in stage.train], self.world)
+        self._all_reduce(stage)
         if self.config.train.grad_clip > 0:
             params = [p for role in stage.train for p in self.networks[role].parameters()]
             torch.nn.utils.clip_grad_norm_(params, self.config.train.grad_clip)
@@ -250,6 +250,10 @@ class Trainer:
     def _autocast(self) -> Any:
         enabled = self.device.type == "cuda" and self.config.train.amp
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def _all_reduce(self, stage: Stage) -> None:
+        """Average the trained networks' gradients over the ranks (DDP)."""
+        average_gradients([self.networks[role] for role in stage.train], self.world)
 
     def _term(self, stage: Stage, term: LossTerm, outputs: dict[str, list[Part]]) -> Tensor:
         """The term's loss over a batch computed in parts: their mean, weighted by size."""
