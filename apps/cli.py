@@ -13,13 +13,16 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duoseg
 from duoseg.core.components import KINDS
 from duoseg.core.config import apply_override
 from duoseg.core.errors import DuosegError
 from duoseg.core.registry import load_plugins
+
+if TYPE_CHECKING:
+    from duoseg.core.records.preprocessing import Level
 
 EXIT_BAD_INPUT = 2
 EXIT_ENVIRONMENT = 1  # the disk, permissions: not the input's fault
@@ -150,7 +153,7 @@ def _add_predict(commands: Any) -> None:
         metavar="WRITER",
         help="output format, a writer plugin (built in: nifti, zarr, dicom-seg; `duoseg "
         "plugins` lists all; default: from OUTPUT); not the store plugin that cache build's "
-        "--format names",
+        "--store names",
     )
     predict.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     predict.add_argument("--case", action="append", help="case id(s) of a cache or DICOM folder")
@@ -357,11 +360,23 @@ def _add_cache(commands: Any) -> None:
     build = actions.add_parser("build", help="import a source folder into a cache")
     build.add_argument("source", type=Path, metavar="SRC_DIR")
     build.add_argument("cache", type=Path, metavar="CACHE")
-    build.add_argument("--format", default="zarr", help="store plugin (zarr, hdf5, ...)")
+    build.add_argument("--store", help="store plugin (zarr, hdf5, ...; default zarr)")
+    build.add_argument("--format", dest="old_format", help=argparse.SUPPRESS)  # deprecated
     build.add_argument("--importer", default="mmwhs", help="importer plugin (mmwhs, nifti, dicom)")
     build.add_argument("--labels", help="label map for --importer nifti or dicom: NAME=VALUE,...")
     build.add_argument("--codec", default="none", help="chunk codec (zarr: none, lz4, zstd)")
-    build.add_argument("--coarse-spacing", type=float, default=3.0, help="coarse level grid in mm")
+    build.add_argument(
+        "--level",
+        action="append",
+        default=[],
+        metavar="NAME=MM",
+        help="a resampled level every case gets, repeatable: its name and target spacing in "
+        "mm (coarse=3 is always there unless given otherwise: Net1's grid; the resampled "
+        "baseline reads baseline=2, its train.baseline_spacing)",
+    )
+    build.add_argument(
+        "--coarse-spacing", type=float, metavar="MM", help="the same as --level coarse=MM"
+    )
     build.add_argument(
         "--percentiles",
         type=float,
@@ -390,18 +405,59 @@ def _label_map(text: str | None) -> dict[str, Any]:
     return {"labels": labels}
 
 
+def _levels(items: list[str], coarse_mm: float | None) -> list[Level]:
+    """``--level NAME=MM`` items and ``--coarse-spacing``: the cache's levels, the coarse
+    one at 3 mm unless given."""
+    from duoseg.core.records.preprocessing import COARSE, DEFAULT_COARSE_TARGET_MM, Level
+
+    targets = {COARSE: DEFAULT_COARSE_TARGET_MM}
+    given: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        try:
+            target = float(value)
+        except ValueError:
+            target = math.nan
+        if not sep or not math.isfinite(target):
+            raise DuosegError(f"--level {item!r} is not NAME=MM (for instance baseline=2)")
+        if given.get(name, target) != target:
+            raise DuosegError(f"--level {name.strip()} is given twice, at {given[name]:g} and "
+                              f"{target:g} mm")  # fmt: skip
+        given[name] = target
+    if coarse_mm is not None:
+        if given.get(COARSE, coarse_mm) != coarse_mm:
+            raise DuosegError(f"--coarse-spacing {coarse_mm:g} and --level coarse="
+                              f"{given[COARSE]:g} disagree; give one")  # fmt: skip
+        given[COARSE] = coarse_mm
+    return [Level(name, target) for name, target in {**targets, **given}.items()]
+
+
+def _store_name(args: argparse.Namespace) -> str:
+    if args.old_format is None:
+        return str(args.store or "zarr")
+    if args.store is not None and args.store != args.old_format:
+        raise DuosegError(f"--store {args.store} and --format {args.old_format} disagree; "
+                          "give --store only")  # fmt: skip
+    print("duoseg: warning: cache build --format is deprecated and will be removed; use "
+          f"--store {args.old_format} (--format names predict's output format)",
+          file=sys.stderr)  # fmt: skip
+    return str(args.old_format)
+
+
 def _cache_build(args: argparse.Namespace) -> int:
     from duoseg.core.data.cache_build import build_cache, describe_report
 
+    levels = _levels(args.level, args.coarse_spacing)  # before any plugin loads
     registry = load_plugins()
     importer = registry.build("importer", args.importer, **_label_map(args.labels))
-    store = registry.build("store", args.format, codec=args.codec)
+    store = registry.build("store", _store_name(args), codec=args.codec)
     report = build_cache(
         args.source,
         args.cache,
         importer=importer,
         store=store,
-        coarse_spacing=args.coarse_spacing,
+        levels=levels,
         percentiles=tuple(args.percentiles),
         progress=True,
     )

@@ -16,6 +16,8 @@ from duoseg.core.data.cache_build import build_cache
 from duoseg.core.errors import DataError
 from duoseg.phantoms import phantom_cache, write_phantoms
 
+from benchmarks.training_setup import MMWHS_DATA
+
 BIG = (512, 512, 256)
 BIG_CASES = 20
 
@@ -49,7 +51,8 @@ def big_cache(registry: Registry, store: str = "zarr", cases: int = BIG_CASES) -
                 link.symlink_to(path)
         source = subset
     build_cache(source, target, importer=registry.build("importer", "mmwhs"),
-                store=registry.build("store", store), progress=True)  # fmt: skip
+                store=registry.build("store", store), progress=True,
+                levels=MMWHS_DATA.levels)  # fmt: skip
     return target
 
 
@@ -59,13 +62,15 @@ def depth_cache(registry: Registry, depth: int, seed: int = 77) -> Path:
     root = data_root() / f"depth-{depth}"
     if _complete(root / "cache.zarr", registry):
         return root / "cache.zarr"
-    return phantom_cache(root, cases=1, size=(512, 512, depth), seed=seed)
+    return phantom_cache(root, cases=1, size=(512, 512, depth), seed=seed,
+                         levels=MMWHS_DATA.targets())  # fmt: skip
 
 
 def _complete(target: Path, registry: Registry) -> bool:
-    """Whether ``target`` is a cache that opens as complete (so it can be reused)."""
+    """Whether ``target`` is a cache that opens as complete with the levels the benchmarks'
+    methods read (so it can be reused; an older one is rebuilt, adding the 2 mm level)."""
     try:
-        open_cache(target, registry).close()
+        with open_cache(target, registry) as cache:
+            return cache.preprocessing.levels == MMWHS_DATA.levels
     except DataError:
         return False
-    return True

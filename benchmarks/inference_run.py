@@ -77,7 +77,7 @@ def duoseg_run(
     if mode == "two_stage":
         box = [hi - lo for lo, hi in report.roi]
         net2 = network_cost(model.networks["net2"], (1, 2, report.slab + 8, box[1], box[2]))
-        net1 = network_cost(model.networks["net1"], (1, 1, *case.meta.coarse_shape))
+        net1 = network_cost(model.networks["net1"], (1, 1, *case.meta.coarse.shape))
         flops = net2.flops_per_output_voxel * int(np.prod(box)) + net1.flops
     elif mode == "sliding_window":
         windows = report.details["windows"]

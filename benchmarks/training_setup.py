@@ -12,10 +12,10 @@ from duoseg.core.training.trainer import Trainer, config_as_dict
 from duoseg.plugins.importers import MMWHS_LABELS
 
 # How phantom data are prepared, for models built with random weights.
-MMWHS_DATA = Preprocessing(
+MMWHS_DATA = Preprocessing.with_targets(
+    {"coarse": 3.0, "baseline": 2.0},  # the baseline's 2 mm level, as the demo's cache
     class_names=("background", *MMWHS_LABELS),
     label_values=(0, *MMWHS_LABELS.values()),
-    baseline_spacing=2.0,
 )
 
 

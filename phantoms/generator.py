@@ -736,9 +736,12 @@ def phantom_cache(
     seed: int = 0,
     modality: Modality = "ct",
     chunks: tuple[int, int, int] | None = None,
+    levels: dict[str, float] | None = None,
 ) -> Path:
-    """Phantom NIfTI pairs in ``root/src`` built into the Zarr cache ``root/cache.zarr``."""
+    """Phantom NIfTI pairs in ``root/src`` built into the Zarr cache ``root/cache.zarr``
+    with ``levels`` (``{name: target mm}``; default: the coarse level at 3 mm)."""
     from duoseg.core.data.cache_build import build_cache
+    from duoseg.core.records.preprocessing import DEFAULT_LEVELS, Level
     from duoseg.core.registry import load_plugins
 
     root = Path(root)
@@ -753,6 +756,10 @@ def phantom_cache(
     registry = load_plugins(entry_points=False)
     store = registry.build("store", "zarr", **({"chunks": chunks} if chunks else {}))
     build_cache(
-        root / "src", root / "cache.zarr", importer=registry.build("importer", "mmwhs"), store=store
+        root / "src",
+        root / "cache.zarr",
+        importer=registry.build("importer", "mmwhs"),
+        store=store,
+        levels=DEFAULT_LEVELS if levels is None else [Level(n, t) for n, t in levels.items()],
     )
     return root / "cache.zarr"

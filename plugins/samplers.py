@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from duoseg.core import Component, hookimpl
-from duoseg.core.data.grid import downsample_image, downsample_label
 from duoseg.core.errors import ConfigError, DataError
 from duoseg.core.interfaces.sampler import (
     IMAGE_PAD,
@@ -59,14 +58,14 @@ def pick_voxel(case: CacheCase, cls: int, rng: np.random.Generator) -> NDArray[n
 class PatchSampler(Sampler):
     """Cubic patches whose edge is drawn per batch from ``sizes``.
 
-    Edges count full-resolution voxels; when the trainer sets ``grid_mm`` (a resampled
-    baseline), they count voxels of that isotropic grid instead: the sampler reads the
-    full-resolution box covering ``edge * grid_mm`` mm per axis and resamples it to
-    ``edge`` voxels per axis, the image by area averaging and the label by majority,
-    as the cache's coarse level is made.
+    Edges count full-resolution voxels; when the trainer sets ``level`` (a resampled
+    baseline's working grid, say the 2 mm ``baseline`` level), they count voxels of
+    that cache level, and the patch is read from the level's image and label around
+    the level voxel holding the centre drawn at full resolution: a 64-voxel patch at
+    2 mm reads 64^3 voxels, not the ~280 x 280 x 200 full-resolution ones it covers.
     """
 
-    resamples = True
+    reads_levels = True
 
     def __init__(
         self,
@@ -82,43 +81,40 @@ class PatchSampler(Sampler):
         self.sizes = tuple(int(s) for s in sizes)
         self.allow_padding = allow_padding
 
+    def _grid(self, case: CacheCase) -> tuple[int, int, int]:
+        """The shape of the grid patches are cut from."""
+        return case.meta.shape if self.level is None else case.meta.level(self.level).shape
+
     def _size(self, case: CacheCase, batch_rng: np.random.Generator) -> NDArray[np.int64]:
         """The edge drawn for this batch, as (z, y, x) sizes of the grid sampled on."""
         edge = int(batch_rng.choice(self.sizes))
-        box = self._box(np.full(3, edge), case)
-        if not self.allow_padding and any(b > n for b, n in zip(box, case.meta.shape, strict=True)):
-            covers = "" if self.grid_mm is None else f" ({tuple(int(b) for b in box)} voxels)"
+        grid = self._grid(case)
+        if not self.allow_padding and edge > min(grid):
+            on = "" if self.level is None else f" level {self.level!r} of"
             raise DataError(
-                f"patch size {edge}{covers} exceeds case {case.case_id} of shape "
-                f"{case.meta.shape} and allow_padding is false"
+                f"patch size {edge} exceeds{on} case {case.case_id} of shape {grid} "
+                "and allow_padding is false"
             )
         return np.full(3, edge)
 
-    def _box(self, size: NDArray[np.int64], case: CacheCase) -> NDArray[np.int64]:
-        """The full-resolution voxels a patch of ``size`` covers."""
-        if self.grid_mm is None:
-            return size
-        spacing = np.asarray(case.meta.spacing)
-        box: NDArray[np.float64] = np.maximum(1, np.round(size * self.grid_mm / spacing))
-        return box.astype(np.int64)
-
     def _patch(self, case: CacheCase, centre: NDArray[np.int64], size: NDArray[np.int64]) -> Sample:
-        assert case.label is not None
-        box = self._box(size, case)
-        origin = centre - box // 2
+        """The patch of ``size`` around the full-resolution voxel ``centre``."""
+        image, label, grid = case.image, case.label, np.asarray(case.meta.shape)
+        if self.level is not None:
+            level = case.level(self.level)
+            image, label, full = level.image, level.label, grid
+            grid = np.asarray(image.shape)
+            centre = (2 * centre + 1) * grid // (2 * full)  # the level voxel holding it
+        assert label is not None  # checked by Sampler.sample
+        origin = centre - size // 2
         if not self.allow_padding:
-            origin = np.clip(origin, 0, np.asarray(case.meta.shape) - box)
-        image = read_padded(case.image, origin, box, IMAGE_PAD)
-        label = read_padded(case.label, origin, box, LABEL_PAD)
-        if self.grid_mm is None:
-            return as_sample(case, image, label, origin, "full")
-        shape = (int(size[0]), int(size[1]), int(size[2]))
+            origin = np.clip(origin, 0, grid - size)
         return as_sample(
             case,
-            downsample_image(image, shape),
-            downsample_label(label, shape, case.meta.classes),
+            read_padded(image, origin, size, IMAGE_PAD),
+            read_padded(label, origin, size, LABEL_PAD),
             origin,
-            "grid",
+            self.level or "full",
         )
 
 
@@ -184,7 +180,7 @@ class WholeCoarseSampler(Sampler):
         return as_sample(case, case.coarse_image[...], case.coarse_label[...], (0, 0, 0), "coarse")
 
     def sample_shape(self, meta: CaseMeta) -> tuple[int, ...] | None:
-        return meta.coarse_shape
+        return meta.coarse.shape
 
 
 class AxialStackSampler(Sampler):

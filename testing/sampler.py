@@ -63,9 +63,10 @@ class SamplerConformance(ComponentSuite):
         case = phantom_cache.case(phantom_cache.cases()[1])
         for index in range(self.draws):
             sample = sampler.sample(case, epoch=0, index=index)
-            coarse = sample.level == "coarse"
-            image = (case.coarse_image if coarse else case.image)[...].astype(np.float32)
-            labels = case.coarse_label if coarse else case.label
+            full = sample.level == "full"
+            grid = None if full else case.level(sample.level)
+            image = (case.image if grid is None else grid.image)[...].astype(np.float32)
+            labels = case.label if grid is None else grid.label
             assert labels is not None
             label = labels[...]
             assert sample.image.dtype == np.float32 and sample.image.ndim == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,8 @@ from duoseg.core.errors import DataError
 from duoseg.core.interfaces.store import (
     CaseArrays,
     CaseMeta,
+    LevelArrays,
+    LevelMeta,
     VolumeStore,
     array_digest,
     completion_record,
@@ -23,7 +26,6 @@ from duoseg.core.registry import Registry
 from duoseg.testing.suite import (
     ComponentSuite,
 )
-from numpy.typing import NDArray
 
 
 class StoreConformance(ComponentSuite):
@@ -61,17 +63,19 @@ class StoreConformance(ComponentSuite):
         rng = np.random.default_rng(seed)
         image = rng.uniform(-1, 1, self.shape).astype(np.float16)
         label = rng.integers(0, len(self.class_names), self.shape, dtype=np.uint8)
-        coarse_image, coarse_label = image[::2, ::2, ::2].copy(), label[::2, ::2, ::2].copy()
-        volumes: dict[str, NDArray[Any]] = {"image": image, "label": label}
-        volumes.update(coarse_image=coarse_image, coarse_label=coarse_label)
         spacing = (2.0, 0.75, 0.8)
+        # Two levels, every step 2 and 3 along each axis: a store writes whatever it gets.
+        levels = {name: LevelArrays(
+            LevelMeta(float(step), _shape3(image[::step, ::step, ::step].shape),
+                      (spacing[0] * step, spacing[1] * step, spacing[2] * step)),
+            image[::step, ::step, ::step].copy(), label[::step, ::step, ::step].copy(),
+        ) for name, step in (("coarse", 2), ("baseline", 3))}  # fmt: skip
         affine = np.diag([*spacing[::-1], 1.0]).tolist()
         meta = CaseMeta(
             case_id=case_id,
             shape=self.shape,
             spacing=spacing,
-            coarse_shape=(coarse_image.shape[0], coarse_image.shape[1], coarse_image.shape[2]),
-            coarse_spacing=(4.0, 1.5, 1.6),
+            levels={name: level.meta for name, level in levels.items()},
             canonical_affine=affine,
             source_affine=affine,
             source_shape=(self.shape[2], self.shape[1], self.shape[0]),
@@ -80,10 +84,11 @@ class StoreConformance(ComponentSuite):
             normalisation={"low": -100.0, "high": 300.0},
             checksums={"image": f"{seed:064x}", "label": f"{seed + 1:064x}"},
             has_label=True,
-            digests={name: array_digest(v, store.chunks) for name, v in volumes.items()},
         )
         counts = class_counts(label, store.chunks, len(self.class_names))
-        return CaseArrays(meta, image, label, coarse_image, coarse_label, counts)
+        arrays = CaseArrays(meta, image, label, levels, counts)
+        digests = {k: array_digest(v, store.chunks) for k, v in arrays.volumes().items()}
+        return dataclasses.replace(arrays, meta=dataclasses.replace(meta, digests=digests))
 
     def write(
         self, store: VolumeStore, path: Path, cases: Sequence[CaseArrays], drop: Sequence[str] = ()
@@ -97,10 +102,12 @@ class StoreConformance(ComponentSuite):
                 kept.add(case.meta.case_id)
             for case_id in drop:
                 writer.drop_case(case_id)
-            plan = Preprocessing(
-                class_names=self.class_names, label_values=tuple(range(len(self.class_names)))
+            preprocessing = Preprocessing.with_targets(
+                {"coarse": 2.0, "baseline": 3.0},
+                class_names=self.class_names,
+                label_values=tuple(range(len(self.class_names))),
             )
-            writer.commit(completion_record(sorted(kept), store.name, plan.as_dict()))
+            writer.commit(completion_record(sorted(kept), store.name, preprocessing.as_dict()))
         except BaseException:
             writer.abort()
             raise
@@ -119,8 +126,8 @@ class StoreConformance(ComponentSuite):
             for written in cases:
                 case = cache.case(written.meta.case_id)
                 assert case.meta == written.meta, f"read {case.meta}, wrote {written.meta}"
-                for name in ("image", "label", "coarse_image", "coarse_label"):
-                    array, expected = getattr(case, name), getattr(written, name)
+                for name, expected in written.volumes().items():
+                    array = case.volumes()[name]
                     assert (array.shape, array.dtype) == (expected.shape, expected.dtype), name
                     np.testing.assert_array_equal(array[...], expected, err_msg=name)
                 box = (slice(3, 9), slice(5, 12), slice(2, 7))  # across chunk borders
@@ -188,3 +195,7 @@ class StoreConformance(ComponentSuite):
                 image[...]
             (problem,) = cache.verify()
             assert "case_a" in problem and "(1, 0, 0)" in problem
+
+
+def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    return (shape[0], shape[1], shape[2])

@@ -48,7 +48,8 @@ def install_fixture_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable
 @pytest.fixture(scope="session")
 def cache(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("train")
-    return phantom_cache(root, cases=4, size=(48, 40, 32), seed=7, chunks=(8, 16, 16))
+    return phantom_cache(root, cases=4, size=(48, 40, 32), seed=7, chunks=(8, 16, 16),
+                         levels={"coarse": 3.0, "baseline": 2.0})  # fmt: skip
 
 
 @pytest.fixture(scope="session")

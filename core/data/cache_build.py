@@ -12,7 +12,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +21,6 @@ from duoseg.core.data.preprocessing import prepare_case
 from duoseg.core.errors import DataError
 from duoseg.core.interfaces.importer import Importer, SourcePair, file_checksum, image_checksum
 from duoseg.core.interfaces.store import (
-    ARRAYS,
     CaseArrays,
     CaseMeta,
     VolumeStore,
@@ -29,8 +28,9 @@ from duoseg.core.interfaces.store import (
     completion_record,
 )
 from duoseg.core.records.preprocessing import (
-    DEFAULT_COARSE_SPACING,
+    DEFAULT_LEVELS,
     DEFAULT_PERCENTILES,
+    Level,
     Preprocessing,
     class_table,
 )
@@ -79,7 +79,7 @@ def build_cache(
     *,
     importer: Importer,
     store: VolumeStore,
-    coarse_spacing: float = DEFAULT_COARSE_SPACING,
+    levels: Sequence[Level] = DEFAULT_LEVELS,
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     progress: bool = False,
 ) -> BuildReport:
@@ -87,10 +87,12 @@ def build_cache(
 
     A cached case is kept when its source files and the preprocessing it was made with
     are unchanged; otherwise it is prepared again, so one cache never mixes two ways
-    of preparing data. The completion record carries the preprocessing record."""
+    of preparing data (adding a level prepares every case again). ``levels`` are the
+    resampled grids each case gets; the ``coarse`` level must be among them. The
+    completion record carries the preprocessing record."""
     from tqdm import tqdm
 
-    plan = Preprocessing(percentiles=percentiles, coarse_spacing=coarse_spacing)
+    preprocessing = Preprocessing(percentiles=percentiles, levels=tuple(levels))
     source, target = Path(source), Path(target)
     start = time.perf_counter()
     report = BuildReport()
@@ -102,7 +104,7 @@ def build_cache(
             cached = writer.case_metas()
             metas: list[CaseMeta] = []
             for pair in tqdm(pairs, desc=f"cache {target.name}", unit="case", disable=not progress):
-                checksums = {**source_checksums(pair), "plan": plan.digest()}
+                checksums = {**source_checksums(pair), "plan": preprocessing.digest()}
                 previous = cached.get(pair.case_id)
                 if previous is not None and previous.checksums == checksums:
                     report.skipped.append(pair.case_id)
@@ -110,7 +112,7 @@ def build_cache(
                     continue
                 case = importer.load(pair)
                 arrays = _with_digests(
-                    prepare_case(case, plan, checksums=checksums, chunks=store.chunks),
+                    prepare_case(case, preprocessing, checksums=checksums, chunks=store.chunks),
                     store.chunks,
                 )
                 writer.write_case(arrays)
@@ -121,7 +123,7 @@ def build_cache(
             for case_id in sorted(set(cached) - wanted):
                 writer.drop_case(case_id)
                 report.dropped.append(case_id)
-            record = _record_of(plan, metas, target)
+            record = _record_of(preprocessing, metas, target)
             writer.commit(completion_record(sorted(wanted), store.name, record.as_dict()))
         except BaseException:
             writer.abort()
@@ -132,13 +134,12 @@ def build_cache(
 
 def _with_digests(arrays: CaseArrays, chunks: tuple[int, ...]) -> CaseArrays:
     """Digests of the volumes (the class index is derived from the label)."""
-    volumes = {name: getattr(arrays, name) for name in ARRAYS if name != "class_counts"}
-    digests = {k: array_digest(v, chunks) for k, v in volumes.items() if v is not None}
+    digests = {k: array_digest(v, chunks) for k, v in arrays.volumes().items()}
     return replace(arrays, meta=replace(arrays.meta, digests=digests))
 
 
-def _record_of(plan: Preprocessing, metas: list[CaseMeta], target: Path) -> Preprocessing:
-    """The plan with the cases' classes, which every case must share."""
+def _record_of(preprocessing: Preprocessing, metas: list[CaseMeta], target: Path) -> Preprocessing:
+    """The record with the cases' classes, which every case must share."""
     first = metas[0]
     for meta in metas[1:]:
         if (meta.class_names, meta.label_values) != (first.class_names, first.label_values):
@@ -148,7 +149,7 @@ def _record_of(plan: Preprocessing, metas: list[CaseMeta], target: Path) -> Prep
                 f"has {class_table(first.class_names, first.label_values)}; one cache holds "
                 "one label set"
             )
-    return replace(plan, class_names=first.class_names, label_values=first.label_values)
+    return replace(preprocessing, class_names=first.class_names, label_values=first.label_values)
 
 
 def describe_report(report: BuildReport) -> str:

@@ -11,8 +11,9 @@ their own paths, so the metadata points at them where they are:
   NGFF also reserves the name ``labels`` for an image's group of label images:
   ome-zarr-py (napari's reader) and neuroglancer read this layout, but a strict
   validator (ome-zarr-models) refuses an array of that name;
-- a cache's case group is an image, ``image`` then ``coarse_image``, and a second
-  multiscale named ``label`` (``label``, ``coarse_label``). NGFF wants a label image
+- a cache's case group is an image, ``image`` then its levels' images from fine to
+  coarse (``baseline_image``, ``coarse_image``), and a second multiscale named
+  ``label`` (``label``, ``baseline_label``, ``coarse_label``). NGFF wants a label image
   in a group of its own under ``labels/``; the cache's label arrays sit beside the
   image, so they get no ``image-label`` there.
 
@@ -113,20 +114,21 @@ def prediction_metadata(meta: CaseMeta) -> dict[str, Any]:
 
 
 def cache_metadata(meta: CaseMeta) -> dict[str, Any]:
-    """The ``ome`` attributes of a cache's case group: the image at full and coarse
-    resolution and, for a labelled case, the label likewise as a second multiscale."""
+    """The ``ome`` attributes of a cache's case group: the image at full resolution and
+    on its levels and, for a labelled case, the label likewise as a second multiscale."""
 
-    def levels(full: str, coarse: str) -> list[tuple[str, Sequence[float]]]:
-        # NGFF levels go from fine to coarse on every axis: a coarse grid finer than the
-        # data on some axis (thick slices, a small phantom) is no level of it.
-        found: list[tuple[str, Sequence[float]]] = [(full, meta.spacing)]
-        if all(c >= s for c, s in zip(meta.coarse_spacing, meta.spacing, strict=True)):
-            found.append((coarse, meta.coarse_spacing))
+    def levels(suffix: str) -> list[tuple[str, Sequence[float]]]:
+        # NGFF levels go from fine to coarse on every axis: a level finer than the one
+        # before on some axis (thick slices, a small phantom) is left out.
+        found: list[tuple[str, Sequence[float]]] = [(suffix, meta.spacing)]
+        for name, level in sorted(meta.levels.items(), key=lambda item: item[1].target_mm):
+            if all(c >= s for c, s in zip(level.spacing, found[-1][1], strict=True)):
+                found.append((f"{name}_{suffix}", level.spacing))
         return found
 
-    found = [multiscale(meta.case_id, levels("image", "coarse_image"), "local_mean")]
+    found = [multiscale(meta.case_id, levels("image"), "local_mean")]
     if meta.has_label:
-        found.append(multiscale("label", levels("label", "coarse_label"), "mode"))
+        found.append(multiscale("label", levels("label"), "mode"))
     return {"version": VERSION, "multiscales": found}
 
 

@@ -1,10 +1,10 @@
 """The one builder of prepared cases (nnU-Net's preprocessing, shared by every path).
 
 :func:`prepare_case` prepares an imported case as a preprocessing record
-(:class:`~duoseg.core.records.preprocessing.Preprocessing`) says. ``duoseg cache build``
-runs it, and prediction of a new image prepares that image with it from the
-checkpoint's record, so a network never sees data prepared otherwise than its
-training data.
+(:class:`~duoseg.core.records.preprocessing.Preprocessing`) says: normalised intensities
+and every level's resampled grid. ``duoseg cache build`` runs it, and prediction of a new
+image prepares that image with it from the checkpoint's record, so a network never sees
+data prepared otherwise than its training data.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 from duoseg.core.data.grid import downsample_image, downsample_label, grid_shape
 from duoseg.core.errors import DataError
 from duoseg.core.interfaces.importer import ImportedCase
-from duoseg.core.interfaces.store import CaseArrays, CaseMeta
-from duoseg.core.records.preprocessing import Preprocessing, class_table
+from duoseg.core.interfaces.store import CaseArrays, CaseMeta, LevelArrays, LevelMeta
+from duoseg.core.records.preprocessing import Level, Preprocessing, class_table
 from numpy.typing import NDArray
 
 
@@ -54,41 +54,37 @@ def class_counts(
 
 def prepare_case(
     case: ImportedCase,
-    plan: Preprocessing,
+    preprocessing: Preprocessing,
     *,
     checksums: dict[str, str],
     chunks: tuple[int, ...],
 ) -> CaseArrays:
-    """Everything a cache stores for one imported case, prepared as ``plan`` says.
+    """Everything a cache stores for one imported case, prepared as ``preprocessing`` says.
 
     The one builder: ``duoseg cache build`` and prediction of a new image both call it.
     ``chunks`` is the label's chunk shape, the block of the class index."""
-    if plan.class_names and (case.class_names, case.label_values) != (
-        plan.class_names,
-        plan.label_values,
+    if preprocessing.class_names and (case.class_names, case.label_values) != (
+        preprocessing.class_names,
+        preprocessing.label_values,
     ):
         raise DataError(
             f"case {case.case_id}: classes {class_table(case.class_names, case.label_values)} "
             f"differ from the preprocessing record's "
-            f"{class_table(plan.class_names, plan.label_values)}"
+            f"{class_table(preprocessing.class_names, preprocessing.label_values)}"
         )
-    image, normalisation = normalise(case.image, plan.percentiles)
-    small = grid_shape(image.shape, case.spacing, plan.coarse_spacing)
-    coarse = downsample_image(image, small)
+    image, normalisation = normalise(case.image, preprocessing.percentiles)
     classes = len(case.class_names)
-    label = coarse_label = None
+    label = case.label
     counts = np.zeros((0, 0, 0, classes), np.int64)
-    if case.label is not None:
-        label = case.label
-        coarse_label = downsample_label(label, small, classes)
+    if label is not None:
         counts = class_counts(label, chunks, classes)
-    extent = [n * s for n, s in zip(image.shape, case.spacing, strict=True)]
+    levels = {lv.name: level_arrays(image, label, case.spacing, lv, classes)
+              for lv in preprocessing.levels}  # fmt: skip
     meta = CaseMeta(
         case_id=case.case_id,
         shape=(image.shape[0], image.shape[1], image.shape[2]),
         spacing=case.spacing,
-        coarse_shape=small,
-        coarse_spacing=(extent[0] / small[0], extent[1] / small[1], extent[2] / small[2]),
+        levels={name: arrays.meta for name, arrays in levels.items()},
         canonical_affine=case.canonical_affine.tolist(),
         source_affine=case.source_affine.tolist(),
         source_shape=case.source_shape,
@@ -97,6 +93,24 @@ def prepare_case(
         normalisation=normalisation,
         checksums=checksums,
         has_label=label is not None,
-        coarse_target=plan.coarse_spacing,
     )
-    return CaseArrays(meta, image, label, coarse, coarse_label, counts)
+    return CaseArrays(meta, image, label, levels, counts)
+
+
+def level_arrays(
+    image: NDArray[np.float16],
+    label: NDArray[np.uint8] | None,
+    spacing: tuple[float, float, float],
+    level: Level,
+    classes: int,
+) -> LevelArrays:
+    """One level of a case: the image area-averaged onto the level's grid, the label by
+    majority, and the grid's measured spacing (the extent over the voxel count)."""
+    shape = grid_shape(image.shape, spacing, level.target_mm)
+    extent = [n * s for n, s in zip(image.shape, spacing, strict=True)]
+    measured = (extent[0] / shape[0], extent[1] / shape[1], extent[2] / shape[2])
+    return LevelArrays(
+        LevelMeta(level.target_mm, shape, measured),
+        downsample_image(image, shape),
+        None if label is None else downsample_label(label, shape, classes),
+    )

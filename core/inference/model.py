@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 from duoseg.core.data.preprocessing import prepare_case
-from duoseg.core.errors import ConfigError, PredictError
+from duoseg.core.errors import ConfigError, DataError, PredictError
 from duoseg.core.inference.package import model_records, open_model
 from duoseg.core.interfaces.importer import ImportedCase
 from duoseg.core.interfaces.method import Model
-from duoseg.core.interfaces.store import CacheCase, ChunkedArray
+from duoseg.core.interfaces.store import CacheCase, CaseLevel, ChunkedArray
+from duoseg.core.records.preprocessing import require_levels
 from duoseg.core.registry import Registry
 from duoseg.core.training.weights import load_into
 from numpy.typing import NDArray
@@ -26,6 +27,11 @@ def load_model(path: Path, registry: Registry, device: str = "cpu") -> Model:
     checkpoint = open_model(path, registry)
     where = checkpoint.path
     preprocessing, config, method = model_records(checkpoint, registry)
+    try:  # prediction prepares the levels the record lists: the method's must be there
+        require_levels(preprocessing, method.levels(config.train), owner=f"the model of {path}",
+                       needs=f"method {method}")  # fmt: skip
+    except DataError as exc:
+        raise PredictError(str(exc)) from None
     target = torch.device(device)
     networks = {}
     for role, ref in config.networks.items():
@@ -56,11 +62,6 @@ def case_from_image(image: ImportedCase, model: Model) -> CacheCase:
     arrays = prepare_case(image, model.preprocessing, checksums={}, chunks=image.image.shape)
     meta = arrays.meta
     where = f"input {meta.case_id}"
-    return CacheCase(
-        meta,
-        MemoryArray(arrays.image, where),
-        None,
-        MemoryArray(arrays.coarse_image, where),
-        None,
-        arrays.class_counts,
-    )
+    levels = {name: CaseLevel(MemoryArray(level.image, f"{where}, level {name}"), None)
+              for name, level in arrays.levels.items()}  # fmt: skip
+    return CacheCase(meta, MemoryArray(arrays.image, where), None, levels, arrays.class_counts)

@@ -94,6 +94,7 @@ def _cache_inputs(source: Path, model: Model, registry: Registry, cases: list[st
             cache.preprocessing,
             ours=f"the model of {model.source or model.checkpoint}",
             theirs=f"cache {source}",
+            cache=str(source),
         )
     except DataError as exc:
         raise PredictError(

@@ -7,6 +7,8 @@ metrics - and asks the method for the rest:
 
 * :attr:`Method.roles`: the network roles it combines (``[networks.<role>]`` in a
   config), and :meth:`Method.check`: whether the networks and schedule fit together;
+* :meth:`Method.levels`: the cache's resampled levels it reads (its working grids),
+  which ``train`` and ``predict`` require of the cache and of the model's record;
 * for each kind of stage a schedule names (:attr:`Stage.kind`), the forward pass from
   an augmented batch to each role's (scores, target) parts - :meth:`Method.forward` -
   and what validation compares - :meth:`Method.validate`;
@@ -34,8 +36,8 @@ from duoseg.core.interfaces.network import SegmentationNetwork
 from duoseg.core.interfaces.sampler import Sampler
 from duoseg.core.interfaces.schedule import Schedule, Stage
 from duoseg.core.interfaces.store import CacheCase, CacheReader, CaseMeta
-from duoseg.core.records.config import parse
-from duoseg.core.records.preprocessing import Preprocessing
+from duoseg.core.records.config import TrainConfig, parse
+from duoseg.core.records.preprocessing import Level, Preprocessing
 from numpy.typing import NDArray
 from torch import Tensor
 
@@ -175,6 +177,12 @@ class Method(ABC):
         self, networks: Mapping[str, SegmentationNetwork], schedule: Schedule | None
     ) -> None:
         """Method-specific compatibility checks (channels, K against a sampler's k)."""
+
+    def levels(self, train: TrainConfig) -> tuple[Level, ...]:
+        """The cache levels (name, target spacing) the method reads besides the
+        full-resolution arrays, for the run's ``train`` settings; default none. The
+        ``coarse`` level is in every cache: declare it only to pin its spacing."""
+        return ()
 
     # ------------------------------------------------------------------ training
 

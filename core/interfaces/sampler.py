@@ -32,7 +32,8 @@ class Sample:
     """Image (1, z, y, x) float32, label (z', y, x) int64, and where they came from.
 
     ``origin`` is the grid index of the sample's first voxel in the case (negative
-    where the sample starts in the padding); ``level`` is ``"full"`` or ``"coarse"``.
+    where the sample starts in the padding) on the grid it was drawn from; ``level``
+    names that grid: ``"full"`` or a cache level (``"coarse"``, ``"baseline"``, ...).
     """
 
     image: NDArray[np.float32]
@@ -73,20 +74,21 @@ class Sampler(ABC):
         seed: the run's seed; with ``epoch`` and ``index`` it fixes every draw.
         batch_size: samples per batch, for samplers whose size varies per batch.
 
-    ``grid_mm``, when a method sets it (``Method.adapt_sampler``), asks for samples
-    resampled to an isotropic grid of that spacing (a resampled baseline's own grid);
-    samplers that can do so set ``resamples``, the others refuse it.
+    ``level``, when a method sets it (``Method.adapt_sampler``), asks for samples drawn
+    from that cache level instead of the full-resolution arrays (a resampled
+    baseline's own grid); samplers that can do so set ``reads_levels``, the others
+    refuse it.
     """
 
     needs_label = True
-    resamples = False
+    reads_levels = False
 
     def __init__(self, *, seed: int = 0, batch_size: int = 1) -> None:
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
         self.seed = seed
         self.batch_size = batch_size
-        self.grid_mm: float | None = None
+        self.level: str | None = None
 
     def sample_shape(self, meta: CaseMeta) -> tuple[int, ...] | None:
         """The image shape drawn from a case of ``meta`` where the case fixes it (whole
@@ -98,8 +100,8 @@ class Sampler(ABC):
         name = type(self).__name__
         if self.needs_label and case.label is None:
             raise DataError(f"{name}: case {case.case_id} has no label")
-        if self.grid_mm is not None and not self.resamples:
-            raise DataError(f"{name} cannot resample its samples to a {self.grid_mm} mm grid")
+        if self.level is not None and not self.reads_levels:
+            raise DataError(f"{name} cannot draw its samples from level {self.level!r}")
         rng = np.random.default_rng([self.seed, epoch, index, 0])
         batch_rng = np.random.default_rng([self.seed, epoch, index // self.batch_size, 1])
         return self._sample(case, rng, batch_rng)

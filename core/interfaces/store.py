@@ -4,7 +4,10 @@ One cache holds cases; each case has, as lazily read (z, y, x) arrays:
 
 - ``image``: intensities normalised to [-1, 1] (float16; parameters in ``meta``),
 - ``label``: class indices (uint8), absent for unlabelled cases,
-- ``coarse_image`` / ``coarse_label``: the same at the coarse spacing (default 3 mm),
+- per level (a resampled grid, :class:`LevelMeta`) ``<level>_image`` /
+  ``<level>_label``: the same on that grid - ``coarse_image`` / ``coarse_label`` for the
+  ``coarse`` level every cache has (Net1's, 3 mm by default), ``baseline_image`` /
+  ``baseline_label`` for a 2 mm level a cache built with ``--level baseline=2`` adds,
 
 plus ``class_counts``: per block of the label's chunk grid, per class, the voxel
 count, so that class-balanced sampling picks a block and then reads one chunk only.
@@ -30,13 +33,15 @@ from typing import Any, Final
 
 import numpy as np
 from duoseg.core.errors import DataError
-from duoseg.core.records.preprocessing import Preprocessing
+from duoseg.core.records.preprocessing import COARSE, Preprocessing
 from numpy.typing import NDArray
 
 CACHE_FORMAT: Final = "duoseg-cache"
-CACHE_VERSION: Final = 2  # 2: the completion record holds the preprocessing record
+# 2: the completion record holds the preprocessing record; 3: named levels (a version 2
+# cache reads as one holding the coarse level only: its layout is version 3's).
+CACHE_VERSION: Final = 3
+READABLE_VERSIONS: Final = (2, 3)
 COMPLETION_FILE: Final = "duoseg-complete.json"  # a cache's or an output's record, written last
-ARRAYS: Final = ("image", "label", "coarse_image", "coarse_label", "class_counts")
 # Chosen by benchmark (docs/data.md): uncompressed (16, 128, 128) chunks read 924
 # random 64^3 image+label pairs/s and 325 K=9 stacks of 512^2 slices/s on 2 cores.
 DEFAULT_CHUNKS: Final = (16, 128, 128)
@@ -56,6 +61,28 @@ def check_case_id(case_id: str, where: Path) -> str:
     return case_id
 
 
+def level_array_names(level: str) -> tuple[str, str]:
+    """The names of a level's image and label arrays in a case."""
+    return f"{level}_image", f"{level}_label"
+
+
+@dataclass(frozen=True)
+class LevelMeta:
+    """One level of a case: the spacing asked for (``target_mm``, the preprocessing
+    record's setting) and the grid it gave, whose ``spacing`` is measured per axis (the
+    case's extent over the voxel count: near, not equal to, the target)."""
+
+    target_mm: float
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+
+    @classmethod
+    def from_raw(cls, raw: Any) -> LevelMeta:
+        z, y, x = (int(n) for n in raw["shape"])
+        sz, sy, sx = (float(s) for s in raw["spacing"])
+        return cls(float(raw["target_mm"]), (z, y, x), (sz, sy, sx))
+
+
 @dataclass(frozen=True)
 class CaseMeta:
     """Everything about a case except its voxels; stored as JSON beside the arrays."""
@@ -63,8 +90,7 @@ class CaseMeta:
     case_id: str
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
-    coarse_shape: tuple[int, int, int]
-    coarse_spacing: tuple[float, float, float]
+    levels: dict[str, LevelMeta]
     canonical_affine: list[list[float]]
     source_affine: list[list[float]]
     source_shape: tuple[int, int, int]
@@ -74,7 +100,6 @@ class CaseMeta:
     checksums: dict[str, str]
     has_label: bool
     digests: dict[str, str] = field(default_factory=dict)
-    coarse_target: float = 3.0  # the spacing asked for; coarse_spacing is what the grid gives
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -83,17 +108,37 @@ class CaseMeta:
     def from_json(cls, text: str, *, where: str) -> CaseMeta:
         try:
             raw = json.loads(text)
-            for key in ("shape", "spacing", "coarse_shape", "coarse_spacing", "source_shape",
-                        "class_names", "label_values"):  # fmt: skip
+            for key in ("shape", "spacing", "source_shape", "class_names", "label_values"):
                 raw[key] = tuple(raw[key])
+            levels = raw["levels"] if "levels" in raw else _legacy_levels(raw)
+            raw["levels"] = {str(name): LevelMeta.from_raw(v) for name, v in levels.items()}
             return cls(**raw)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise DataError(f"{where}: case metadata is malformed: {exc}") from exc
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise DataError(f"{where}: case metadata is malformed: {exc!r}") from exc
 
     @property
     def classes(self) -> int:
         """Number of classes, background included (C + 1)."""
         return len(self.class_names)
+
+    @property
+    def coarse(self) -> LevelMeta:
+        """The coarse level (Net1's grid)."""
+        return self.level(COARSE)
+
+    def level(self, name: str) -> LevelMeta:
+        if name not in self.levels:
+            raise DataError(
+                f"case {self.case_id} has no level {name!r} (levels: {', '.join(self.levels)})"
+            )
+        return self.levels[name]
+
+
+def _legacy_levels(raw: dict[str, Any]) -> dict[str, Any]:
+    """A version 2 case's coarse level, from the fields it had then."""
+    shape, spacing = raw.pop("coarse_shape"), raw.pop("coarse_spacing")
+    target = raw.pop("coarse_target", 3.0)  # its default then, for metas written without it
+    return {COARSE: {"target_mm": target, "shape": shape, "spacing": spacing}}
 
 
 class ChunkedArray(ABC):
@@ -154,6 +199,14 @@ class ChunkedArray(ABC):
         """Read a validated box; raise :class:`DataError` naming the chunk if one is bad."""
 
 
+@dataclass(frozen=True)
+class CaseLevel:
+    """A level's arrays in an open case (the label absent where the case has none)."""
+
+    image: ChunkedArray
+    label: ChunkedArray | None
+
+
 @dataclass
 class CacheCase:
     """One case of an open cache; arrays are read lazily."""
@@ -161,25 +214,46 @@ class CacheCase:
     meta: CaseMeta
     image: ChunkedArray
     label: ChunkedArray | None
-    coarse_image: ChunkedArray
-    coarse_label: ChunkedArray | None
+    levels: dict[str, CaseLevel]
     class_counts: NDArray[np.int64]  # (blocks z, y, x, classes)
 
     @classmethod
     def from_arrays(cls, meta: CaseMeta, array: Callable[[str], ChunkedArray]) -> CacheCase:
         """Open a case's arrays by name with ``array`` (a store's reader)."""
+        levels = {}
+        for name in meta.levels:
+            image, label = level_array_names(name)
+            levels[name] = CaseLevel(array(image), array(label) if meta.has_label else None)
         return cls(
             meta=meta,
             image=array("image"),
             label=array("label") if meta.has_label else None,
-            coarse_image=array("coarse_image"),
-            coarse_label=array("coarse_label") if meta.has_label else None,
+            levels=levels,
             class_counts=array("class_counts")[...].astype(np.int64),
         )
 
     @property
     def case_id(self) -> str:
         return self.meta.case_id
+
+    def level(self, name: str) -> CaseLevel:
+        self.meta.level(name)  # refuses an unknown level, naming the case's
+        return self.levels[name]
+
+    @property
+    def coarse_image(self) -> ChunkedArray:
+        return self.level(COARSE).image
+
+    @property
+    def coarse_label(self) -> ChunkedArray | None:
+        return self.level(COARSE).label
+
+    def volumes(self) -> dict[str, ChunkedArray]:
+        """Every volume of the case by its array name (the class index aside)."""
+        found = {"image": self.image, "label": self.label}
+        for name, level in self.levels.items():
+            found.update(zip(level_array_names(name), (level.image, level.label), strict=True))
+        return {key: array for key, array in found.items() if array is not None}
 
     @property
     def label_block(self) -> tuple[int, ...]:
@@ -221,10 +295,8 @@ class CacheReader(ABC):
             except DataError as exc:
                 problems.append(str(exc))
                 continue
-            for name in ("image", "label", "coarse_image", "coarse_label"):
-                array = getattr(case, name)
-                if array is not None:
-                    problems += verify_array(array, case.meta.digests.get(name))
+            for name, array in case.volumes().items():
+                problems += verify_array(array, case.meta.digests.get(name))
         return problems
 
     @abstractmethod
@@ -268,20 +340,35 @@ def verify_array(array: ChunkedArray, expected: str | None) -> list[str]:
 
 
 @dataclass(frozen=True)
+class LevelArrays:
+    """A level of a case as prepared: its metadata, image and label (if any)."""
+
+    meta: LevelMeta
+    image: NDArray[np.float16]
+    label: NDArray[np.uint8] | None
+
+
+@dataclass(frozen=True)
 class CaseArrays:
     """What a store writes for one case."""
 
     meta: CaseMeta
     image: NDArray[np.float16]
     label: NDArray[np.uint8] | None
-    coarse_image: NDArray[np.float16]
-    coarse_label: NDArray[np.uint8] | None
+    levels: dict[str, LevelArrays]
     class_counts: NDArray[np.int64]
 
+    def volumes(self) -> dict[str, NDArray[Any]]:
+        """The case's volumes by array name (image, label, each level's), absent ones left
+        out; the class index aside."""
+        found = {"image": self.image, "label": self.label}
+        for name, level in self.levels.items():
+            found.update(zip(level_array_names(name), (level.image, level.label), strict=True))
+        return {key: array for key, array in found.items() if array is not None}
+
     def named(self) -> dict[str, NDArray[Any]]:
-        """The case's arrays by their name in :data:`ARRAYS`, absent ones left out."""
-        arrays = {name: getattr(self, name) for name in ARRAYS}
-        return {name: array for name, array in arrays.items() if array is not None}
+        """Every array a store writes, by name: the volumes and ``class_counts``."""
+        return {**self.volumes(), "class_counts": self.class_counts}
 
 
 def array_chunks(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
@@ -361,7 +448,7 @@ def check_record(record: Any, where: Path) -> dict[str, Any]:
         or not isinstance(record.get("cases"), list)
     ):
         raise DataError(f"{where}: completion record is malformed: {str(record)[:200]}")
-    if record.get("version") != CACHE_VERSION:
+    if record.get("version") not in READABLE_VERSIONS:
         raise DataError(
             f"{where}: cache version {record.get('version')} is not the supported "
             f"{CACHE_VERSION}; rebuild it with duoseg cache build"

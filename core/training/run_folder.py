@@ -78,7 +78,7 @@ class RunFolder:
         recorded = Preprocessing.from_dict(checkpoint.data, where=str(path))
         try:  # the same cache path, rebuilt with other settings, is another data set
             recorded.check_matches(
-                preprocessing, ours=f"checkpoint {path}", theirs=f"cache {cache}"
+                preprocessing, ours=f"checkpoint {path}", theirs=f"cache {cache}", cache=str(cache)
             )
         except DataError as exc:
             raise ConfigError(f"{self.path}: --resume: {exc}") from None

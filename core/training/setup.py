@@ -8,20 +8,20 @@ preprocessing record the checkpoints carry. Every refusal names the config file 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import torch
 from duoseg.core.config import build_ref, resolve_method
 from duoseg.core.data.cache import open_cache
 from duoseg.core.distributed import Ranks
-from duoseg.core.errors import ConfigError
+from duoseg.core.errors import ConfigError, DataError
 from duoseg.core.interfaces.method import Method
 from duoseg.core.interfaces.network import SegmentationNetwork
 from duoseg.core.interfaces.sampler import Sampler
 from duoseg.core.interfaces.schedule import Schedule, Stage
 from duoseg.core.interfaces.store import CacheReader
 from duoseg.core.records.config import ComponentRef, ExperimentConfig
+from duoseg.core.records.preprocessing import Preprocessing, require_levels
 from duoseg.core.registry import Registry
 
 
@@ -36,6 +36,7 @@ class TrainingSetup:
         self.device = torch.device(ranks.device(config.train.device))  # one GPU per rank
         self.cache = self._open_cache()
         self.method, self.schedule = self._build_method()
+        self.preprocessing = self._preprocessing()
         self.networks = self._build_networks()
         self.augmentations = [
             self.build("augmentation", r, f"augmentations[{i}]")
@@ -46,9 +47,6 @@ class TrainingSetup:
         if not self.training_cases:
             raise ConfigError(f"{source}: data.validation_cases leaves no case to train on")
         self.metas = {c: self.cache.case(c).meta for c in self.cache.cases()}
-        self.preprocessing = replace(
-            self.cache.preprocessing, baseline_spacing=config.train.baseline_spacing
-        )
         self._check_patch_sizes()
         self._check_batch_shapes()
 
@@ -64,6 +62,18 @@ class TrainingSetup:
                 f"{self.source}: data.validation_cases {unknown} are not in the cache"
             )
         return cache
+
+    def _preprocessing(self) -> Preprocessing:
+        """The cache's record with the levels the method reads, refused naming the
+        ``cache build`` option when one is missing; what the checkpoints record."""
+        needed = self.method.levels(self.config.train)
+        cache = self.cache.path
+        try:
+            require_levels(self.cache.preprocessing, needed, owner=f"cache {cache}",
+                           needs=f"method {self.method}", cache=str(cache))  # fmt: skip
+        except DataError as exc:
+            raise ConfigError(f"{self.source}: {exc}") from None
+        return self.cache.preprocessing.keeping(needed)
 
     def build(self, kind: str, ref: ComponentRef, key: str) -> Any:
         """The component ``ref`` names; ``key`` is its place in the config, for errors."""

@@ -27,7 +27,7 @@ for n in "${held_out[@]}"; do
     ln -sf "$(realpath "$source/${modality}_train_${n}_${part}.nii.gz")" "$out/test/"
   done
 done
-duoseg cache build "$out/cv" "$out/cv.zarr"   # 3 mm coarse grid, percentile normalisation
+duoseg cache build "$out/cv" "$out/cv.zarr" --level baseline=2   # 3 mm + the baseline's 2 mm levels
 
 for fold in 0 1 2; do
   validation=$(printf '"%s_train_%s",' $(for n in ${folds[$fold]}; do echo "$modality" "$n"; done))

@@ -2,49 +2,49 @@
 2 mm by default), its class probabilities taken back to the original grid with
 2nd-order B-splines, slab by slab, as the paper's comparison does.
 
-Training patches are read at full resolution and resampled to that grid (area for
-the image, majority for the label), as the whole volume is at prediction. The
-probabilities written are the resampled values clipped to [0, 1] and renormalised.
+The grid is the cache's ``baseline`` level at that spacing (``duoseg cache build
+--level baseline=2``; :meth:`Resampled.levels` declares it, so ``train`` refuses a
+cache without it): training patches are cut from its image and label (area-averaged
+and majority-voted once, at cache build), and prediction reads the same level, which
+``predict`` computes from a new image as the cache build did. The probabilities written
+are the resampled values clipped to [0, 1] and renormalised.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import torch
-from duoseg.core.data.grid import area_downsample, grid_shape
-from duoseg.core.errors import PredictError
 from duoseg.core.inference.resample import BSplineUpsampler, as_probabilities
 from duoseg.core.inference.streaming import per_slice_depth, whole_volume
 from duoseg.core.interfaces.method import Model, SlabPredictor
 from duoseg.core.interfaces.sampler import Sampler
 from duoseg.core.interfaces.store import CacheCase
-from duoseg.core.records.preprocessing import Preprocessing
+from duoseg.core.records.config import TrainConfig
+from duoseg.core.records.preprocessing import Level, Preprocessing
 from torch import Tensor
 
 from .patches import PatchNetworkMethod
+
+BASELINE: Final = "baseline"  # the cache level the method works on
 
 
 class Resampled(PatchNetworkMethod):
     """A 3D network at the baseline spacing, B-spline upsampled (the paper's baseline)."""
 
+    def levels(self, train: TrainConfig) -> tuple[Level, ...]:
+        return (Level(BASELINE, train.baseline_spacing),)
+
     def adapt_sampler(self, kind: str, sampler: Sampler, preprocessing: Preprocessing) -> None:
         # Patches on the network's own grid, their sizes counted there.
-        sampler.grid_mm = preprocessing.baseline_spacing
+        sampler.level = BASELINE
 
     def _predictor(self, model: Model, case: CacheCase, options: Any) -> SlabPredictor:
-        meta = case.meta
-        target = model.preprocessing.baseline_spacing
-        if target is None:
-            raise PredictError(
-                f"{meta.case_id}: the model's preprocessing records no baseline_spacing"
-            )
-        image = torch.as_tensor(case.image[...].astype(np.float32), device=model.device)
-        small = area_downsample(image[None, None], grid_shape(meta.shape, meta.spacing, target))
-        del image
-        scores = model.networks["unet3d"](small).float().softmax(1)[0]
-        return BSplineSlabs(BSplineUpsampler(scores.cpu().numpy(), meta.shape), model.classes)
+        level = case.level(BASELINE)
+        image = torch.as_tensor(level.image[...].astype(np.float32), device=model.device)
+        scores = model.networks["unet3d"](image[None, None]).float().softmax(1)[0]
+        return BSplineSlabs(BSplineUpsampler(scores.cpu().numpy(), case.meta.shape), model.classes)
 
 
 class BSplineSlabs(SlabPredictor):

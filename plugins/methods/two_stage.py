@@ -55,6 +55,8 @@ from duoseg.core.interfaces.network import SegmentationNetwork
 from duoseg.core.interfaces.sampler import IMAGE_PAD, read_padded
 from duoseg.core.interfaces.schedule import Schedule
 from duoseg.core.interfaces.store import CacheCase, CaseMeta
+from duoseg.core.records.config import TrainConfig
+from duoseg.core.records.preprocessing import COARSE, Level
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
@@ -124,7 +126,7 @@ def dynamic_tile(
         )
         return whole_volume(meta.shape), True
     box = []
-    for axis, (n, c, s) in enumerate(zip(meta.shape, meta.coarse_shape, meta.spacing, strict=True)):
+    for axis, (n, c, s) in enumerate(zip(meta.shape, meta.coarse.shape, meta.spacing, strict=True)):
         hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
         margin = math.ceil(options.margin_mm / s)
         low = math.floor(hits[0] * n / c) - margin
@@ -188,19 +190,27 @@ class TwoStage(Method):
     final_kinds = ("end_to_end", "net2_stacks")  # before them, validation scores Net1 alone
     prediction_options = TwoStageOptions
 
-    def __init__(self, *, coarse_cache_cases: int = 64) -> None:
+    def __init__(self, *, coarse_cache_cases: int = 64, coarse_mm: float | None = None) -> None:
         """``coarse_cache_cases``: step 4 keeps Net1's guidance on the whole coarse volume
         of at most this many cases (the most recently used; a few MB each), so its memory
-        stops growing with the data set there."""
+        stops growing with the data set there. ``coarse_mm``: the target spacing Net1's
+        ``coarse`` level must have (``train`` and ``predict`` refuse another); by
+        default whatever the cache was built with (``--level coarse=MM``, 3 mm)."""
         if coarse_cache_cases < 1:
             raise ConfigError(
                 f"method.params.coarse_cache_cases = {coarse_cache_cases} must be >= 1"
             )
+        if coarse_mm is not None and not coarse_mm > 0:
+            raise ConfigError(f"method.params.coarse_mm = {coarse_mm} must be > 0")
         self.coarse_cache_cases = coarse_cache_cases
+        self.coarse_mm = coarse_mm
         # Net1's guidance per case for the current Net1 weights (its hash), oldest first.
         self._coarse: OrderedDict[tuple[str, str], Tensor] = OrderedDict()
 
     # ------------------------------------------------------------------ checks
+
+    def levels(self, train: TrainConfig) -> tuple[Level, ...]:
+        return () if self.coarse_mm is None else (Level(COARSE, self.coarse_mm),)
 
     def _check(
         self, networks: Mapping[str, SegmentationNetwork], schedule: Schedule | None
@@ -296,11 +306,11 @@ class TwoStage(Method):
 
     def _predictor(self, model: Model, case: CacheCase, options: Any) -> SlabPredictor:
         start, meta = time.perf_counter(), case.meta
-        if min(meta.coarse_shape) < MIN_COARSE:
+        if min(meta.coarse.shape) < MIN_COARSE:
             raise PredictError(
                 f"{meta.case_id}: spacing {tuple(round(s, 3) for s in meta.spacing)} mm x "
-                f"shape {meta.shape} gives a coarse volume {meta.coarse_shape} at "
-                f"{meta.coarse_target} mm; Net1 needs at least {MIN_COARSE} voxels per axis"
+                f"shape {meta.shape} gives a coarse volume {meta.coarse.shape} at "
+                f"{meta.coarse.target_mm} mm; Net1 needs at least {MIN_COARSE} voxels per axis"
             )
         net1, net2 = model.networks["net1"], model.networks["net2"]
         probabilities = net1_probabilities(net1, case.coarse_image[...], str(model.device))
@@ -370,7 +380,7 @@ def _coarse_grids(
     groups: dict[tuple[int, int, int], list[int]] = {}
     for position, case_id in enumerate(case_ids):
         spacing = context.metas[case_id].spacing
-        grid = grid_shape(size, spacing, context.preprocessing.coarse_spacing)
+        grid = grid_shape(size, spacing, context.preprocessing.coarse_target_mm)
         groups.setdefault(grid, []).append(position)
     return [(torch.tensor(index, device=context.device), g) for g, index in groups.items()]
 

@@ -15,7 +15,7 @@ from duoseg.core.errors import PredictError
 from duoseg.core.inference.evaluate import evaluate
 from duoseg.core.inference.outputs import NiftiSink, finish_output
 from duoseg.core.inference.score_files import format_table
-from duoseg.core.interfaces.store import COMPLETION_FILE, CaseMeta
+from duoseg.core.interfaces.store import COMPLETION_FILE, CaseMeta, LevelMeta
 from duoseg.core.records.preprocessing import Preprocessing
 from duoseg.core.training.checkpoint import TrainState, save_checkpoint
 
@@ -109,11 +109,11 @@ def test_a_label_file_written_by_duoseg_records_its_classes(tmp_path) -> None:
     """A single prediction file (no folder record) carries its classes in a NIfTI extension."""
     eye = np.eye(4).tolist()
     meta = CaseMeta(
-        case_id="mr_1", shape=(16, 20, 24), spacing=(1.0, 1.0, 1.0), coarse_shape=(4, 5, 6),
-        coarse_spacing=(4.0, 4.0, 4.0), canonical_affine=eye, source_affine=eye,
+        case_id="mr_1", shape=(16, 20, 24), spacing=(1.0, 1.0, 1.0),
+        levels={"coarse": LevelMeta(4.0, (4, 5, 6), (4.0, 4.0, 4.0))}, canonical_affine=eye,
+        source_affine=eye,
         source_shape=(24, 20, 16), class_names=("background", *BRAIN),
         label_values=(0, *BRAIN.values()), normalisation={}, checksums={}, has_label=False,
-        coarse_target=4.0,
     )  # fmt: skip
     target = tmp_path / "mr_1.nii"
     sink = NiftiSink(target, single_file=True)

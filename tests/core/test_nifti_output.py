@@ -12,7 +12,7 @@ import pytest
 from duoseg.core.data.orientation import to_source
 from duoseg.core.inference.outputs import NiftiSink, recorded_labels
 from duoseg.core.inference.postprocess import largest_components
-from duoseg.core.interfaces.store import CaseMeta
+from duoseg.core.interfaces.store import CaseMeta, LevelMeta
 
 SHAPE = (9, 7, 11)  # canonical (z, y, x)
 VALUES = (0, 205, 500, 600)
@@ -30,8 +30,9 @@ AFFINES = {
 def meta_for(affine: np.ndarray) -> CaseMeta:
     source_shape = to_source(np.zeros(SHAPE), affine).shape
     return CaseMeta(
-        case_id="case", shape=SHAPE, spacing=(1.5, 0.6, 0.5), coarse_shape=(3, 2, 4),
-        coarse_spacing=(4.5, 2.1, 1.4), canonical_affine=np.eye(4).tolist(),
+        case_id="case", shape=SHAPE, spacing=(1.5, 0.6, 0.5),
+        levels={"coarse": LevelMeta(3.0, (3, 2, 4), (4.5, 2.1, 1.4))},
+        canonical_affine=np.eye(4).tolist(),
         source_affine=affine.tolist(), source_shape=source_shape,  # type: ignore[arg-type]
         class_names=("background", "Myo", "LV", "RV"), label_values=VALUES,
         normalisation={}, checksums={}, has_label=False,

@@ -19,7 +19,8 @@ from duoseg.core.errors import DataError
 from duoseg.core.inference.outputs import PredictionReader, ZarrSink, finish_output, prepare_output
 from duoseg.core.inference.predict import predict_paths
 from duoseg.core.inference.streaming import Options
-from duoseg.core.interfaces.store import CaseMeta
+from duoseg.core.interfaces.store import CaseMeta, LevelMeta
+from duoseg.core.records.preprocessing import Level
 from duoseg.phantoms import make_case, write_case
 from duoseg.plugins.importers import MMWHSImporter
 from ome_zarr import OMEZarrLabels, OMEZarrMultiscale
@@ -119,18 +120,19 @@ def test_a_cache_case_is_an_ome_zarr_image_with_its_coarse_level(
     write_case(make_case(1, 0, "ct", (40, 36, 24)), source)  # about 6 x 5.3 x 6.7 mm
     target = tmp_path / "cache.zarr"
     store = registry.build("store", "zarr", chunks=(8, 16, 16))
-    build_cache(source, target, importer=MMWHSImporter(), store=store, coarse_spacing=8.0)
+    build_cache(source, target, importer=MMWHSImporter(), store=store,
+                levels=[Level("coarse", 8.0)])  # fmt: skip
     group = target / "cases" / "ct_train_1001"
     with open_cache(target, registry) as cache:
         meta = cache.case("ct_train_1001").meta
         assert cache.verify() == []  # duoseg cache verify
-    full, coarse = np.array(meta.spacing), np.array(meta.coarse_spacing)
+    full, coarse = np.array(meta.spacing), np.array(meta.coarse.spacing)
     assert (coarse > full).all()
 
     node = read(group)
     assert any(isinstance(s, Multiscales) for s in node.specs)
     assert node.metadata["axes"] == AXES
-    assert [np.asarray(level).shape for level in node.data] == [meta.shape, meta.coarse_shape]
+    assert [np.asarray(level).shape for level in node.data] == [meta.shape, meta.coarse.shape]
     (fine_scale,), (coarse_scale, shift) = node.metadata["coordinateTransformations"]
     np.testing.assert_allclose(fine_scale["scale"], full)
     np.testing.assert_allclose(coarse_scale["scale"], coarse)
@@ -159,8 +161,9 @@ def test_a_coarse_grid_finer_than_the_data_is_no_level(duoseg_phantom_cache: Pat
 
 def _meta(spacing: tuple[float, float, float]) -> CaseMeta:
     return CaseMeta(
-        case_id="c1", shape=(6, 5, 4), spacing=spacing, coarse_shape=(2, 2, 1),
-        coarse_spacing=(3.0, 3.0, 3.0), canonical_affine=np.eye(4).tolist(),
+        case_id="c1", shape=(6, 5, 4), spacing=spacing,
+        levels={"coarse": LevelMeta(3.0, (2, 2, 1), (3.0, 3.0, 3.0))},
+        canonical_affine=np.eye(4).tolist(),
         source_affine=np.eye(4).tolist(), source_shape=(4, 5, 6), class_names=MMWHS,
         label_values=MMWHS_VALUES, normalisation={}, checksums={}, has_label=False,
     )  # fmt: skip

@@ -16,17 +16,19 @@ from duoseg.core.data.preprocessing import normalise
 from duoseg.core.errors import DataError
 from duoseg.core.inference.model import case_from_image, load_model
 from duoseg.core.interfaces.importer import SourcePair
-from duoseg.core.records.preprocessing import Preprocessing
+from duoseg.core.records.preprocessing import Level, Preprocessing
 from duoseg.core.training.checkpoint import load_checkpoint
 from duoseg.core.training.trainer import LAST
 
 
 def test_the_cache_and_the_checkpoint_carry_the_record(cache, two_stage_run) -> None:
     record = open_cache(cache).preprocessing
-    assert record.coarse_spacing == 3.0 and record.percentiles == (0.5, 99.5)
+    assert record.targets() == {"coarse": 3.0, "baseline": 2.0}
+    assert record.percentiles == (0.5, 99.5)
     assert record.class_names[:2] == ("background", "Myo") and record.label_values[:2] == (0, 205)
     stored = load_checkpoint(two_stage_run / LAST, load_plugins()).data
-    assert stored == {**record.as_dict(), "baseline_spacing": 2.0}
+    # The model records the levels its method reads: two_stage the coarse one only.
+    assert stored == {**record.as_dict(), "levels": {"coarse": 3.0}}
 
 
 def rebuilt(cache: Path, tmp_path: Path, *flags: str) -> Path:
@@ -35,24 +37,28 @@ def rebuilt(cache: Path, tmp_path: Path, *flags: str) -> Path:
     return target
 
 
-@pytest.mark.parametrize(
-    "mismatch",
-    [
-        (("--coarse-spacing", "6"), "coarse_spacing", "6.0", "3.0"),
-        (("--percentiles", "2", "98"), "percentiles", "[2.0, 98.0]", "[0.5, 99.5]"),
-    ],
-)
 def test_predicting_a_cache_prepared_otherwise_is_refused_naming_both_values(
-    cache, two_stage_run, tmp_path, capsys, mismatch
+    cache, two_stage_run, tmp_path, capsys
 ) -> None:
-    flags, field, theirs, ours = mismatch
-    other = rebuilt(cache, tmp_path, *flags)
+    other = rebuilt(cache, tmp_path, "--percentiles", "2", "98")
     capsys.readouterr()
     code = main(["predict", str(two_stage_run), str(other), str(tmp_path / "out.zarr")])
     error = capsys.readouterr().err
     assert code == EXIT_BAD_INPUT
-    assert f"cache {other} was prepared with {field} = {theirs}" in error, error
-    assert f"the model of {two_stage_run} expects {field} = {ours}" in error, error
+    assert f"cache {other} was prepared with percentiles = [2.0, 98.0]" in error, error
+    assert f"the model of {two_stage_run} expects percentiles = [0.5, 99.5]" in error, error
+
+
+def test_predicting_a_cache_with_another_coarse_level_names_both_and_the_option(
+    cache, two_stage_run, tmp_path, capsys
+) -> None:
+    other = rebuilt(cache, tmp_path, "--coarse-spacing", "6")
+    capsys.readouterr()
+    code = main(["predict", str(two_stage_run), str(other), str(tmp_path / "out.zarr")])
+    error = capsys.readouterr().err
+    assert code == EXIT_BAD_INPUT
+    assert f"cache {other} has level 'coarse' at 6 mm, not at 3 mm, which the model of " in error
+    assert f"rebuild it with `duoseg cache build SRC_DIR {other} --level coarse=3`" in error
 
 
 def test_new_images_are_prepared_by_the_cache_builds_own_builder(cache, two_stage_run) -> None:
@@ -64,7 +70,7 @@ def test_new_images_are_prepared_by_the_cache_builds_own_builder(cache, two_stag
     pair = SourcePair(case_id, source / f"{case_id}_image.nii.gz", None)
     fresh = case_from_image(importer.load(pair), model)
     cached = open_cache(cache).case(case_id)
-    assert fresh.meta.coarse_shape == cached.meta.coarse_shape
+    assert fresh.meta.coarse == cached.meta.coarse
     assert fresh.meta.normalisation == cached.meta.normalisation
     np.testing.assert_array_equal(fresh.image[...], cached.image[...])
     np.testing.assert_array_equal(fresh.coarse_image[...], cached.coarse_image[...])
@@ -77,7 +83,8 @@ def test_rebuilding_with_other_settings_prepares_every_case_again(cache, tmp_pat
 
     def build(spacing: float) -> list[str]:
         importer, store = registry.build("importer", "mmwhs"), registry.build("store", "zarr")
-        report = build_cache(source, target, importer=importer, store=store, coarse_spacing=spacing)
+        levels = [Level("coarse", spacing)]
+        report = build_cache(source, target, importer=importer, store=store, levels=levels)
         return report.written
 
     cases = open_cache(cache).cases()
@@ -85,16 +92,16 @@ def test_rebuilding_with_other_settings_prepares_every_case_again(cache, tmp_pat
     assert build(3.0) == []  # nothing changed: every case kept
     assert build(6.0) == cases  # another coarse grid: no case kept from the 3 mm build
     reader = open_cache(target)
-    assert reader.preprocessing.coarse_spacing == 6.0
-    assert {reader.case(c).meta.coarse_target for c in cases} == {6.0}
+    assert reader.preprocessing.coarse_target_mm == 6.0
+    assert {reader.case(c).meta.coarse.target_mm for c in cases} == {6.0}
 
 
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
         ({"percentiles": (60.0, 40.0)}, r"percentiles = \[60.0, 40.0\]: need 0 <= low < high"),
-        ({"coarse_spacing": 0.0}, r"coarse_spacing = 0.0 mm must be > 0"),
-        ({"baseline_spacing": -2.0}, r"baseline_spacing = -2.0 mm must be > 0"),
+        ({"levels": (Level("baseline", 2.0),)}, r"levels \['baseline'\]: the 'coarse' level is"),
+        ({"levels": (Level("coarse", 2.0),) * 2}, r"levels \['coarse', 'coarse'\]: a name appears"),
         ({"class_names": ("background",)}, r"class_names \['background'\] and label_values"),
     ],
 )
@@ -119,7 +126,7 @@ def test_resuming_on_a_cache_rebuilt_with_other_settings_is_refused(
     def build(spacing: float) -> None:
         importer, store = registry.build("importer", "mmwhs"), registry.build("store", "zarr")
         build_cache(cache.parent / "src", target, importer=importer, store=store,
-                    coarse_spacing=spacing)  # fmt: skip
+                    levels=[Level("coarse", spacing)])  # fmt: skip
 
     build(3.0)
     config = tmp_path / "config.toml"
@@ -130,8 +137,8 @@ def test_resuming_on_a_cache_rebuilt_with_other_settings_is_refused(
     capsys.readouterr()
     assert main([*train, "--resume"]) == EXIT_BAD_INPUT
     error = capsys.readouterr().err
-    assert f"--resume: cache {target} was prepared with coarse_spacing = 6.0" in error, error
-    assert "expects coarse_spacing = 3.0" in error, error
+    assert f"--resume: cache {target} has level 'coarse' at 6 mm, not at 3 mm" in error, error
+    assert "which checkpoint" in error, error
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])

@@ -14,6 +14,7 @@ from duoseg.core.data.cache_build import build_cache
 from duoseg.core.inference.model import load_model
 from duoseg.core.inference.sinks import MemorySink
 from duoseg.core.inference.streaming import Options, predict_case
+from duoseg.core.records.preprocessing import Level
 from duoseg.core.training.trainer import Trainer, config_as_dict
 from duoseg.phantoms import PROTOCOLS, write_phantoms
 
@@ -27,7 +28,7 @@ NET1_ITERATIONS = "[60, 240, 0, 0]"
 def _cache(source: Path, target: Path) -> Path:
     registry = load_plugins()
     importer, store = registry.build("importer", "mmwhs"), registry.build("store", "zarr")
-    build_cache(source, target, importer=importer, store=store, coarse_spacing=6.0)
+    build_cache(source, target, importer=importer, store=store, levels=[Level("coarse", 6.0)])
     return target
 
 

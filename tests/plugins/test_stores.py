@@ -48,8 +48,8 @@ def test_a_built_cache_holds_the_documented_contents(registry, source, tmp_path,
         assert image.dtype == np.float16 and image.min() >= -1 and image.max() <= 1
         np.testing.assert_array_equal(case.label[...], imported.label)
         assert case.meta.shape == imported.image.shape
-        assert case.meta.coarse_shape == case.coarse_image.shape == case.coarse_label.shape
-        np.testing.assert_allclose(np.array(case.meta.coarse_spacing), 3.0, rtol=0.2)
+        assert case.meta.coarse.shape == case.coarse_image.shape == case.coarse_label.shape
+        np.testing.assert_allclose(np.array(case.meta.coarse.spacing), 3.0, rtol=0.2)
         counts = case.class_counts
         assert counts.shape == (3, 3, 3, 8)
         np.testing.assert_array_equal(
@@ -205,7 +205,7 @@ def test_open_cache_explains_what_it_cannot_open(registry, tmp_path) -> None:
 
 
 def test_the_cli_builds_both_formats(source, tmp_path, capsys) -> None:
-    assert main(["cache", "build", str(source), str(tmp_path / "c.h5"), "--format", "hdf5"]) == 0
+    assert main(["cache", "build", str(source), str(tmp_path / "c.h5"), "--store", "hdf5"]) == 0
     assert main(["cache", "verify", str(tmp_path / "c.h5")]) == 0
     assert "3 cases, 0 problem(s)" in capsys.readouterr().out
     assert (

@@ -20,6 +20,7 @@ from duoseg.core.data.grid import grid_shape
 from duoseg.core.inference.sinks import MemorySink
 from duoseg.core.inference.streaming import Options, predict_case
 from duoseg.core.interfaces.method import Model
+from duoseg.core.records.preprocessing import Level
 from duoseg.core.training.checkpoint import TrainState
 from duoseg.core.training.trainer import Trainer, config_as_dict
 from duoseg.phantoms import PhantomCase, make_case, write_case
@@ -41,7 +42,7 @@ def phantom_with(
     return replace(case, image=image, spacing=(spacing,) * 3)
 
 
-def build(tmp: Path, cases: list[PhantomCase], coarse_spacing: float) -> Path:
+def build(tmp: Path, cases: list[PhantomCase], levels: dict[str, float]) -> Path:
     source = tmp / "src"
     source.mkdir()
     for case in cases:
@@ -49,7 +50,7 @@ def build(tmp: Path, cases: list[PhantomCase], coarse_spacing: float) -> Path:
     registry = load_plugins()
     store = registry.build("store", "zarr", chunks=(8, 32, 32))
     build_cache(source, tmp / "cache.zarr", importer=registry.build("importer", "mmwhs"),
-                store=store, coarse_spacing=coarse_spacing)  # fmt: skip
+                store=store, levels=[Level(n, t) for n, t in levels.items()])  # fmt: skip
     return tmp / "cache.zarr"
 
 
@@ -116,7 +117,7 @@ def binary_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     full-resolution grid, so any misalignment is the pipeline's, not resampling's."""
     tmp = tmp_path_factory.mktemp("aligned")
     cases = [phantom_with(2.0, n, (64, 64, 40), binary=True) for n in range(2)]
-    return build(tmp, cases, coarse_spacing=2.0)
+    return build(tmp, cases, {"coarse": 2.0})
 
 
 def foreground_dice(parts: list[tuple[Tensor, Tensor]]) -> float:
@@ -188,7 +189,7 @@ def mixed_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The issue's example: cases at 0.3 and 0.55 mm (mean 0.425), a 3 mm coarse level."""
     tmp = tmp_path_factory.mktemp("mixed")
     cases = [phantom_with(s, n, (64, 64, 64), binary=False) for n, s in enumerate((0.3, 0.55))]
-    return build(tmp, cases, coarse_spacing=3.0)
+    return build(tmp, cases, {"coarse": 3.0, "baseline": 2.0})
 
 
 def net1_inputs(trainer: Trainer) -> list[tuple[int, ...]]:
@@ -212,12 +213,12 @@ def test_net1_sees_every_case_at_the_coarse_spacing_in_every_step(mixed_cache, t
                 trainer._forward(stage, batch, torch.Generator().manual_seed(0))
             cases = batch["case_id"]
             if stage.kind == "net2_stacks":  # Net1 ran (once per case) on the cached coarse level
-                assert set(seen) <= {trainer.metas[c].coarse_shape for c in cases}
+                assert set(seen) <= {trainer.metas[c].coarse.shape for c in cases}
                 continue
             for case_id in cases:
                 meta = trainer.metas[case_id]
                 if stage.kind == "net1_coarse":
-                    grid, full = meta.coarse_shape, meta.shape
+                    grid, full = meta.coarse.shape, meta.shape
                 else:
                     full = tuple(batch["image"].shape[2:])
                     grid = grid_shape(full, meta.spacing, 3.0)
@@ -228,7 +229,7 @@ def test_net1_sees_every_case_at_the_coarse_spacing_in_every_step(mixed_cache, t
     cache = open_cache(mixed_cache)
     for case_id in cache.cases():  # inference: the cached coarse level, at 3 mm
         meta = cache.case(case_id).meta
-        net1_spacing = np.asarray(meta.shape) * meta.spacing[0] / np.asarray(meta.coarse_shape)
+        net1_spacing = np.asarray(meta.shape) * meta.spacing[0] / np.asarray(meta.coarse.shape)
         assert np.all(np.abs(net1_spacing - 3.0) <= 0.25), (case_id, net1_spacing)
 
 
@@ -239,7 +240,7 @@ def test_batches_of_whole_slices_from_cases_of_different_sizes_are_refused(tmp_p
     cache = build(
         tmp_path,
         [phantom_with(0.5, 0, (64, 64, 32), False), phantom_with(0.5, 1, (48, 40, 32), False)],
-        coarse_spacing=3.0,
+        {"coarse": 3.0},
     )
     text = MIXED.replace("stack_crop = [32, 32], ", "")
     with pytest.raises(ConfigError) as caught:
@@ -280,9 +281,9 @@ def test_baseline_patches_count_voxels_of_its_own_grid(mixed_cache, tmp_path) ->
     assert seen and all(s == (24, 24, 24) for s in seen)
 
 
-def test_a_sampler_that_cannot_resample_refuses_the_baseline_grid(mixed_cache) -> None:
+def test_a_sampler_that_cannot_read_levels_refuses_the_baseline_grid(mixed_cache) -> None:
     sampler = load_plugins().build("sampler", "axial_stack", k=3)
-    sampler.grid_mm = 2.0
+    sampler.level = "baseline"
     case = open_cache(mixed_cache).case(open_cache(mixed_cache).cases()[0])
-    with pytest.raises(Exception, match=r"AxialStackSampler cannot resample .* 2.0 mm grid"):
+    with pytest.raises(Exception, match=r"AxialStackSampler cannot draw .* level 'baseline'"):
         sampler.sample(case, epoch=0, index=0)

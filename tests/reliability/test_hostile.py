@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from duoseg.core.errors import DataError, PredictError, WeightsError
 from duoseg.core.inference.outputs import NiftiSink, ZarrSink, prepare_output
-from duoseg.core.interfaces.store import CaseMeta
+from duoseg.core.interfaces.store import CaseMeta, LevelMeta
 
 from .conftest import run
 
@@ -60,13 +60,12 @@ def test_an_oversized_safetensors_header_is_refused(tmp_path: Path) -> None:
 
 
 def _meta(case_id: str) -> CaseMeta:
+    eye = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
     return CaseMeta(
-        case_id=case_id, shape=(2, 3, 4), spacing=(1.0, 1.0, 1.0), coarse_shape=(1, 1, 1),
-        coarse_spacing=(3.0, 3.0, 3.0), canonical_affine=[[1, 0, 0, 0], [0, 1, 0, 0],
-        [0, 0, 1, 0], [0, 0, 0, 1]], source_affine=[[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0],
-        [0, 0, 0, 1]], source_shape=(4, 3, 2), class_names=("background", "LV"),
+        case_id=case_id, shape=(2, 3, 4), spacing=(1.0, 1.0, 1.0),
+        levels={"coarse": LevelMeta(3.0, (1, 1, 1), (3.0, 3.0, 3.0))}, canonical_affine=eye,
+        source_affine=eye, source_shape=(4, 3, 2), class_names=("background", "LV"),
         label_values=(0, 500), normalisation={}, checksums={}, has_label=False,
-        coarse_target=3.0,
     )  # fmt: skip
 
 

@@ -14,7 +14,6 @@ from duoseg.core import load_plugins
 from duoseg.core.data.cache import open_cache
 from duoseg.core.errors import DataError, PredictError
 from duoseg.core.inference.outputs import PredictionReader, is_complete
-from duoseg.core.interfaces.store import ARRAYS
 from duoseg.core.training.checkpoint import load_checkpoint
 
 from .conftest import REPEATS, TWO_STAGE, kill_at, kill_points, run, timed_run
@@ -26,9 +25,9 @@ def _arrays(cache: Path) -> dict[tuple[str, str], bytes]:
     with open_cache(cache) as reader:
         cases = {case_id: reader.case(case_id) for case_id in reader.cases()}
         return {
-            (case_id, name): np.ascontiguousarray(getattr(case, name)[...]).tobytes()
+            (case_id, name): np.ascontiguousarray(array[...]).tobytes()
             for case_id, case in cases.items()
-            for name in ARRAYS
+            for name, array in [*case.volumes().items(), ("class_counts", case.class_counts)]
         }
 
 
