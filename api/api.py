@@ -28,7 +28,8 @@ from duoseg.core.inference.predict import input_case, predict_model, predict_pat
 from duoseg.core.inference.sinks import MemorySink
 from duoseg.core.inference.streaming import Options, Report, predict_case
 from duoseg.core.interfaces.method import Model
-from duoseg.core.interfaces.store import CacheCase, CaseMeta
+from duoseg.core.interfaces.store import CacheCase
+from duoseg.core.records.case import CaseMeta
 from duoseg.core.registry import Registry, load_plugins
 from nibabel.affines import voxel_sizes
 from nibabel.spatialimages import SpatialImage

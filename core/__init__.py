@@ -33,8 +33,9 @@ from duoseg.core.interfaces.metric import Metric
 from duoseg.core.interfaces.network import SegmentationNetwork
 from duoseg.core.interfaces.sampler import Sample, Sampler
 from duoseg.core.interfaces.schedule import LossTerm, Schedule, Stage
-from duoseg.core.interfaces.store import CacheCase, CacheReader, CacheWriter, CaseMeta, VolumeStore
+from duoseg.core.interfaces.store import CacheCase, CacheReader, CacheWriter, VolumeStore
 from duoseg.core.interfaces.writer import FolderSink, LabelSink, Writer
+from duoseg.core.records.case import CaseMeta
 from duoseg.core.records.config import ComponentRef, ExperimentConfig
 from duoseg.core.registry import Registry, load_plugins
 from duoseg.core.training.weights import load_weights, read_weights, save_weights

@@ -61,7 +61,7 @@ from duoseg.core.data.orientation import (
 )
 from duoseg.core.errors import DataError
 from duoseg.core.interfaces.importer import ImportedCase, Importer, SourcePair, pick
-from duoseg.core.interfaces.store import check_case_id
+from duoseg.core.records.case import check_case_id
 from duoseg.plugins.importers import (
     MAX_VOXELS,
     MMWHS_LABELS,

@@ -15,9 +15,7 @@ from duoseg.core.inference.model import load_model
 from duoseg.core.inference.sinks import MemorySink
 from duoseg.core.inference.streaming import Options, predict_case
 from duoseg.core.interfaces.method import Method, Model
-from duoseg.core.interfaces.store import (
-    CaseMeta,
-)
+from duoseg.core.records.case import CaseMeta
 from duoseg.core.records.config import ComponentRef
 from duoseg.core.registry import Registry
 from duoseg.testing.suite import (

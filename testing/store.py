@@ -14,13 +14,12 @@ from duoseg.core.data.preprocessing import class_counts
 from duoseg.core.errors import DataError
 from duoseg.core.interfaces.store import (
     CaseArrays,
-    CaseMeta,
     LevelArrays,
-    LevelMeta,
     VolumeStore,
     array_digest,
     completion_record,
 )
+from duoseg.core.records.case import CaseMeta, LevelMeta
 from duoseg.core.records.preprocessing import Preprocessing
 from duoseg.core.registry import Registry
 from duoseg.testing.suite import (

@@ -13,7 +13,8 @@ import numpy as np
 from duoseg.core.data.grid import downsample_image, downsample_label, grid_shape
 from duoseg.core.errors import DataError
 from duoseg.core.interfaces.importer import ImportedCase
-from duoseg.core.interfaces.store import CaseArrays, CaseMeta, LevelArrays, LevelMeta
+from duoseg.core.interfaces.store import CaseArrays, LevelArrays
+from duoseg.core.records.case import CaseMeta, LevelMeta
 from duoseg.core.records.preprocessing import Level, Preprocessing, class_table
 from numpy.typing import NDArray
 

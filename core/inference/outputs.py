@@ -24,8 +24,9 @@ from duoseg.core.data.zarr_arrays import ZarrArray, chunk_path
 from duoseg.core.errors import DataError, PredictError
 from duoseg.core.fs import write_atomically
 from duoseg.core.inference.postprocess import largest_components
-from duoseg.core.interfaces.store import COMPLETION_FILE, CaseMeta, check_case_id
+from duoseg.core.interfaces.store import COMPLETION_FILE
 from duoseg.core.interfaces.writer import FolderSink
+from duoseg.core.records.case import CaseMeta, check_case_id
 from nibabel.nifti1 import Nifti1Extension
 from numpy.typing import NDArray
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 from duoseg.core.inference.postprocess import largest_components
-from duoseg.core.interfaces.store import CaseMeta
 from duoseg.core.interfaces.writer import LabelSink
+from duoseg.core.records.case import CaseMeta
 from numpy.typing import NDArray
 
 

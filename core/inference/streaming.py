@@ -24,8 +24,9 @@ import torch
 from duoseg.core.errors import PredictError
 from duoseg.core.inference.sinks import MemorySink
 from duoseg.core.interfaces.method import Model, SlabPredictor
-from duoseg.core.interfaces.store import CacheCase, CaseMeta, ChunkedArray
+from duoseg.core.interfaces.store import CacheCase, ChunkedArray
 from duoseg.core.interfaces.writer import LabelSink
+from duoseg.core.records.case import CaseMeta
 from numpy.typing import NDArray
 
 log = logging.getLogger("duoseg.inference")

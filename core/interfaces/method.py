@@ -35,7 +35,8 @@ from duoseg.core.errors import ConfigError, PredictError
 from duoseg.core.interfaces.network import SegmentationNetwork
 from duoseg.core.interfaces.sampler import Sampler
 from duoseg.core.interfaces.schedule import Schedule, Stage
-from duoseg.core.interfaces.store import CacheCase, CacheReader, CaseMeta
+from duoseg.core.interfaces.store import CacheCase, CacheReader
+from duoseg.core.records.case import CaseMeta
 from duoseg.core.records.config import TrainConfig, parse
 from duoseg.core.records.preprocessing import Level, Preprocessing
 from numpy.typing import NDArray

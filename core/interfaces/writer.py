@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-from duoseg.core.interfaces.store import CaseMeta
+from duoseg.core.records.case import CaseMeta
 from numpy.typing import NDArray
 
 Series = Mapping[str, tuple[Path, ...]]  # each case's DICOM files, in slice order, if any

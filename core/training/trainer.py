@@ -127,15 +127,7 @@ class Trainer:
             self.folder.log({"stage": stage.name, "step": state.step, "loss": loss, **terms})
             self._after_step(stage, state, optimizer)
             if budget.spent(state.seconds, share):
-                self.folder.log(
-                    {
-                        "stage": stage.name,
-                        "step": state.step,
-                        "stopped": "train.seconds",
-                        "seconds": round(state.seconds, 3),
-                        "budget": round(share, 3),
-                    }
-                )
+                self.folder.log(_stopped(stage, state, share))
                 break
         bar.close()
         return state
@@ -296,6 +288,13 @@ class Trainer:
             self.networks, self.preprocessing, self.metas, self.cache, self.device, augment
         )
         return self.method.forward(stage.kind, moved, context)
+
+
+def _stopped(stage: Stage, state: TrainState, share: float) -> dict[str, Any]:
+    """The metrics row of a stage that its time share ended."""
+    seconds, budget = round(state.seconds, 3), round(share, 3)
+    return {"stage": stage.name, "step": state.step, "stopped": "train.seconds",
+            "seconds": seconds, "budget": budget}  # fmt: skip
 
 
 def config_as_dict(config: ExperimentConfig) -> dict[str, Any]:

@@ -54,7 +54,8 @@ from duoseg.core.interfaces.method import (
 from duoseg.core.interfaces.network import SegmentationNetwork
 from duoseg.core.interfaces.sampler import IMAGE_PAD, read_padded
 from duoseg.core.interfaces.schedule import Schedule
-from duoseg.core.interfaces.store import CacheCase, CaseMeta
+from duoseg.core.interfaces.store import CacheCase
+from duoseg.core.records.case import CaseMeta
 from duoseg.core.records.config import TrainConfig
 from duoseg.core.records.preprocessing import COARSE, Level
 from numpy.typing import NDArray

@@ -15,7 +15,8 @@ from duoseg.core.errors import PredictError
 from duoseg.core.inference.evaluate import evaluate
 from duoseg.core.inference.outputs import NiftiSink, finish_output
 from duoseg.core.inference.score_files import format_table
-from duoseg.core.interfaces.store import COMPLETION_FILE, CaseMeta, LevelMeta
+from duoseg.core.interfaces.store import COMPLETION_FILE
+from duoseg.core.records.case import CaseMeta, LevelMeta
 from duoseg.core.records.preprocessing import Preprocessing
 from duoseg.core.training.checkpoint import TrainState, save_checkpoint
 

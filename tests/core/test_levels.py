@@ -16,7 +16,8 @@ from duoseg.core.data.cache import open_cache
 from duoseg.core.data.grid import downsample_image, downsample_label, grid_shape
 from duoseg.core.interfaces.method import Method
 from duoseg.core.interfaces.sampler import IMAGE_PAD, LABEL_PAD, read_padded
-from duoseg.core.interfaces.store import DEFAULT_CHUNKS, CaseMeta
+from duoseg.core.interfaces.store import DEFAULT_CHUNKS
+from duoseg.core.records.case import CaseMeta
 from duoseg.core.records.config import TrainConfig
 from duoseg.core.records.preprocessing import Level, Preprocessing
 from duoseg.core.training.weights import read_weights

@@ -19,7 +19,7 @@ from duoseg.core.errors import DataError
 from duoseg.core.inference.outputs import PredictionReader, ZarrSink, finish_output, prepare_output
 from duoseg.core.inference.predict import predict_paths
 from duoseg.core.inference.streaming import Options
-from duoseg.core.interfaces.store import CaseMeta, LevelMeta
+from duoseg.core.records.case import CaseMeta, LevelMeta
 from duoseg.core.records.preprocessing import Level
 from duoseg.phantoms import make_case, write_case
 from duoseg.plugins.importers import MMWHSImporter

@@ -15,8 +15,8 @@ import nibabel as nib
 import numpy as np
 from duoseg.core import CaseMeta, FolderSink, Writer
 from duoseg.core.inference.outputs import ScratchLabels, ScratchSink, source_labels
-from duoseg.core.interfaces.store import check_case_id
 from duoseg.core.interfaces.writer import Series
+from duoseg.core.records.case import check_case_id
 
 
 class ClassMasksSink(ScratchSink):
