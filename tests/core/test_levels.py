@@ -25,7 +25,7 @@ from duoseg.plugins.methods.resampled import Resampled
 from duoseg.plugins.methods.two_stage import TwoStage
 from safetensors.torch import save_file
 
-from tests.core.conftest import BASELINE
+from tests.runs import BASELINE
 
 
 def test_methods_declare_the_levels_they_read() -> None:
