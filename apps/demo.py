@@ -28,24 +28,18 @@ from typing import Any
 import duoseg
 import numpy as np
 import torch
-from duoseg.apps.phantom import PROTOCOLS, Protocol, write_phantoms
-from duoseg.core.config import ExperimentConfig, check_components, load_config
+from duoseg.core.config import check_components, load_config, resolve_method
 from duoseg.core.data.cache_build import build_cache
-from duoseg.core.data.preprocessing import DEFAULT_LEVELS, Level
 from duoseg.core.errors import DuosegError
-from duoseg.core.inference.evaluate import (
-    WHOLE,
-    ceiling,
-    class_names,
-    evaluate,
-    overlays,
-    save_json,
-)
+from duoseg.core.inference.evaluate import WHOLE, ceiling, evaluate
 from duoseg.core.inference.predict import predict_paths
+from duoseg.core.inference.score_files import class_names, overlays, save_json
 from duoseg.core.inference.streaming import Options, Report
-from duoseg.core.interfaces.method import resolve_method
+from duoseg.core.records.config import ExperimentConfig
+from duoseg.core.records.preprocessing import DEFAULT_LEVELS, Level
 from duoseg.core.registry import Registry
 from duoseg.core.training.trainer import Trainer, config_as_dict
+from duoseg.phantoms import PROTOCOLS, Protocol, write_phantoms
 
 
 @dataclass(frozen=True)

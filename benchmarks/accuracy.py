@@ -40,15 +40,16 @@ from typing import Any
 import numpy as np
 import torch
 from duoseg.apps.demo import DemoData, Preset, data_layout, prepare_data, train
-from duoseg.apps.phantom import PROTOCOLS
 from duoseg.core import Registry, load_plugins
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache
 from duoseg.core.data.dataset import SampleDataset
 from duoseg.core.inference.ceiling import round_trip
-from duoseg.core.inference.outputs import MemorySink
-from duoseg.core.inference.streaming import Options, load_model, predict_case
-from duoseg.core.training.evaluation import dice_per_class
+from duoseg.core.inference.model import load_model
+from duoseg.core.inference.sinks import MemorySink
+from duoseg.core.inference.streaming import Options, predict_case
+from duoseg.phantoms import PROTOCOLS
+from duoseg.plugins.metrics import dice_per_class
 
 from benchmarks.memory import measured, spawned
 from benchmarks.peer_monai_predict import NETWORK, load_network, segment

@@ -27,12 +27,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from duoseg.apps.demo import DemoData, Preset, data_layout, prepare_data, train
-from duoseg.apps.phantom import Protocol
 from duoseg.core import Registry, load_plugins, network_cost
 from duoseg.core.data.cache import open_cache
-from duoseg.core.inference.outputs import largest_components
-from duoseg.core.inference.streaming import Options, load_model, predict_labels
-from duoseg.core.training.evaluation import dice_per_class
+from duoseg.core.inference.model import load_model
+from duoseg.core.inference.postprocess import largest_components
+from duoseg.core.inference.streaming import Options, predict_labels
+from duoseg.phantoms import Protocol
+from duoseg.plugins.metrics import Dice
 
 NET2 = "networks.net2.params"
 FULL5, SEP5, FULL3 = (
@@ -85,7 +86,7 @@ def validation_dice(run: Path, data: DemoData, registry: Registry) -> dict[str, 
     names, truth = case.meta.class_names, case.label[...]
     result = {}
     for kind, guess in (("plain", labels), ("lcc", largest_components(labels, len(names)))):
-        scores = dice_per_class(guess, truth, len(names))
+        scores = Dice().per_class(guess, truth, len(names))
         pairs = zip(names[1:], scores, strict=True)
         result[kind] = {n: 0.0 if s is None else float(s) for n, s in pairs}
     return result
