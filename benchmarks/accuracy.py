@@ -49,7 +49,6 @@ from duoseg.core.inference.model import load_model
 from duoseg.core.inference.sinks import MemorySink
 from duoseg.core.inference.streaming import Options, predict_case
 from duoseg.phantoms import PROTOCOLS
-from duoseg.plugins.metrics import dice_per_class
 
 from benchmarks.memory import measured, spawned
 from benchmarks.peer_monai_predict import NETWORK, load_network, segment
@@ -150,7 +149,7 @@ def predict_in_own_process(
 
 def score(kind: str, weights: Path, test_cache: Path, registry: Registry) -> dict[str, Any]:
     """Every test case predicted with the model's own output and scored."""
-    hd95 = registry.build("metric", "hd95")
+    dice, hd95 = registry.build("metric", "dice"), registry.build("metric", "hd95")
     cache = open_cache(test_cache, registry)
     cases = []
     for case_id in cache.cases():
@@ -159,7 +158,7 @@ def score(kind: str, weights: Path, test_cache: Path, registry: Registry) -> dic
                                                      test_cache, case_id)  # fmt: skip
         truth = case.label[...]
         names = case.meta.class_names[1:]
-        scores = dice_per_class(labels, truth, len(names) + 1)
+        scores = dice.per_class(labels, truth, len(names) + 1)
         cases.append({
             "case": case_id, "seconds": seconds, "working_mib": memory,
             "dice": {n: 0.0 if s is None else s for n, s in zip(names, scores, strict=True)},
@@ -194,13 +193,14 @@ def nifti_command(kind: str, weights: Path, image: Path, out: Path) -> list[str]
 def ceiling(test_cache: Path, registry: Registry) -> dict[str, float]:
     """The test cases' own labels to 2 mm and back: the best a 2 mm model can score."""
     cache = open_cache(test_cache, registry)
+    per_class = registry.build("metric", "dice").per_class
     dice: dict[str, list[float]] = {}
     for case_id in cache.cases():
         case = cache.case(case_id)
         truth = case.label[...]
         classes = len(case.meta.class_names)
         back = round_trip(truth, case.meta.spacing, CEILING_MM, classes)
-        for name, s in zip(case.meta.class_names[1:], dice_per_class(back, truth, classes),
+        for name, s in zip(case.meta.class_names[1:], per_class(back, truth, classes),
                            strict=True):  # fmt: skip
             dice.setdefault(name, []).append(1.0 if s is None else s)
     return {s: float(np.mean(v)) for s, v in dice.items()}
