@@ -6,7 +6,7 @@ One cache holds cases; each case has, as lazily read (z, y, x) arrays:
 - ``label``: class indices (uint8), absent for unlabelled cases,
 - per level (a resampled grid, :class:`LevelMeta`) ``<level>_image`` /
   ``<level>_label``: the same on that grid - ``coarse_image`` / ``coarse_label`` for the
-  ``coarse`` level every cache has (Net1's, 3 mm by default), ``baseline_image`` /
+  ``coarse`` level every cache has (a localiser's, 3 mm by default), ``baseline_image`` /
   ``baseline_label`` for a 2 mm level a cache built with ``--level baseline=2`` adds,
 
 plus ``class_counts``: per block of the label's chunk grid, per class, the voxel

@@ -88,7 +88,7 @@ class CaseMeta:
 
     @property
     def coarse(self) -> LevelMeta:
-        """The coarse level (Net1's grid)."""
+        """The coarse level (the localiser's grid, in every cache)."""
         return self.level(COARSE)
 
     def level(self, name: str) -> LevelMeta:

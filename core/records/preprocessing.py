@@ -1,7 +1,7 @@
 """The preprocessing record: how a case is prepared for the networks (nnU-Net's "plan").
 
 A :class:`Preprocessing` names the intensity normalisation, the resampled **levels**
-(each a name and a target spacing: ``coarse`` for Net1, 3 mm by default, and whatever
+(each a name and a target spacing: ``coarse`` for a localiser, 3 mm by default, and whatever
 other grids a cache's methods work on, such as a 2 mm ``baseline`` level), and the class
 names with their source label values. ``duoseg cache build`` writes it into the cache's
 completion record, training copies it (with the levels its method uses) into every
@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from duoseg.core.errors import DataError
 
-COARSE: Final = "coarse"  # the level Net1 and the dynamic tile work on; in every cache
+COARSE: Final = "coarse"  # the level a localiser works on; in every cache
 DEFAULT_COARSE_TARGET_MM: Final = 3.0
 DEFAULT_PERCENTILES: Final = (0.5, 99.5)
 LEVEL_NAME: Final = re.compile(r"^[a-z][a-z0-9]{0,31}$")  # becomes part of array names

@@ -212,8 +212,8 @@ def _as_version_2(target: Path) -> None:
 @pytest.fixture(scope="module")
 def half_mm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Phantoms at 0.5 mm (a 2 mm voxel is 4^3 of them) with the 2 mm level."""
-    from tests.core.test_recipe import build as build_cases
-    from tests.core.test_recipe import phantom_with
+    from tests.plugins.test_two_stage_recipe import build as build_cases
+    from tests.plugins.test_two_stage_recipe import phantom_with
 
     cases = [phantom_with(0.5, n, (96, 80, 64), binary=False) for n in range(2)]
     return build_cases(tmp_path_factory.mktemp("half"), cases, {"coarse": 3.0, "baseline": 2.0})

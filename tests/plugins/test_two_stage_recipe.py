@@ -85,6 +85,7 @@ class GuidanceEcho(SegmentationNetwork):
     def __init__(self, in_channels: int, k: int) -> None:
         super().__init__(in_channels, CLASSES)
         self.k = k
+        self.guidance = "foreground" if in_channels == 2 else "probabilities"  # declared, as Net2's
 
     def _forward(self, x: Tensor) -> Tensor:
         guidance = x[:, 1] if self.in_channels == 2 else 1 - x[:, 1]
