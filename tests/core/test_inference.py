@@ -242,17 +242,17 @@ def test_the_report_gives_the_tiles_share_of_the_volume_and_each_structures_reca
 
 def test_an_empty_foreground_falls_back_to_the_whole_volume(two_stage_run, cache, caplog) -> None:
     case = open_cache(cache, load_plugins()).case("ct_train_1001")
-    box, empty = dynamic_tile(np.zeros(case.meta.coarse_shape), case.meta, TwoStageOptions())
+    box, empty = dynamic_tile(np.zeros(case.meta.coarse.shape), case.meta, TwoStageOptions())
     assert empty and box == tuple(slice(0, n) for n in case.meta.shape)
     assert "found no foreground" in caplog.text
 
 
 def test_the_roi_is_the_foreground_box_plus_the_margin(cache) -> None:
     meta = open_cache(cache, load_plugins()).case("ct_train_1001").meta
-    foreground = np.zeros(meta.coarse_shape)
+    foreground = np.zeros(meta.coarse.shape)
     foreground[2:4, 3:6, 4:7] = 1
     foreground[-1, -1, -1] = 1  # a stray voxel: outside the box by default (largest component)
-    scale = np.asarray(meta.shape) / np.asarray(meta.coarse_shape)
+    scale = np.asarray(meta.shape) / np.asarray(meta.coarse.shape)
     box, empty = dynamic_tile(
         foreground, meta, TwoStageOptions(margin_mm=0.0, largest_component=False)
     )
