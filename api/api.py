@@ -22,17 +22,14 @@ import numpy as np
 from duoseg.core.data.orientation import LPS_TO_RAS, canonical_case, check_volume, to_source
 from duoseg.core.distributed import Ranks
 from duoseg.core.errors import PredictError
-from duoseg.core.inference.outputs import MemorySink, label_image, source_labels
+from duoseg.core.inference.model import case_from_image, load_model
+from duoseg.core.inference.outputs import label_image, source_labels
 from duoseg.core.inference.predict import input_case, predict_model, predict_paths
-from duoseg.core.inference.streaming import (
-    Model,
-    Options,
-    Report,
-    case_from_image,
-    load_model,
-    predict_case,
-)
-from duoseg.core.interfaces.store import CacheCase, CaseMeta
+from duoseg.core.inference.sinks import MemorySink
+from duoseg.core.inference.streaming import Options, Report, predict_case
+from duoseg.core.interfaces.method import Model
+from duoseg.core.interfaces.store import CacheCase
+from duoseg.core.records.case import CaseMeta
 from duoseg.core.registry import Registry, load_plugins
 from nibabel.affines import voxel_sizes
 from nibabel.spatialimages import SpatialImage
@@ -307,7 +304,7 @@ class Evaluation:
         return asdict(self)
 
     def __str__(self) -> str:
-        from duoseg.core.inference.evaluate import format_table
+        from duoseg.core.inference.score_files import format_table
 
         return format_table(self.as_dict())
 

@@ -19,11 +19,10 @@ import duoseg
 from duoseg.core.components import KINDS
 from duoseg.core.config import apply_override
 from duoseg.core.errors import DuosegError
-from duoseg.core.inference import FORMATS
 from duoseg.core.registry import load_plugins
 
 if TYPE_CHECKING:
-    from duoseg.core.data.preprocessing import Level
+    from duoseg.core.records.preprocessing import Level
 
 EXIT_BAD_INPUT = 2
 EXIT_ENVIRONMENT = 1  # the disk, permissions: not the input's fault
@@ -89,14 +88,8 @@ def _add_evaluate(commands: Any) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from duoseg.core.inference.evaluate import (
-        FROM_TRUTH,
-        ceiling,
-        format_table,
-        overlays,
-        save_json,
-        write_csv,
-    )
+    from duoseg.core.inference.evaluate import FROM_TRUTH, ceiling
+    from duoseg.core.inference.score_files import format_table, overlays, save_json, write_csv
 
     labels = _label_map(args.labels).get("labels") if args.labels is not None else None
     if len(args.paths) > 2 or (len(args.paths) == 1 and args.ceiling is None):
@@ -157,9 +150,10 @@ def _add_predict(commands: Any) -> None:
     )
     predict.add_argument(
         "--format",
-        choices=FORMATS,
-        help="output file format (default: from OUTPUT; dicom-seg: a folder, for DICOM "
-        "INPUT); not the store plugin that cache build's --store names",
+        metavar="WRITER",
+        help="output format, a writer plugin (built in: nifti, zarr, dicom-seg; `duoseg "
+        "plugins` lists all; default: from OUTPUT); not the store plugin that cache build's "
+        "--store names",
     )
     predict.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     predict.add_argument("--case", action="append", help="case id(s) of a cache or DICOM folder")
@@ -321,7 +315,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _add_phantom(commands: Any) -> None:
-    from duoseg.apps.phantom import PROTOCOLS, SMALL_SIZE
+    from duoseg.phantoms import PROTOCOLS, SMALL_SIZE
 
     protocols = "; ".join(
         f"{m} {' x '.join(map(str, p.size))} at {p.in_plane[0]}-{p.in_plane[1]} mm in-plane"
@@ -344,7 +338,7 @@ def _add_phantom(commands: Any) -> None:
 
 
 def _phantom(args: argparse.Namespace) -> int:
-    from duoseg.apps.phantom import write_phantoms
+    from duoseg.phantoms import write_phantoms
 
     if args.cases < 1:
         raise DuosegError(f"--cases must be >= 1, got {args.cases}")
@@ -414,8 +408,7 @@ def _label_map(text: str | None) -> dict[str, Any]:
 def _levels(items: list[str], coarse_mm: float | None) -> list[Level]:
     """``--level NAME=MM`` items and ``--coarse-spacing``: the cache's levels, the coarse
     one at 3 mm unless given."""
-    from duoseg.core.data.preprocessing import DEFAULT_COARSE_TARGET_MM, Level
-    from duoseg.core.interfaces.store import COARSE
+    from duoseg.core.records.preprocessing import COARSE, DEFAULT_COARSE_TARGET_MM, Level
 
     targets = {COARSE: DEFAULT_COARSE_TARGET_MM}
     given: dict[str, float] = {}

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from duoseg.apps.phantom import phantom_cache, write_phantoms
 from duoseg.core import Registry
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache
 from duoseg.core.errors import DataError
+from duoseg.phantoms import phantom_cache, write_phantoms
 
 from benchmarks.training_setup import MMWHS_DATA
 

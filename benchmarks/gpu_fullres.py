@@ -30,11 +30,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from duoseg.apps.phantom import phantom_cache
 from duoseg.core import load_plugins
 from duoseg.core.data.cache import open_cache
 from duoseg.core.inference.outputs import ZarrSink, finish_output, prepare_output
-from duoseg.core.inference.streaming import Model, Options, predict_case, whole_volume
+from duoseg.core.inference.streaming import Options, predict_case, whole_volume
+from duoseg.core.interfaces.method import Model
+from duoseg.phantoms import phantom_cache
 from duoseg.plugins.methods.two_stage import TwoStage, TwoStageOptions, dynamic_tile
 
 from benchmarks.training_setup import MMWHS_DATA

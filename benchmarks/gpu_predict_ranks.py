@@ -38,9 +38,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from duoseg.apps.phantom import write_phantoms
 from duoseg.core import load_plugins
 from duoseg.core.interfaces.store import COMPLETION_FILE
+from duoseg.phantoms import write_phantoms
 
 UNTRAINED = """
 seed = 0

@@ -27,8 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from duoseg.apps.phantom import phantom_cache
 from duoseg.core.training.checkpoint import TrainState
+from duoseg.phantoms import phantom_cache
 
 from benchmarks.training_setup import make_trainer
 

@@ -40,7 +40,8 @@ def duoseg_run(
     from duoseg.core import load_plugins, network_cost
     from duoseg.core.data.cache import open_cache
     from duoseg.core.inference.outputs import NiftiSink, ZarrSink, finish_output, prepare_output
-    from duoseg.core.inference.streaming import Model, Options, predict_case
+    from duoseg.core.inference.streaming import Options, predict_case
+    from duoseg.core.interfaces.method import Model
     from duoseg.plugins.methods.two_stage import TwoStageOptions, dynamic_tile
 
     torch.manual_seed(0)

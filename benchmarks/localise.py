@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from duoseg.apps.phantom import write_phantoms
 from duoseg.core import Registry, load_plugins
 from duoseg.core.config import load_config
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache
-from duoseg.core.inference.streaming import load_model
+from duoseg.core.inference.model import load_model
 from duoseg.core.interfaces.store import CacheCase
 from duoseg.core.training.trainer import Trainer, config_as_dict
+from duoseg.phantoms import write_phantoms
 from duoseg.plugins.methods.two_stage import TwoStageOptions, dynamic_tile, net1_probabilities
 
 

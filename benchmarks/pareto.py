@@ -26,12 +26,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from duoseg.apps.demo import CPU_VIEW, DemoData, Preset, data_layout, prepare_data, train
+from duoseg.apps.demo import DemoData, Preset, data_layout, prepare_data, train
 from duoseg.core import Registry, load_plugins, network_cost
 from duoseg.core.data.cache import open_cache
-from duoseg.core.inference.outputs import largest_components
-from duoseg.core.inference.streaming import Options, load_model, predict_labels
-from duoseg.core.training.evaluation import dice_per_class
+from duoseg.core.inference.model import load_model
+from duoseg.core.inference.postprocess import largest_components
+from duoseg.core.inference.streaming import Options, predict_labels
+from duoseg.phantoms import Protocol
+from duoseg.plugins.metrics import Dice
 
 NET2 = "networks.net2.params"
 FULL5, SEP5, FULL3 = (
@@ -52,6 +54,9 @@ VARIANTS: dict[str, tuple[str, ...]] = {  # overrides of demo_two_stage.toml
         f"{NET2}.residual=false",
     ),
 }
+# The study's phantoms: cardiac-CT voxels over a view cropped to the heart (it compares
+# Net2 variants inside the heart's region, where the tile puts Net2).
+HEART_VIEW = Protocol((224, 224, 144), (0.56, 0.60), (0.85, 0.95))
 SLAB = 16  # output slices of the timed slab
 PLANE = (256, 256)  # a heart ROI at about 0.5 mm
 
@@ -81,7 +86,7 @@ def validation_dice(run: Path, data: DemoData, registry: Registry) -> dict[str, 
     names, truth = case.meta.class_names, case.label[...]
     result = {}
     for kind, guess in (("plain", labels), ("lcc", largest_components(labels, len(names)))):
-        scores = dice_per_class(guess, truth, len(names))
+        scores = Dice().per_class(guess, truth, len(names))
         pairs = zip(names[1:], scores, strict=True)
         result[kind] = {n: 0.0 if s is None else float(s) for n, s in pairs}
     return result
@@ -91,7 +96,7 @@ def study(
     out: Path, seconds: float, names: list[str], seeds: list[int], reuse: bool
 ) -> list[dict[str, Any]]:
     registry = load_plugins()
-    preset = Preset("pareto", CPU_VIEW, train_cases=4, test_cases=1, seconds=seconds)
+    preset = Preset("pareto", HEART_VIEW, train_cases=4, test_cases=1, seconds=seconds)
     data = data_layout(out / "data", preset)
     if not (reuse and data.cache.exists()):
         data = prepare_data(out / "data", preset, registry)

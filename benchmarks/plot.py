@@ -146,10 +146,10 @@ def plot_accuracy(runs: Runs, out: Path) -> Path | None:
 
 
 def _speed_label(key: str) -> str:
-    """``two_stage-budget256-net1`` -> ``two_stage`` over ``256 MiB`` over ``own ROI``:
-    the default budget and the given heart box are left unsaid."""
-    label = key.replace("-budget1024", "").replace("-heart_box", "")
-    return re.sub(r"-budget(\d+)", r"\n\1 MiB", label).replace("-net1", "\nown ROI")
+    """``two_stage-budget256-labels_box`` -> ``two_stage`` over ``256 MiB`` over
+    ``labels' box``: the default budget and each model's own output are left unsaid."""
+    label = key.replace("-budget1024", "")
+    return re.sub(r"-budget(\d+)", r"\n\1 MiB", label).replace("-labels_box", "\nlabels' box")
 
 
 def _label_memory(ax: Any, data: dict[str, dict[str, dict[str, Any]]]) -> None:

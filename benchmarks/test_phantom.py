@@ -5,9 +5,10 @@ voxels), generated in a spawned process so its peak memory is its own. The goal 
 from __future__ import annotations
 
 import numpy as np
-from duoseg.apps.phantom import MMWHS_LABELS, PhantomCase, make_case
 from duoseg.core.inference.ceiling import round_trip
-from duoseg.core.training.evaluation import dice_per_class
+from duoseg.phantoms import PhantomCase, make_case
+from duoseg.plugins.importers import MMWHS_LABELS
+from duoseg.plugins.metrics import Dice
 
 from benchmarks.memory import measured, spawned
 
@@ -22,7 +23,9 @@ def test_phantom_ct_case(benchmark) -> None:
     lookup = np.zeros(max(values) + 1, np.uint8)
     lookup[values] = np.arange(len(values))
     index = lookup[case.label]
-    ceiling = dice_per_class(round_trip(index, case.spacing, 2.0, len(values)), index, len(values))
+    ceiling = Dice().per_class(
+        round_trip(index, case.spacing, 2.0, len(values)), index, len(values)
+    )
     benchmark.extra_info.update(
         shape=list(case.image.shape), spacing_mm=[round(s, 3) for s in case.spacing],
         seconds=seconds, working_mib=working,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from duoseg.apps.phantom import phantom_cache
 from duoseg.core.training.checkpoint import TrainState
+from duoseg.phantoms import phantom_cache
 
 from benchmarks.data_fixtures import big_cache
 from benchmarks.training_setup import first_batches, make_trainer

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from duoseg.core import load_plugins
 from duoseg.core.config import load_config
-from duoseg.core.data.preprocessing import Preprocessing
+from duoseg.core.records.preprocessing import Preprocessing
 from duoseg.core.training.checkpoint import TrainState
 from duoseg.core.training.trainer import Trainer, config_as_dict
 from duoseg.plugins.importers import MMWHS_LABELS

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from duoseg.core.accounting import NetworkCost, network_cost
 from duoseg.core.components import KINDS, Component, ComponentInfo, Kind, PluginSource
-from duoseg.core.config import ComponentRef, ExperimentConfig, check_components, load_config
+from duoseg.core.config import check_components, load_config
 from duoseg.core.data.cache import open_cache
 from duoseg.core.errors import (
     ComponentParameterError,
@@ -24,16 +24,19 @@ from duoseg.core.errors import (
     WeightsError,
 )
 from duoseg.core.hookspecs import hookimpl
-from duoseg.core.inference.streaming import Model, Options
+from duoseg.core.inference.streaming import Options
 from duoseg.core.interfaces.augmentation import Augmentation
 from duoseg.core.interfaces.importer import ImportedCase, Importer, SourcePair
 from duoseg.core.interfaces.loss import SegmentationLoss
-from duoseg.core.interfaces.method import Method, Part, SlabPredictor, TrainingContext
+from duoseg.core.interfaces.method import Method, Model, Part, SlabPredictor, TrainingContext
 from duoseg.core.interfaces.metric import Metric
 from duoseg.core.interfaces.network import SegmentationNetwork
 from duoseg.core.interfaces.sampler import Sample, Sampler
 from duoseg.core.interfaces.schedule import LossTerm, Schedule, Stage
-from duoseg.core.interfaces.store import CacheCase, CacheReader, CacheWriter, CaseMeta, VolumeStore
+from duoseg.core.interfaces.store import CacheCase, CacheReader, CacheWriter, VolumeStore
+from duoseg.core.interfaces.writer import FolderSink, LabelSink, Writer
+from duoseg.core.records.case import CaseMeta
+from duoseg.core.records.config import ComponentRef, ExperimentConfig
 from duoseg.core.registry import Registry, load_plugins
 from duoseg.core.training.weights import load_weights, read_weights, save_weights
 
@@ -53,10 +56,12 @@ __all__ = [
     "DuosegError",
     "DuplicateComponentError",
     "ExperimentConfig",
+    "FolderSink",
     "ImportedCase",
     "Importer",
     "InputShapeError",
     "Kind",
+    "LabelSink",
     "LossTerm",
     "Method",
     "Metric",
@@ -80,6 +85,7 @@ __all__ = [
     "UnknownComponentError",
     "VolumeStore",
     "WeightsError",
+    "Writer",
     "check_components",
     "hookimpl",
     "load_config",

@@ -16,6 +16,7 @@ Kind = Literal[
     "augmentation",
     "metric",
     "method",
+    "writer",
 ]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 

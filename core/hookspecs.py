@@ -69,3 +69,8 @@ def duoseg_metric() -> list[Component]:  # type: ignore[empty-body]
 @hookspec
 def duoseg_method() -> list[Component]:  # type: ignore[empty-body]
     """Methods: ``Method`` subclasses that turn networks into a segmentation."""
+
+
+@hookspec
+def duoseg_writer() -> list[Component]:  # type: ignore[empty-body]
+    """Writers: ``Writer`` subclasses, the output formats of ``duoseg predict``."""

@@ -32,6 +32,7 @@ from duoseg.core.interfaces.network import SegmentationNetwork
 from duoseg.core.interfaces.sampler import Sampler
 from duoseg.core.interfaces.schedule import Schedule
 from duoseg.core.interfaces.store import VolumeStore
+from duoseg.core.interfaces.writer import Writer
 
 from . import hookspecs
 
@@ -49,6 +50,7 @@ INTERFACES: Final[dict[Kind, type]] = {  # what a component of each kind must be
     "augmentation": Augmentation,
     "metric": Metric,
     "method": Method,
+    "writer": Writer,
 }
 
 
@@ -226,6 +228,8 @@ class Registry:
     def build(self, kind: Literal["metric"], name: str, /, **params: Any) -> Metric: ...
     @overload
     def build(self, kind: Literal["method"], name: str, /, **params: Any) -> Method: ...
+    @overload
+    def build(self, kind: Literal["writer"], name: str, /, **params: Any) -> Writer: ...
     @overload
     def build(self, kind: str, name: str, /, **params: Any) -> object: ...
     def build(self, kind: str, name: str, /, **params: Any) -> object:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from duoseg.apps.demo import PRESETS, mean_dice, predict_and_evaluate, prepare_data, train
 from duoseg.core import load_plugins
-from duoseg.core.inference.evaluate import class_names, overlays
+from duoseg.core.inference.score_files import class_names, overlays
 from duoseg.core.inference.streaming import Options
 
 VARIANTS = {"full schedule": [], "without step 1": [1], "without step 2": [2],

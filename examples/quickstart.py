@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duoseg
 import nibabel as nib
-from duoseg.apps.phantom import phantom_cache
+from duoseg.phantoms import phantom_cache
 
 CONFIGS = Path(__file__).parent / "configs"
 

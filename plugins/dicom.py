@@ -45,7 +45,14 @@ from typing import Any
 
 import numpy as np
 from duoseg.core import Component, hookimpl
-from duoseg.core.data.dicom import Dataset, dicom_files, library, quiet, read_dataset
+from duoseg.core.data.dicom import (
+    Dataset,
+    dicom_files,
+    holds_dicom,
+    library,
+    quiet,
+    read_dataset,
+)
 from duoseg.core.data.orientation import (
     LPS_TO_RAS,
     canonical_affine,
@@ -54,7 +61,7 @@ from duoseg.core.data.orientation import (
 )
 from duoseg.core.errors import DataError
 from duoseg.core.interfaces.importer import ImportedCase, Importer, SourcePair, pick
-from duoseg.core.interfaces.store import check_case_id
+from duoseg.core.records.case import check_case_id
 from duoseg.plugins.importers import (
     MAX_VOXELS,
     MMWHS_LABELS,
@@ -303,6 +310,12 @@ class DicomImporter(Importer):
 
     def discover(self, source: Path) -> list[SourcePair]:
         return self.discover_cases(source, None)
+
+    def images(self, source: Path, cases: Sequence[str] | None) -> list[SourcePair]:
+        """The series under a folder holding DICOM files; their labels are not read."""
+        if not source.is_dir() or not holds_dicom(source):
+            return []
+        return self.discover_cases(source, cases, labels=False)
 
     def discover_cases(
         self, source: Path, cases: Sequence[str] | None, *, labels: bool = True

@@ -8,7 +8,7 @@ before anything is written to a cache.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,13 @@ import numpy as np
 from duoseg.core import Component, hookimpl
 from duoseg.core.data.orientation import canonical_case, check_volume
 from duoseg.core.errors import DataError
-from duoseg.core.interfaces.importer import ImportedCase, Importer, SourcePair, integer_labels
+from duoseg.core.interfaces.importer import (
+    ImportedCase,
+    Importer,
+    SourcePair,
+    integer_labels,
+    pick,
+)
 from nibabel.openers import ImageOpener
 from numpy.typing import NDArray
 
@@ -95,6 +101,31 @@ class NiftiPairImporter(Importer):
         if not images:
             raise DataError(f"{source}: no *{self.image_suffix}.nii[.gz] files found")
         return [SourcePair(case, images[case], labels.get(case)) for case in sorted(images)]
+
+    def images(self, source: Path, cases: Sequence[str] | None) -> list[SourcePair]:
+        """One NIfTI file, or every NIfTI file in a folder but label files; the case id
+        is the name without ``_image`` and the NIfTI suffix."""
+        if source.is_file() and source.name.endswith(NIFTI_SUFFIXES):
+            files = [source]
+        elif source.is_dir():
+            files = sorted(
+                p
+                for p in source.iterdir()
+                if p.name.endswith(NIFTI_SUFFIXES) and f"{self.label_suffix}." not in p.name
+            )
+        else:
+            return []
+        found = {
+            self._image_id(path): SourcePair(self._image_id(path), path, None) for path in files
+        }
+        return pick(found, cases, source) if found else []
+
+    def _image_id(self, path: Path) -> str:
+        for suffix in NIFTI_SUFFIXES:
+            for ending in (f"{self.image_suffix}{suffix}", suffix):
+                if path.name.endswith(ending):
+                    return path.name[: -len(ending)]
+        raise DataError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
 
     @staticmethod
     def _nifti_files(source: Path, suffix: str) -> list[Path]:

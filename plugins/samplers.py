@@ -15,7 +15,8 @@ from duoseg.core.interfaces.sampler import (
     as_sample,
     read_padded,
 )
-from duoseg.core.interfaces.store import CacheCase, CaseMeta
+from duoseg.core.interfaces.store import CacheCase
+from duoseg.core.records.case import CaseMeta
 from numpy.typing import NDArray
 
 

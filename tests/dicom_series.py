@@ -12,7 +12,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from duoseg.apps.phantom import PhantomCase, make_case
+from duoseg.phantoms import PhantomCase, make_case
 from numpy.typing import NDArray
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> DICOM's LPS patient coordinates

@@ -30,11 +30,11 @@ def test_every_chart_is_drawn_from_a_saved_run(tmp_path: Path) -> None:
         _bench("test_accuracy_at_equal_training_time[two_stage]", mean_dice=0.6,
                inference_seconds=8.0, working_mib=300.0),
         _bench("test_ceiling", mean_dice=0.97),
-        _bench("test_speed_on_a_512_case[two_stage-budget256-heart_box]", seconds=9.0,
+        _bench("test_speed_on_a_512_case[two_stage-budget256]", seconds=9.0,
                working_mib=500.0),
-        _bench("test_speed_on_a_512_case[two_stage-budget256-net1]", seconds=70.0,
+        _bench("test_speed_on_a_512_case[two_stage-budget256-labels_box]", seconds=70.0,
                working_mib=450.0),
-        _bench("test_speed_on_a_512_case[monai-budget1024-heart_box]", seconds=20.0,
+        _bench("test_speed_on_a_512_case[monai-budget1024]", seconds=20.0,
                working_mib=2900.0),
     ]}  # fmt: skip
     saved = tmp_path / "run.json"
@@ -46,9 +46,9 @@ def test_every_chart_is_drawn_from_a_saved_run(tmp_path: Path) -> None:
         assert (tmp_path / "c" / f"{chart}.png").stat().st_size > 0
 
 
-def test_speed_labels_name_the_budget_and_the_roi_only_where_they_differ() -> None:
+def test_speed_labels_name_the_budget_and_a_given_box_only() -> None:
     from benchmarks.plot import _speed_label
 
-    assert _speed_label("monai-budget1024-heart_box") == "monai"
-    assert _speed_label("two_stage-budget256-heart_box") == "two_stage\n256 MiB"
-    assert _speed_label("two_stage-budget512-net1") == "two_stage\n512 MiB\nown ROI"
+    assert _speed_label("monai-budget1024") == "monai"
+    assert _speed_label("two_stage-budget256") == "two_stage\n256 MiB"
+    assert _speed_label("two_stage-budget256-labels_box") == "two_stage\n256 MiB\nlabels' box"

@@ -12,8 +12,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from duoseg.core.config import ComponentRef
-from duoseg.core.testing import (
+from duoseg.core.records.config import ComponentRef
+from duoseg.plugins.importers import MMWHS_LABELS
+from duoseg.testing import (
     AugmentationConformance,
     ImporterConformance,
     LossConformance,
@@ -24,9 +25,9 @@ from duoseg.core.testing import (
     SamplerConformance,
     ScheduleConformance,
     StoreConformance,
+    WriterConformance,
     every_registered,
 )
-from duoseg.plugins.importers import MMWHS_LABELS
 
 
 class TestEveryNetwork(NetworkConformance):
@@ -88,6 +89,10 @@ class TestEveryMetric(MetricConformance):
     name = every_registered("metric")
 
 
+class TestEveryWriter(WriterConformance):
+    name = every_registered("writer")
+
+
 class TestEveryMethod(MethodConformance):
     name = every_registered("method")
     recipes = {
@@ -110,7 +115,7 @@ class TestEveryMethod(MethodConformance):
 
 
 THIRD_PARTY = """
-from duoseg.core.testing import MetricConformance, StoreConformance
+from duoseg.testing import MetricConformance, StoreConformance
 
 class TestDice(MetricConformance):
     name = "dice"
@@ -141,7 +146,7 @@ def test_importing_the_pytest_plugin_loads_no_plugin_and_builds_no_registry() ->
     code = (
         "import sys, duoseg.core.registry as r\n"
         "r.Registry.__init__ = lambda self: sys.exit('a registry was built')\n"
-        "import duoseg.core.testing\n"
+        "import duoseg.testing.plugin\n"
         "assert not [m for m in sys.modules if m.startswith('duoseg.plugins')], 'plugins'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -25,6 +25,8 @@ def test_quick_demo_writes_the_report_with_every_method(tmp_path: Path, capsys) 
     assert re.search(r"\| Myo \| \d\.\d{4} \| \d\.\d{4} \| \d\.\d{4} \| 0\.\d{4} \|", report)
     assert "Every model trained for 20 s of wall-clock (`train.seconds`)" in report
     assert "not assessed: the quick preset is a smoke run" in report
+    assert "## Net1's tile (no box given)" in report
+    assert re.search(r"\| ct_train_1005 \| [\d.]+ \| [\d.]+ \| [\d.]+ \(\w+\) \| Myo \d", report)
     for line in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
         assert (out / line).stat().st_size > 0, line
     for phase in (
@@ -69,7 +71,8 @@ def test_the_finding_needs_both_mean_and_myocardium_better() -> None:
     assert outcome["mean"][2] and not outcome["Myo"][2]
     bound = _result({})
     report = format_report(PRESETS["cpu"], "cpu", results=better_mean_only,
-                           timings={"phantoms": 1.0}, figures={}, bound=bound)  # fmt: skip
+                           timings={"phantoms": 1.0}, figures={}, bound=bound,
+                           tiles=[])  # fmt: skip
     assert "**not reproduced**: Net1+Net2 mean Dice" in report
     assert "myocardium 0.4000 vs 0.4500" in report
 
@@ -77,6 +80,15 @@ def test_the_finding_needs_both_mean_and_myocardium_better() -> None:
 def test_the_report_states_its_sd_and_hd95_conventions() -> None:
     results = {name: _result({}) for name in ("Net1", "Net1+Net2", "Baseline")}
     report = format_report(PRESETS["cpu"], "cpu", results=results, timings={"phantoms": 1.0},
-                           figures={}, bound=_result({}))  # fmt: skip
+                           figures={}, bound=_result({}), tiles=[])  # fmt: skip
     assert "± is the population standard deviation over the test cases (ddof 0)" in report
     assert "HD95 is MONAI's (`compute_hausdorff_distance(percentile=95)`)" in report
+
+
+def test_the_report_gives_each_test_cases_tile_and_its_least_recall() -> None:
+    results = {name: _result({}) for name in ("Net1", "Net1+Net2", "Baseline")}
+    tiles = [{"case": "ct_train_1008", "fraction": 0.2534, "labels_box": 0.2012,
+              "recall": {"Myo": 1.0, "PA": 0.99712, "AA": 0.9999}}]  # fmt: skip
+    report = format_report(PRESETS["cpu"], "cpu", results=results, timings={"phantoms": 1.0},
+                           figures={}, bound=_result({}), tiles=tiles)  # fmt: skip
+    assert "| ct_train_1008 | 25.3 | 20.1 | 99.71 (PA) | Myo 100.00, PA 99.71, AA 99.99 |" in report

@@ -40,7 +40,7 @@ def test_ablation_trains_every_variant(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_mmwhs_script_runs_on_challenge_named_phantoms(tmp_path: Path) -> None:
-    from duoseg.apps.phantom import write_phantoms
+    from duoseg.phantoms import write_phantoms
 
     write_phantoms(tmp_path / "ct_train", cases=20, size=(48, 40, 32), seed=5)
     tiny = ["--set", "schedule.params.iterations=1",

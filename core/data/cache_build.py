@@ -17,22 +17,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from duoseg.core.data.preprocessing import (
+from duoseg.core.data.preprocessing import prepare_case
+from duoseg.core.errors import DataError
+from duoseg.core.interfaces.importer import Importer, SourcePair, file_checksum, image_checksum
+from duoseg.core.interfaces.store import CaseArrays, VolumeStore, array_digest, completion_record
+from duoseg.core.records.case import CaseMeta
+from duoseg.core.records.preprocessing import (
     DEFAULT_LEVELS,
     DEFAULT_PERCENTILES,
     Level,
     Preprocessing,
     class_table,
-    prepare_case,
-)
-from duoseg.core.errors import DataError
-from duoseg.core.interfaces.importer import Importer, SourcePair, file_checksum, image_checksum
-from duoseg.core.interfaces.store import (
-    CaseArrays,
-    CaseMeta,
-    VolumeStore,
-    array_digest,
-    completion_record,
 )
 
 

@@ -32,7 +32,7 @@ from typing import Any, Final
 
 from duoseg.core.errors import DataError
 from duoseg.core.fs import write_atomically
-from duoseg.core.interfaces.store import CaseMeta
+from duoseg.core.records.case import CaseMeta
 
 VERSION: Final = "0.5"
 AXES: Final = ("z", "y", "x")

@@ -22,7 +22,7 @@ from duoseg.core.data.orientation import to_source
 from duoseg.core.errors import PredictError
 from duoseg.core.fs import write_atomically
 from duoseg.core.inference.outputs import ScratchLabels, ScratchSink
-from duoseg.core.interfaces.store import CaseMeta, check_case_id
+from duoseg.core.records.case import CaseMeta, check_case_id
 from numpy.typing import NDArray
 
 # MM-WHS class -> the SNOMED CT concept in pydicom's codes.SCT. Neither SNOMED CT's

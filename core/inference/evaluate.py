@@ -9,8 +9,6 @@ failing all of those, the nonzero values found in the ground truth, named by val
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import multiprocessing
 from collections.abc import Callable, Mapping, Sequence
@@ -21,8 +19,6 @@ from typing import Any, TypeVar
 
 import nibabel as nib
 import numpy as np
-from duoseg.core.data.ngff import palette_index
-from duoseg.core.data.preprocessing import Preprocessing
 from duoseg.core.errors import PredictError
 from duoseg.core.inference.ceiling import round_trip
 from duoseg.core.inference.outputs import recorded_labels
@@ -30,6 +26,7 @@ from duoseg.core.inference.package import open_model
 from duoseg.core.interfaces.importer import integer_labels
 from duoseg.core.interfaces.metric import Metric
 from duoseg.core.interfaces.store import COMPLETION_FILE
+from duoseg.core.records.preprocessing import Preprocessing
 from duoseg.core.registry import Registry
 from duoseg.core.training.checkpoint import BEST, LAST, load_checkpoint, model_checkpoint
 from numpy.typing import NDArray
@@ -59,7 +56,8 @@ def _case(path: Path) -> str:
     return path.stem
 
 
-def _load(path: Path) -> tuple[NDArray[np.int32], Any]:
+def read_labels(path: Path) -> tuple[NDArray[np.int32], Any]:
+    """A label file's values (int32, the file's voxel order) and its nibabel image."""
     try:
         image = nib.load(path)
         raw = np.asarray(image.dataobj)
@@ -141,7 +139,7 @@ def _truth_labels(truths: Sequence[Path], where: Path) -> tuple[dict[str, int], 
     """Every nonzero value found in the ground truth, named by its value."""
     values: set[int] = set()
     for path in truths:
-        values.update(int(v) for v in np.unique(_load(path)[0]))
+        values.update(int(v) for v in np.unique(read_labels(path)[0]))
     values.discard(0)
     if not values:
         raise PredictError(
@@ -182,8 +180,8 @@ def _header(path: Path) -> Any:
 
 def _load_pair(prediction: Path, truth: Path) -> tuple[NDArray[np.int32], NDArray[np.int32], Any]:
     _check_grids(prediction, truth)
-    predicted, _ = _load(prediction)
-    target, t_image = _load(truth)
+    predicted, _ = read_labels(prediction)
+    target, t_image = read_labels(truth)
     return predicted, target, t_image
 
 
@@ -224,16 +222,6 @@ def _union_box(foreground: NDArray[np.bool_]) -> tuple[slice, ...]:
     return tuple(slice(max(int(f[0]) - 1, 0), int(f[-1]) + 2) for f in found)
 
 
-def evaluate_case(
-    prediction: Path, truth: Path, registry: Registry, labels: Mapping[str, int]
-) -> dict[str, dict[str, float]]:
-    """Per class of ``labels`` (and ``WH``, their union): every metric."""
-    predicted, target, t_image = _load_pair(prediction, truth)
-    spacing = tuple(float(z) for z in t_image.header.get_zooms()[:3])
-    classes = check_labels(labels, "labels")
-    return _metrics(predicted, target, spacing, _built_metrics(registry), classes)[0]
-
-
 def _rounded(affine: Any) -> list[list[float]]:
     return np.round(np.asarray(affine), 3).tolist()  # type: ignore[no-any-return]
 
@@ -267,7 +255,7 @@ def evaluate(
         found: set[int] = set()
         for p, t, _ in pairs:
             for path in (p, t):
-                found.update(int(v) for v in np.unique(_load(path)[0]))
+                found.update(int(v) for v in np.unique(read_labels(path)[0]))
         raise PredictError(
             f"{prediction} vs {truth}: field labels: none of the label values looked for "
             f"{classes} (from {source}) occurs in any case; values found: {sorted(found)}"
@@ -300,7 +288,7 @@ def _ceiling_case(
     path: Path, *, spacing_mm: float, metrics: Mapping[str, Metric], classes: Mapping[str, int]
 ) -> dict[str, dict[str, float]]:
     """One label file to ``spacing_mm`` and back, scored against itself."""
-    target, image = _load(path)
+    target, image = read_labels(path)
     spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
     values = np.array([0, *classes.values()], np.int32)
     order = np.argsort(values)
@@ -315,7 +303,7 @@ def _ceiling_case(
 def _score_pair(
     pair: tuple[Path, Path], *, metrics: Mapping[str, Metric], classes: Mapping[str, int]
 ) -> tuple[dict[str, dict[str, float]], bool]:
-    (predicted, _), (target, t_image) = _load(pair[0]), _load(pair[1])  # grids checked
+    (predicted, _), (target, t_image) = read_labels(pair[0]), read_labels(pair[1])  # grids checked
     spacing = tuple(float(z) for z in t_image.header.get_zooms()[:3])
     return _metrics(predicted, target, spacing, metrics, classes)
 
@@ -359,107 +347,3 @@ def ceiling(
     cases = dict(zip(files, _map(job, list(files.values()), workers), strict=True))
     return {"labels": classes, "label_source": source, "cases": cases,
             "table": _table(cases, classes), "ceiling_mm": spacing_mm}  # fmt: skip
-
-
-def class_names(result: Mapping[str, Any]) -> list[str]:
-    """The classes of an :func:`evaluate` result in table order, ``WH`` excluded."""
-    return [s for s in result["table"]["dice"] if s != WHOLE]
-
-
-def format_table(result: dict[str, Any]) -> str:
-    names = {"dice": "Dice", "jaccard": "Jaccard", "asd": "ASD (mm)", "hd95": "HD95 (mm)"}
-    columns = [*class_names(result), WHOLE]
-    several = len(result["cases"]) > 1
-    lines = ["| metric | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for metric in METRICS:
-        cells = []
-        for structure in columns:
-            cell = result["table"][metric][structure]
-            text = f"{cell['mean']:.4f}" if metric in ("dice", "jaccard") else f"{cell['mean']:.2f}"
-            cells.append(text + (f" ± {cell['sd']:.2f}" if several else ""))
-        lines.append(f"| {names[metric]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def write_csv(result: dict[str, Any], path: Path) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["case", "structure", *METRICS])
-        for case, rows in result["cases"].items():
-            for structure, values in rows.items():
-                writer.writerow([case, structure, *(values[m] for m in METRICS)])
-
-
-def overlays(
-    truth: Path,
-    predictions: Mapping[str, Path],
-    path: Path,
-    image: Path | None = None,
-    *,
-    planes: Sequence[str] = ("axial", "coronal", "sagittal"),
-    labels: Mapping[str, int] | None = None,
-) -> Path:
-    """One PNG at ``path``: the ground truth and each named prediction (columns) on
-    ``planes`` (rows) through the centre of the foreground, over the image if given.
-    Colours follow ``labels``' values (default: the nonzero values of every column)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    # Shown in RAS+ (anterior up in axial slices) whatever the files' orientation.
-    target, t_image = _load(truth)
-    columns = {"ground truth": _ras(target, t_image)}
-    columns |= {name: _ras(*_load(p)) for name, p in predictions.items()}
-    background = None
-    if image is not None:
-        loaded = nib.load(image)
-        background = _ras(np.asarray(loaded.dataobj, dtype=np.float32), loaded)
-    target = columns["ground truth"]
-    centre = (
-        np.argwhere(target > 0).mean(0).astype(int) if target.any() else np.array(target.shape) // 2
-    )
-    zooms = nib.as_closest_canonical(t_image).header.get_zooms()[:3]
-    lookup = np.zeros(int(max(int(c.max()) for c in columns.values()) + 1))
-    if labels is None:
-        shown_values = sorted({int(v) for c in columns.values() for v in np.unique(c)} - {0})
-    else:
-        shown_values = sorted(labels.values())
-    for index, value in enumerate(shown_values):
-        if 0 < value < lookup.size:
-            lookup[value] = palette_index(index)  # tab10's colours 1..9; 0 is masked
-    axes_of = {"axial": 2, "coronal": 1, "sagittal": 0}  # (i, j, k) axis held fixed
-    figure, axes = plt.subplots(
-        len(planes), len(columns), figsize=(3.2 * len(columns), 3.4 * len(planes)), squeeze=False
-    )
-    for row, plane in enumerate(planes):
-        axis = axes_of[plane]
-        take: list[slice | int] = [slice(None)] * 3
-        take[axis] = int(centre[axis])
-        others = [a for a in range(3) if a != axis]
-        aspect = zooms[others[1]] / zooms[others[0]]
-        for column, (name, values) in enumerate(columns.items()):
-            ax = axes[row, column]
-            if background is not None:
-                ax.imshow(background[tuple(take)].T, cmap="gray", origin="lower", aspect=1 / aspect)
-            shown = np.ma.masked_equal(lookup[values[tuple(take)]], 0)
-            ax.imshow(shown.T, cmap="tab10", vmin=0, vmax=9, alpha=0.6, origin="lower",
-                      aspect=1 / aspect, interpolation="nearest")  # fmt: skip
-            ax.set_title(f"{name} ({plane})")
-            ax.axis("off")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=70)
-    plt.close(figure)
-    return path
-
-
-def _ras(data: NDArray[Any], image: Any) -> NDArray[Any]:
-    transform = nib.orientations.ornt_transform(
-        nib.io_orientation(image.affine), nib.orientations.axcodes2ornt("RAS")
-    )
-    return np.asarray(nib.orientations.apply_orientation(data, transform))
-
-
-def save_json(result: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(result, indent=1, default=lambda v: None))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,34 +23,17 @@ from duoseg.core.data.orientation import Boxes, source_blocks
 from duoseg.core.data.zarr_arrays import ZarrArray, chunk_path
 from duoseg.core.errors import DataError, PredictError
 from duoseg.core.fs import write_atomically
-from duoseg.core.inference.streaming import LabelSink
-from duoseg.core.interfaces.store import COMPLETION_FILE, CaseMeta, check_case_id
+from duoseg.core.inference.postprocess import largest_components
+from duoseg.core.interfaces.store import COMPLETION_FILE
+from duoseg.core.interfaces.writer import FolderSink
+from duoseg.core.records.case import CaseMeta, check_case_id
 from nibabel.nifti1 import Nifti1Extension
 from numpy.typing import NDArray
-from scipy import ndimage
 
 MARKER = "duoseg-prediction.json"
 EXTENSION_KEY = "duoseg"  # {"duoseg": {"labels": {...}}} in a label file's comment extension
 COMMENT_CODE = 6  # NIfTI extension code "comment"
 NIFTI_BLOCK_BYTES = 64 * 2**20  # int16 voxels per block written to a NIfTI label file
-
-
-def largest_component(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    """The largest 26-connected component of ``mask`` (all of it if it has one)."""
-    components, count = ndimage.label(mask, structure=np.ones((3, 3, 3)))
-    if count <= 1:
-        return mask
-    keep = int(np.argmax(np.bincount(components.ravel())[1:])) + 1
-    return np.asarray(components == keep)
-
-
-def largest_components(labels: NDArray[np.uint8], classes: int) -> NDArray[np.uint8]:
-    """Keep each class's largest 26-connected component; the rest becomes background."""
-    out = labels.copy()
-    for c in range(1, classes):
-        mask = labels == c
-        out[mask & ~largest_component(mask)] = 0
-    return out
 
 
 def prepare_output(path: Path, *, overwrite: bool, run: Mapping[str, Any] | None = None) -> None:
@@ -193,14 +176,6 @@ class PredictionReader:
                 except DataError as exc:
                     problems.append(str(exc))
         return problems
-
-
-class FolderSink(LabelSink, ABC):
-    """A sink writing every case of a run into one OUTPUT folder, each case on its own."""
-
-    @abstractmethod
-    def finished(self, case_id: str) -> bool:
-        """Whether ``case_id``'s output is all written (a saved report alone is no proof)."""
 
 
 class ZarrSink(FolderSink):
@@ -450,27 +425,3 @@ def _write_labels(path: Path, labels: ScratchLabels, meta: CaseMeta) -> None:
         label_image(meta).header.write_to(out)
         for block in _label_blocks(labels, meta):
             out.write(values[block].tobytes(order="F"))
-
-
-class MemorySink(LabelSink):
-    """Keeps a case's labels (and probabilities) in memory: for validation and notebooks."""
-
-    labels: NDArray[np.uint8]
-    probabilities: NDArray[np.float16] | None
-
-    def begin(self, meta: CaseMeta, probabilities: bool) -> int:
-        self.labels = np.zeros(meta.shape, np.uint8)
-        classes = len(meta.class_names)
-        self.probabilities = np.zeros((classes, *meta.shape), np.float16) if probabilities else None
-        return 0
-
-    def write(
-        self, z: int, labels: NDArray[np.uint8], probabilities: NDArray[np.float16] | None
-    ) -> None:
-        self.labels[z : z + len(labels)] = labels
-        if self.probabilities is not None and probabilities is not None:
-            self.probabilities[:, z : z + len(labels)] = probabilities
-
-    def end(self, meta: CaseMeta, lcc_box: tuple[slice, ...] | None) -> None:
-        if lcc_box is not None:
-            self.labels[lcc_box] = largest_components(self.labels[lcc_box], len(meta.class_names))

@@ -35,12 +35,13 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from duoseg.core.config import ExperimentConfig, parse
+from duoseg.core.config import resolve_method
 from duoseg.core.data.ngff import class_colours
-from duoseg.core.data.preprocessing import Preprocessing
 from duoseg.core.errors import PackageError, PredictError
 from duoseg.core.fs import write_atomically
-from duoseg.core.interfaces.method import Method, resolve_method
+from duoseg.core.interfaces.method import Method
+from duoseg.core.records.config import ExperimentConfig, parse
+from duoseg.core.records.preprocessing import Preprocessing
 from duoseg.core.registry import Registry
 from duoseg.core.training.checkpoint import (
     BEST,

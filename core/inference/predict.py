@@ -13,17 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from duoseg.core.data.cache import open_cache
-from duoseg.core.data.dicom import holds_dicom
 from duoseg.core.distributed import Ranks
 from duoseg.core.errors import DataError, DuosegError, PredictError
-from duoseg.core.inference import FORMATS
-from duoseg.core.inference.outputs import (
-    FolderSink,
-    NiftiSink,
-    ZarrSink,
-    finish_output,
-    prepare_output,
-)
+from duoseg.core.inference.model import case_from_image, load_model
+from duoseg.core.inference.outputs import finish_output, prepare_output
 from duoseg.core.inference.sharding import (
     REPORTS,
     check_same_cases,
@@ -35,28 +28,14 @@ from duoseg.core.inference.sharding import (
     saved_report,
     shard,
 )
-from duoseg.core.inference.streaming import (
-    Model,
-    Options,
-    Report,
-    case_from_image,
-    load_model,
-    predict_case,
-)
+from duoseg.core.inference.streaming import Options, Report, predict_case
 from duoseg.core.interfaces.importer import Importer, SourcePair, file_checksum, pick
+from duoseg.core.interfaces.method import Model
 from duoseg.core.interfaces.store import CacheCase
+from duoseg.core.interfaces.writer import FolderSink, LabelSink, Writer
 from duoseg.core.registry import Registry
 
-NIFTI = (".nii.gz", ".nii")
 Predict = Callable[[CacheCase, FolderSink], Report]
-
-
-def _case_id(path: Path) -> str:
-    name = path.name
-    for suffix in ("_image.nii.gz", "_image.nii", *NIFTI):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    raise PredictError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,27 +49,41 @@ class Input:
 
 def _inputs(source: Path, model: Model, registry: Registry, cases: list[str] | None, *,
             opened: ExitStack) -> list[Input]:  # fmt: skip
-    """INPUT's cases; a cache stays open (in ``opened``) while they are read."""
-    if source.is_file() or any(source.name.endswith(s) for s in NIFTI):
-        files = [source]
-    elif source.is_dir() and not _is_cache(source, registry):
-        files = sorted(
-            p for p in source.iterdir() if p.name.endswith(NIFTI) and "_label." not in p.name
-        )
-        if not files and holds_dicom(source):
-            return _dicom_inputs(source, model, registry, cases)
-        if not files:
-            raise PredictError(f"{source}: no NIfTI images found (nor DICOM files)")
-    else:
+    """INPUT's cases: a cache's (it stays open in ``opened`` while they are read), or the
+    images an importer reads there."""
+    if source.is_dir() and _is_cache(source, registry):
         return _cache_inputs(source, model, registry, cases, opened=opened)
-    importer = registry.build("importer", "nifti", labels=_label_map(model), require_labels=False)
-    inputs = []
-    for path in files:
-        if not path.exists():
-            raise PredictError(f"{path}: input not found")
-        load = functools.partial(_load, importer, SourcePair(_case_id(path), path, None), model)
-        inputs.append(Input(_case_id(path), load))
-    return inputs
+    importer, pairs = _images(source, model, registry, cases)
+    return [Input(p.case_id, functools.partial(_load, importer, p, model), p.files) for p in pairs]
+
+
+def _images(
+    source: Path, model: Model, registry: Registry, cases: list[str] | None
+) -> tuple[Importer, list[SourcePair]]:
+    """The one importer that finds images in ``source``, and the images. Asked are the
+    importers that take the model's label map (``labels``) and ``require_labels``: they
+    read an image as the model's classes, without its labels."""
+    wanted = {"labels", "require_labels"}
+    readers = [
+        n for n in registry.names("importer") if wanted <= set(registry.parameters("importer", n))
+    ]
+    claims = []
+    for name in readers:
+        importer = registry.build("importer", name, labels=_label_map(model), require_labels=False)
+        pairs = importer.images(source, cases)
+        if pairs:
+            claims.append((name, importer, pairs))
+    if not claims:
+        raise PredictError(
+            f"{source}: no images found that an importer reads (importers asked: "
+            f"{', '.join(readers)}); INPUT is an image file, a folder of images or a cache"
+        )
+    if len(claims) > 1:
+        raise PredictError(
+            f"{source}: holds images of several importers ({', '.join(c[0] for c in claims)}); "
+            "give a folder of one kind"
+        )
+    return claims[0][1], claims[0][2]
 
 
 def _cache_inputs(source: Path, model: Model, registry: Registry, cases: list[str] | None, *,
@@ -109,17 +102,6 @@ def _cache_inputs(source: Path, model: Model, registry: Registry, cases: list[st
         ) from None
     ids = pick({c: c for c in cache.cases()}, cases, source)  # before OUTPUT is touched
     return [Input(c, functools.partial(cache.case, c)) for c in ids]
-
-
-def _dicom_inputs(
-    source: Path, model: Model, registry: Registry, cases: list[str] | None
-) -> list[Input]:
-    """The series under a folder of DICOM files (``dicom`` importer); labels are not read."""
-    importer = registry.build("importer", "dicom", labels=_label_map(model), require_labels=False)
-    return [
-        Input(p.case_id, functools.partial(_load, importer, p, model), p.files)
-        for p in importer.discover_cases(source, cases, labels=False)
-    ]
 
 
 def _load(importer: Importer, pair: SourcePair, model: Model) -> CacheCase:
@@ -154,7 +136,7 @@ def predict_paths(
 ) -> list[Report]:
     """:func:`predict_model` with the model read from ``model_path`` (a run folder or a
     model package) onto ``device`` (under torchrun, this rank's)."""
-    _checked_request(output, output_format, options)  # refused before the model is read
+    _checked_request(output, output_format, options, registry)  # before the model is read
     model = load_model(model_path, registry, Ranks.from_environment().device(device))
     return predict_model(model, source, output, options=options, cases=cases,
                          overwrite=overwrite, registry=registry, progress=progress,
@@ -178,10 +160,10 @@ def predict_model(
     Under torchrun, each rank predicts its share of the cases and returns their reports
     (core/inference/sharding.py). ``on_case`` is called with each case's report as soon
     as the case is written (not for the cases that a resumed run finds done).
-    An ``output`` ending in .nii or .nii.gz is one file, for one input NIfTI file.
-    ``output_format`` (nifti, zarr, dicom-seg) is inferred from ``output`` when None."""
-    output_format, ranks = _checked_request(output, output_format, options)
-    single_file = output.name.endswith(NIFTI)
+    ``output_format`` names a ``writer`` plugin; when None, the one OUTPUT's name implies.
+    A writer may take OUTPUT as one file (``nifti``: *.nii.gz) for one input image."""
+    (output_format, writer), ranks = _checked_request(output, output_format, options, registry)
+    single_file = writer.is_file(output)
     model.method.parse_options(options.method, "--method-option")  # before OUTPUT is made
     if not source.exists():
         raise PredictError(f"{source}: input not found")
@@ -191,21 +173,22 @@ def predict_model(
     with ExitStack() as opened:
         inputs = _inputs(source, model, registry, cases, opened=opened)
         if single_file:  # the file itself, renamed into place last, is the record
-            sink = NiftiSink(output, single_file=True)
+            sink = writer.file_sink(output)
             return [_announce(predict(item.load(), sink), on_case) for item in inputs]
         _check_unique(inputs, source)
-        if output_format == "dicom-seg" and not all(item.files for item in inputs):
+        if writer.needs_series and not all(item.files for item in inputs):
             raise PredictError(
-                f"--format dicom-seg: INPUT {source} is not a folder of DICOM series, and a "
-                "DICOM-SEG references the series it segments; use --format nifti or zarr"
+                f"--format {output_format}: INPUT {source} is not a folder of DICOM series, "
+                f"and {output_format} output references the series it segments; use another "
+                f"--format ({', '.join(n for n in registry.names('writer') if n != output_format)})"
             )
 
         def prepare() -> None:  # a sink may create OUTPUT's Zarr group, which only one rank may
             run = _run_record(model, output_format, options)
             prepare_output(output, overwrite=overwrite, run=run)
-            _folder_sink(output, output_format, inputs)
+            _folder_sink(output, writer, inputs)
 
-        folder = functools.partial(_folder_sink, output, output_format, inputs)
+        folder = functools.partial(_folder_sink, output, writer, inputs)
         with _removed_unless_written(output, ranks):
             return _predict_folder(
                 inputs,
@@ -306,49 +289,57 @@ def _run_record(model: Model, output_format: str, options: Options) -> dict[str,
     }
 
 
-def _checked_request(output: Path, requested: str | None, options: Options) -> tuple[str, Ranks]:
+def _checked_request(
+    output: Path, requested: str | None, options: Options, registry: Registry
+) -> tuple[tuple[str, Writer], Ranks]:
     """The output format and the ranks, once OUTPUT is known to fit both."""
-    output_format = _output_format(output, requested, options)
+    chosen = _output_format(output, requested, options, registry)
     ranks = Ranks.from_environment()
-    if output.name.endswith(NIFTI) and ranks.distributed:
+    if chosen[1].is_file(output) and ranks.distributed:
         raise PredictError(
-            f"{output}: a .nii/.nii.gz OUTPUT holds one case, which one rank predicts, but "
+            f"{output}: a one-file OUTPUT holds one case, which one rank predicts, but "
             f"there are {ranks.world} ranks (WORLD_SIZE); give a folder or *.zarr OUTPUT"
         )
-    return output_format, ranks
+    return chosen, ranks
 
 
-def _output_format(output: Path, requested: str | None, options: Options) -> str:
-    """``--format``, which must fit OUTPUT's name; else the format that name implies.
-    Refused before OUTPUT is touched: --probabilities for a format that has no room."""
-    named = "zarr" if output.suffix == ".zarr" else "nifti"
-    dicom_seg = requested == "dicom-seg" and not output.name.endswith(NIFTI) and named == "nifti"
-    if requested not in (None, named) and not dicom_seg:
+def _output_format(
+    output: Path, requested: str | None, options: Options, registry: Registry
+) -> tuple[str, Writer]:
+    """``--format`` (a registered writer), which must fit OUTPUT's name; else the one
+    writer that name implies. Refused before OUTPUT is touched: --probabilities for a
+    format that has no room."""
+    writers: dict[str, Writer] = {}
+    for name in registry.names("writer"):
+        writers[name] = registry.build("writer", name)
+    formats = "; ".join(f"{n}: {w.output_help}" for n, w in writers.items())
+    if requested is None:
+        implied = [n for n, w in writers.items() if w.implied_by(output)]
+        if len(implied) != 1:
+            which = f"formats {implied} all claim it" if implied else "no format claims it"
+            raise PredictError(f"{output}: {which}; give --format ({formats})")
+        requested = implied[0]
+    elif requested not in writers:
+        registry.build("writer", requested)  # the registry's error: what exists, what is close
+    if not writers[requested].fits(output):
         raise PredictError(
-            f"{output}: --format {requested} does not fit OUTPUT; formats: {', '.join(FORMATS)} "
-            "(zarr: OUTPUT *.zarr; nifti: a folder or one .nii/.nii.gz file; dicom-seg: a folder)"
+            f"{output}: --format {requested} does not fit OUTPUT; formats: {formats}"
         )
-    chosen = requested or named
-    if options.probabilities and chosen != "zarr":
+    if options.probabilities and not writers[requested].probabilities:
+        storing = ", ".join(f"{n}: {w.output_help}" for n, w in writers.items() if w.probabilities)
         raise PredictError(
-            f"{output}: --probabilities needs a Zarr OUTPUT (a .zarr path); {chosen} output "
-            "holds labels only"
+            f"{output}: --probabilities needs a format that stores them ({storing}); "
+            f"{requested} output holds labels only"
         )
-    return chosen
+    return requested, writers[requested]
 
 
-def _folder_sink(output: Path, output_format: str, inputs: list[Input]) -> FolderSink:
-    if output_format == "zarr":
-        return ZarrSink(output)
-    if output_format == "dicom-seg":
-        from duoseg.core.inference.dicom_seg import DicomSegSink
-
-        return DicomSegSink(output, {item.case_id: item.files for item in inputs})
-    return NiftiSink(output)
+def _folder_sink(output: Path, writer: Writer, inputs: list[Input]) -> FolderSink:
+    return writer.sink(output, {item.case_id: item.files for item in inputs})
 
 
 def _predict(
-    model: Model, case: CacheCase, sink: FolderSink, *, options: Options, progress: bool
+    model: Model, case: CacheCase, sink: LabelSink, *, options: Options, progress: bool
 ) -> Report:
     from tqdm import tqdm
 
@@ -372,16 +363,15 @@ def _check_unique(inputs: list[Input], source: Path) -> None:
 
 
 def _check_file_output(source: Path, output: Path, *, overwrite: bool) -> None:
-    """A .nii/.nii.gz OUTPUT: one input NIfTI file, and no file replaced unless asked."""
-    if source.is_dir() or not source.name.endswith(NIFTI):
-        what = "a folder (of images, or a cache)" if source.is_dir() else "not a .nii/.nii.gz file"
+    """A one-file OUTPUT: one input image file, and no file replaced unless asked."""
+    if source.is_dir():
         raise PredictError(
-            f"{output}: a .nii/.nii.gz OUTPUT is one label file for one input image, but "
-            f"INPUT {source} is {what}; give a folder or *.zarr OUTPUT"
+            f"{output}: a one-file OUTPUT is one label file for one input image, but INPUT "
+            f"{source} is a folder (of images, or a cache); give a folder OUTPUT"
         )
     if output.is_dir():
         raise PredictError(
-            f"{output}: OUTPUT names a NIfTI file but is an existing folder; refusing to replace it"
+            f"{output}: OUTPUT names a file but is an existing folder; refusing to replace it"
         )
     if output.exists() and not overwrite:
         raise PredictError(f"{output}: output file exists; pass --overwrite")

@@ -38,7 +38,7 @@ from duoseg.core.distributed import Ranks
 from duoseg.core.errors import PredictError
 from duoseg.core.fs import write_atomically
 from duoseg.core.inference.streaming import Report
-from duoseg.core.interfaces.store import check_case_id
+from duoseg.core.records.case import check_case_id
 
 log = logging.getLogger(__name__)
 

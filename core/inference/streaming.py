@@ -17,86 +17,19 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from duoseg.core.data.preprocessing import Preprocessing, prepare_case, require_levels
-from duoseg.core.errors import ConfigError, DataError, PredictError
-from duoseg.core.inference.package import model_records, open_model
-from duoseg.core.interfaces.importer import ImportedCase
-from duoseg.core.interfaces.method import Method, SlabPredictor
-from duoseg.core.interfaces.network import SegmentationNetwork
-from duoseg.core.interfaces.store import CacheCase, CaseLevel, CaseMeta, ChunkedArray
-from duoseg.core.registry import Registry
-from duoseg.core.training.weights import load_into
+from duoseg.core.errors import PredictError
+from duoseg.core.inference.sinks import MemorySink
+from duoseg.core.interfaces.method import Model, SlabPredictor
+from duoseg.core.interfaces.store import CacheCase, ChunkedArray
+from duoseg.core.interfaces.writer import LabelSink
+from duoseg.core.records.case import CaseMeta
 from numpy.typing import NDArray
 
 log = logging.getLogger("duoseg.inference")
-
-
-@dataclass
-class Model:
-    """Trained networks, the method that combines them, and how their data were prepared."""
-
-    networks: dict[str, SegmentationNetwork]
-    preprocessing: Preprocessing
-    device: torch.device
-    method: Method
-    checkpoint: Path | None = None  # the file the networks were read from, if any
-    source: Path | None = None  # MODEL as given (a run folder or a package), for messages
-
-    @property
-    def classes(self) -> int:
-        return self.preprocessing.classes
-
-
-def load_model(path: Path, registry: Registry, device: str = "cpu") -> Model:
-    """The networks of MODEL ``path`` - a run folder's model checkpoint
-    (:func:`~duoseg.core.training.checkpoint.model_checkpoint`: the final predictor's
-    best, else the last), or a model package (``duoseg export``) - in eval mode."""
-    checkpoint = open_model(path, registry)
-    where = checkpoint.path
-    preprocessing, config, method = model_records(checkpoint, registry)
-    try:  # prediction prepares the levels the record lists: the method's must be there
-        require_levels(preprocessing, method.levels(config.train), owner=f"the model of {path}",
-                       needs=f"method {method}")  # fmt: skip
-    except DataError as exc:
-        raise PredictError(str(exc)) from None
-    target = torch.device(device)
-    networks = {}
-    for role, ref in config.networks.items():
-        network = registry.build("network", ref.component, **ref.params)
-        load_into(network, checkpoint.network_state(role), f"{where}: networks.{role}")
-        networks[role] = network.to(target).eval()
-    try:
-        method.check(networks, None)
-    except ConfigError as exc:
-        raise PredictError(f"{where}: {exc}") from None
-    return Model(networks, preprocessing, target, method, where, path)
-
-
-class MemoryArray(ChunkedArray):
-    """A numpy array behind the :class:`ChunkedArray` interface."""
-
-    def __init__(self, array: NDArray[Any], where: str) -> None:
-        super().__init__(array.shape, array.dtype, array.shape, where)
-        self.array = array
-
-    def _read(self, region: tuple[slice, ...]) -> NDArray[Any]:
-        return np.asarray(self.array[region])
-
-
-def case_from_image(image: ImportedCase, model: Model) -> CacheCase:
-    """A case to predict from an imported (canonical) image, prepared by the one builder
-    with the model's preprocessing record, exactly as its training cache was."""
-    arrays = prepare_case(image, model.preprocessing, checksums={}, chunks=image.image.shape)
-    meta = arrays.meta
-    where = f"input {meta.case_id}"
-    levels = {name: CaseLevel(MemoryArray(level.image, f"{where}, level {name}"), None)
-              for name, level in arrays.levels.items()}  # fmt: skip
-    return CacheCase(meta, MemoryArray(arrays.image, where), None, levels, arrays.class_counts)
 
 
 @dataclass(frozen=True)
@@ -141,22 +74,6 @@ def per_slice_depth(in_plane: tuple[int, int], classes: int, budget_mib: float) 
     """Slices per slab when each slice holds ``classes`` float probability planes and
     their working copies (16 bytes per voxel and class)."""
     return max(1, int(budget_mib * 2**20 // (in_plane[0] * in_plane[1] * classes * 16)))
-
-
-class LabelSink:
-    """Where predicted slabs go; implemented by the Zarr and NIfTI outputs."""
-
-    def begin(self, meta: CaseMeta, probabilities: bool) -> int:
-        """Prepare the case; return how many leading slices are already written (resume)."""
-        raise NotImplementedError
-
-    def write(
-        self, z: int, labels: NDArray[np.uint8], probabilities: NDArray[np.float16] | None
-    ) -> None:
-        raise NotImplementedError
-
-    def end(self, meta: CaseMeta, lcc_box: tuple[slice, ...] | None) -> None:
-        raise NotImplementedError
 
 
 @torch.no_grad()
@@ -300,8 +217,6 @@ def most_probable(probabilities: torch.Tensor) -> torch.Tensor:
 
 def predict_labels(model: Model, case: CacheCase, options: Options) -> NDArray[np.uint8]:
     """One case's labels in memory (validation, notebooks)."""
-    from duoseg.core.inference.outputs import MemorySink
-
     sink = MemorySink()
     predict_case(model, case, sink, options)
     return sink.labels

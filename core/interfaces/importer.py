@@ -60,6 +60,14 @@ class Importer(ABC):
     def load(self, pair: SourcePair) -> ImportedCase:
         """Read and validate one case."""
 
+    def images(self, source: Path, cases: Sequence[str] | None) -> list[SourcePair]:
+        """The images ``duoseg predict`` reads from INPUT ``source`` (a file or a folder),
+        without labels, in case order; ``cases`` (all when None) picks some. ``[]`` when
+        ``source`` holds none of this importer's images. Prediction asks every importer
+        whose factory takes the model's label map (``labels``) and ``require_labels``;
+        the default reads none (an importer of labelled data sets only)."""
+        return []
+
     def discover_cases(
         self, source: Path, cases: Sequence[str] | None, *, labels: bool = True
     ) -> list[SourcePair]:

@@ -23,31 +23,30 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from duoseg.core.config import ComponentRef, ExperimentConfig, TrainConfig, build_ref, parse
-from duoseg.core.data.preprocessing import Level, Preprocessing
 from duoseg.core.errors import ConfigError, PredictError
 from duoseg.core.interfaces.network import SegmentationNetwork
+from duoseg.core.interfaces.sampler import Sampler
 from duoseg.core.interfaces.schedule import Schedule, Stage
-from duoseg.core.interfaces.store import CacheCase, CacheReader, CaseMeta
+from duoseg.core.interfaces.store import CacheCase, CacheReader
+from duoseg.core.records.case import CaseMeta
+from duoseg.core.records.config import TrainConfig, parse
+from duoseg.core.records.preprocessing import Level, Preprocessing
 from numpy.typing import NDArray
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from duoseg.core.inference.streaming import Model
-    from duoseg.core.interfaces.sampler import Sampler
-    from duoseg.core.registry import Registry
-
-log = logging.getLogger("duoseg.method")
 Part = tuple[Tensor, Tensor]  # a network's scores and their target, for part of a batch
 Region = tuple[slice, slice, slice]
+# The engine's prediction of one case's labels, what ``duoseg predict`` writes: handed
+# to :meth:`Method.validate` so that a method scores what prediction runs.
+PredictLabels = Callable[["Model", CacheCase], NDArray[np.uint8]]
 
 
 @dataclass
@@ -65,6 +64,23 @@ class TrainingContext:
     cache: CacheReader
     device: torch.device
     augment: Callable[[Tensor, Tensor, list[float]], tuple[Tensor, Tensor]]
+
+
+@dataclass
+class Model:
+    """Trained networks, the method that combines them, and how their data were prepared:
+    what a method predicts with (the engine loads it from a run or a package)."""
+
+    networks: dict[str, SegmentationNetwork]
+    preprocessing: Preprocessing
+    device: torch.device
+    method: Method
+    checkpoint: Path | None = None  # the file the networks were read from, if any
+    source: Path | None = None  # MODEL as given (a run folder or a package), for messages
+
+    @property
+    def classes(self) -> int:
+        return self.preprocessing.classes
 
 
 class SlabPredictor(ABC):
@@ -193,15 +209,13 @@ class Method(ABC):
     ) -> dict[str, list[Part]]: ...
 
     def validate(
-        self, kind: str, model: Model, case: CacheCase
+        self, kind: str, model: Model, case: CacheCase, predict: PredictLabels
     ) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
         """The labels validation scores after a stage of ``kind``, and their target.
 
-        By default the prediction itself (what ``duoseg predict`` writes) against the
-        case's full-resolution label."""
-        from duoseg.core.inference.streaming import Options, predict_labels
-
-        return predict_labels(model, case, Options()), validation_label(case.label, case.case_id)
+        By default the prediction itself (``predict``: what ``duoseg predict`` writes)
+        against the case's full-resolution label."""
+        return predict(model, case), validation_label(case.label, case.case_id)
 
     # ------------------------------------------------------------------ inference
 
@@ -237,28 +251,3 @@ def validation_label(array: Any, case_id: str) -> NDArray[np.uint8]:
     if array is None:
         raise ConfigError(f"data.validation_cases: case {case_id} has no label")
     return np.asarray(array[...], dtype=np.uint8)
-
-
-def resolve_method(
-    config: ExperimentConfig, registry: Registry, *, source: str
-) -> tuple[Method, Schedule | None]:
-    """The config's method and schedule: ``[method]`` if given, else the method the
-    schedule names (with default parameters)."""
-    schedule = None
-    if config.schedule is not None:
-        schedule = build_ref(
-            registry, "schedule", config.schedule, where=f"{source}: schedule.component"
-        )
-    ref = config.method
-    if ref is None and schedule is not None:
-        ref = ComponentRef(schedule.method)
-    elif ref is not None and schedule is not None and ref.component != schedule.method:
-        log.warning(
-            "%s: schedule %r is written for method %r; training it with method %r",
-            source, schedule.name, schedule.method, ref.component,
-        )  # fmt: skip
-    if ref is None:
-        raise ConfigError(f"{source}: neither a [method] nor a [schedule] section")
-    method: Method = build_ref(registry, "method", ref, where=f"{source}: method.component")
-    method.name = ref.component
-    return method, schedule

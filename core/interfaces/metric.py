@@ -6,9 +6,10 @@ makes distances physical. The public call validates; a subclass fills ``_compute
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from duoseg.core.errors import InputShapeError
@@ -38,6 +39,21 @@ class Metric(ABC):
         return self._compute(
             prediction.astype(bool), target.astype(bool), tuple(map(float, spacing))
         )
+
+    def per_class(
+        self,
+        prediction: NDArray[np.integer[Any]],
+        target: NDArray[np.integer[Any]],
+        classes: int,
+        spacing: Sequence[float] | None = None,
+    ) -> list[float | None]:
+        """The metric of each class 1..``classes``-1 of two label volumes; None where a
+        class is in neither. ``spacing`` (mm) matters to distance metrics only; unit
+        voxels by default."""
+        p, t = np.asarray(prediction), np.asarray(target)
+        voxel = tuple(spacing) if spacing is not None else (1.0,) * p.ndim
+        scores = [self(p == c, t == c, voxel) for c in range(1, classes)]
+        return [None if math.isnan(v) else v for v in scores]
 
     @abstractmethod
     def _compute(

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 from duoseg.core.errors import DataError
-from duoseg.core.interfaces.store import CacheCase, CaseMeta, ChunkedArray
+from duoseg.core.interfaces.store import CacheCase, ChunkedArray
+from duoseg.core.records.case import CaseMeta
 from numpy.typing import NDArray
 
 IMAGE_PAD = -1.0

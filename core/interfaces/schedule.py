@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from duoseg.core.config import ComponentRef
 from duoseg.core.errors import ConfigError
+from duoseg.core.records.config import ComponentRef
 
 
 @dataclass(frozen=True)

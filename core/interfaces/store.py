@@ -23,20 +23,17 @@ each registered store whether it recognises a path.
 from __future__ import annotations
 
 import itertools
-import json
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import numpy as np
 from duoseg.core.errors import DataError
+from duoseg.core.records.case import CaseMeta, LevelMeta, level_array_names
+from duoseg.core.records.preprocessing import COARSE, Preprocessing
 from numpy.typing import NDArray
-
-if TYPE_CHECKING:
-    from duoseg.core.data.preprocessing import Preprocessing
 
 CACHE_FORMAT: Final = "duoseg-cache"
 # 2: the completion record holds the preprocessing record; 3: named levels (a version 2
@@ -44,104 +41,10 @@ CACHE_FORMAT: Final = "duoseg-cache"
 CACHE_VERSION: Final = 3
 READABLE_VERSIONS: Final = (2, 3)
 COMPLETION_FILE: Final = "duoseg-complete.json"  # a cache's or an output's record, written last
-COARSE: Final = "coarse"  # the level Net1 and the dynamic tile work on; in every cache
 # Chosen by benchmark (docs/data.md): uncompressed (16, 128, 128) chunks read 924
 # random 64^3 image+label pairs/s and 325 K=9 stacks of 512^2 slices/s on 2 cores.
 DEFAULT_CHUNKS: Final = (16, 128, 128)
 Region = tuple[slice, slice, slice]
-
-
-SAFE_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
-
-
-def check_case_id(case_id: str, where: Path) -> str:
-    """Case ids become path components: refuse anything that could leave the cache."""
-    if not SAFE_CASE_ID.match(case_id) or ".." in case_id:
-        raise DataError(
-            f"{where}: case id {case_id!r} is not a safe name "
-            "(letters, digits, '_', '-', '.'; no leading '.', no '..')"
-        )
-    return case_id
-
-
-def level_array_names(level: str) -> tuple[str, str]:
-    """The names of a level's image and label arrays in a case."""
-    return f"{level}_image", f"{level}_label"
-
-
-@dataclass(frozen=True)
-class LevelMeta:
-    """One level of a case: the spacing asked for (``target_mm``, the preprocessing
-    record's setting) and the grid it gave, whose ``spacing`` is measured per axis (the
-    case's extent over the voxel count: near, not equal to, the target)."""
-
-    target_mm: float
-    shape: tuple[int, int, int]
-    spacing: tuple[float, float, float]
-
-    @classmethod
-    def from_raw(cls, raw: Any) -> LevelMeta:
-        z, y, x = (int(n) for n in raw["shape"])
-        sz, sy, sx = (float(s) for s in raw["spacing"])
-        return cls(float(raw["target_mm"]), (z, y, x), (sz, sy, sx))
-
-
-@dataclass(frozen=True)
-class CaseMeta:
-    """Everything about a case except its voxels; stored as JSON beside the arrays."""
-
-    case_id: str
-    shape: tuple[int, int, int]
-    spacing: tuple[float, float, float]
-    levels: dict[str, LevelMeta]
-    canonical_affine: list[list[float]]
-    source_affine: list[list[float]]
-    source_shape: tuple[int, int, int]
-    class_names: tuple[str, ...]
-    label_values: tuple[int, ...]
-    normalisation: dict[str, float]
-    checksums: dict[str, str]
-    has_label: bool
-    digests: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str, *, where: str) -> CaseMeta:
-        try:
-            raw = json.loads(text)
-            for key in ("shape", "spacing", "source_shape", "class_names", "label_values"):
-                raw[key] = tuple(raw[key])
-            levels = raw["levels"] if "levels" in raw else _legacy_levels(raw)
-            raw["levels"] = {str(name): LevelMeta.from_raw(v) for name, v in levels.items()}
-            return cls(**raw)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise DataError(f"{where}: case metadata is malformed: {exc!r}") from exc
-
-    @property
-    def classes(self) -> int:
-        """Number of classes, background included (C + 1)."""
-        return len(self.class_names)
-
-    @property
-    def coarse(self) -> LevelMeta:
-        """The coarse level (Net1's grid)."""
-        return self.level(COARSE)
-
-    def level(self, name: str) -> LevelMeta:
-        if name not in self.levels:
-            raise DataError(
-                f"case {self.case_id} has no level {name!r} (levels: {', '.join(self.levels)})"
-            )
-        return self.levels[name]
-
-
-def _legacy_levels(raw: dict[str, Any]) -> dict[str, Any]:
-    """A version 2 case's coarse level, from the fields it had then."""
-    shape, spacing = raw.pop("coarse_shape"), raw.pop("coarse_spacing")
-    target = raw.pop("coarse_target", 3.0)  # its default then, for metas written without it
-    return {COARSE: {"target_mm": target, "shape": shape, "spacing": spacing}}
 
 
 class ChunkedArray(ABC):
@@ -280,8 +183,6 @@ class CacheReader(ABC):
     @property
     def preprocessing(self) -> Preprocessing:
         """How every case of this cache was prepared."""
-        from duoseg.core.data.preprocessing import Preprocessing
-
         return Preprocessing.from_dict(self.record.get("preprocessing"), where=str(self.path))
 
     def case(self, case_id: str) -> CacheCase:

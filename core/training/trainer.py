@@ -6,71 +6,41 @@ uninterrupted run would have drawn; augmentation draws from a generator seeded b
 (seed, stage, step); and a checkpoint holds the weights, the optimiser state and
 torch's, numpy's and Python's RNG states (dropout draws from torch's).
 
-Distributed runs (torchrun) all-reduce the gradients of the trained networks and
-shard samples by rank; only rank 0 writes.
+The parts: :mod:`.setup` builds and checks the config's components, :mod:`.run_folder`
+writes checkpoints and metrics, :mod:`.budget` shares ``train.seconds`` between the
+stages, :mod:`.validation` scores and chooses the best checkpoint, :mod:`.ddp` shards
+samples by rank and averages gradients (torchrun; only rank 0 writes). This module is
+the loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
-from duoseg.core.config import ComponentRef, ExperimentConfig, build_ref
-from duoseg.core.data.cache import open_cache
 from duoseg.core.data.dataset import SampleDataset
-from duoseg.core.data.preprocessing import Preprocessing, require_levels
 from duoseg.core.distributed import Ranks
-from duoseg.core.errors import ConfigError, DataError
-from duoseg.core.inference.streaming import Model
+from duoseg.core.errors import ConfigError
 from duoseg.core.interfaces.loss import SegmentationLoss
-from duoseg.core.interfaces.method import Method, Part, TrainingContext, resolve_method
-from duoseg.core.interfaces.network import SegmentationNetwork
-from duoseg.core.interfaces.sampler import Sampler
-from duoseg.core.interfaces.schedule import LossTerm, Schedule, Stage
-from duoseg.core.interfaces.store import CacheReader
+from duoseg.core.interfaces.method import Part, TrainingContext
+from duoseg.core.interfaces.schedule import LossTerm, Stage
+from duoseg.core.records.config import ExperimentConfig
 from duoseg.core.registry import Registry
-from duoseg.core.training.checkpoint import (
-    BEST,
-    LAST,
-    TrainState,
-    load_checkpoint,
-    save_checkpoint,
-)
-from duoseg.core.training.evaluation import dice_per_class
+from duoseg.core.training.budget import TimeBudget
+from duoseg.core.training.checkpoint import BEST, LAST, Checkpoint, TrainState
+from duoseg.core.training.ddp import RankShard, average_gradients
 from duoseg.core.training.progress import StageProgress
+from duoseg.core.training.run_folder import RunFolder
+from duoseg.core.training.setup import TrainingSetup
+from duoseg.core.training.validation import Validator, improves_best
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
-
-log = logging.getLogger("duoseg.trainer")
-
-
-class _StageData(Dataset[dict[str, Any]]):
-    """The samples of one stage from ``start``; index i is the stage's sample i."""
-
-    def __init__(
-        self, samples: SampleDataset, *, start: int, count: int, world: int, rank: int, batch: int
-    ) -> None:
-        self.samples, self.start, self.count = samples, start, count
-        self.world, self.rank, self.batch = world, rank, batch
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, offset: int) -> dict[str, Any]:
-        step, item = divmod(self.start + offset, self.batch)
-        # Rank r of w draws samples r*b .. r*b+b-1 of each global batch of w*b.
-        index = (step * self.world + self.rank) * self.batch + item
-        return self.samples[index]
+from torch.utils.data import DataLoader
 
 
 class Trainer:
@@ -85,161 +55,19 @@ class Trainer:
         source: str,
         raw_config: dict[str, Any],
     ) -> None:
-        self.config, self.registry, self.run_dir = config, registry, Path(run_dir)
-        self.source, self.raw_config = source, raw_config
-        ranks = Ranks.from_environment()
-        self.world, self.rank = ranks.world, ranks.rank
-        self.device = torch.device(ranks.device(config.train.device))  # one GPU per rank
-        self.cache = self._open_cache()
-        self.method, self.schedule = self._build_method()
-        self.preprocessing = self._preprocessing()
-        self.networks = self._build_networks()
-        self.augmentations = [
-            self._build("augmentation", r, f"augmentations[{i}]")
-            for i, r in enumerate(config.augmentations)
-        ]
-        self.validation = list(config.data.validation_cases)
-        self.training_cases = [c for c in self.cache.cases() if c not in self.validation]
-        if not self.training_cases:
-            raise ConfigError(f"{source}: data.validation_cases leaves no case to train on")
-        self.metas = {c: self.cache.case(c).meta for c in self.cache.cases()}
-        self._check_patch_sizes()
-        self._check_batch_shapes()
+        self.config, self.source, self.raw_config = config, source, raw_config
+        self.setup = TrainingSetup(config, registry, source=source, ranks=Ranks.from_environment())
+        setup = self.setup
+        self.world, self.rank, self.device = setup.world, setup.rank, setup.device
+        self.cache, self.method, self.schedule = setup.cache, setup.method, setup.schedule
+        self.networks, self.metas = setup.networks, setup.metas
+        self.training_cases, self.preprocessing = setup.training_cases, setup.preprocessing
+        self.augmentations = setup.augmentations
+        self.folder = RunFolder(Path(run_dir), writes=self.writes)
+        self.validator = Validator(
+            setup.validation, self.cache, self.method, registry, self.folder.log
+        )
         self._losses: dict[tuple[str, str], SegmentationLoss] = {}
-        self.metrics_path = self.run_dir / "metrics.jsonl"
-
-    # ------------------------------------------------------------------ setup
-
-    def _open_cache(self) -> CacheReader:
-        if not self.config.data.cache:
-            raise ConfigError(f"{self.source}: data.cache is not set (give --cache CACHE)")
-        cache = open_cache(self.config.data.cache, self.registry)
-        if not cache.cases():
-            raise ConfigError(f"{self.source}: data.cache = {self.config.data.cache!r} is empty")
-        unknown = sorted(set(self.config.data.validation_cases) - set(cache.cases()))
-        if unknown:
-            raise ConfigError(
-                f"{self.source}: data.validation_cases {unknown} are not in the cache"
-            )
-        return cache
-
-    def _preprocessing(self) -> Preprocessing:
-        """The cache's record with the levels the method reads, refused naming the
-        ``cache build`` option when one is missing; what the checkpoints record."""
-        needed = self.method.levels(self.config.train)
-        cache = self.cache.path
-        try:
-            require_levels(self.cache.preprocessing, needed, owner=f"cache {cache}",
-                           needs=f"method {self.method}", cache=str(cache))  # fmt: skip
-        except DataError as exc:
-            raise ConfigError(f"{self.source}: {exc}") from None
-        return self.cache.preprocessing.keeping(needed)
-
-    def _remove_interrupted_writes(self) -> None:
-        """A killed run can leave ``.<name>.tmp`` files; their final names are intact."""
-        for stale in self.run_dir.glob(".*.tmp"):
-            log.warning("%s: removing %s left by an interrupted write", self.run_dir, stale.name)
-            stale.unlink()
-
-    def _build(self, kind: str, ref: ComponentRef, key: str) -> Any:
-        return build_ref(self.registry, kind, ref, where=f"{self.source}: {key}")
-
-    def _build_method(self) -> tuple[Method, Schedule]:
-        method, schedule = resolve_method(self.config, self.registry, source=self.source)
-        if schedule is None:
-            raise ConfigError(f"{self.source}: no [schedule] section")
-        for stage in schedule.stages:
-            for term in stage.losses:
-                ref = ComponentRef(term.component, term.params)
-                self._build("loss", ref, f"schedule stage {stage.name!r}: loss of {term.network}")
-        return method, schedule
-
-    def _build_networks(self) -> dict[str, SegmentationNetwork]:
-        classes = self.cache.case(self.cache.cases()[0]).meta.classes
-        networks: dict[str, SegmentationNetwork] = {}
-        for role in self.method.roles:
-            ref = self.config.networks.get(role)
-            if ref is None:
-                raise ConfigError(
-                    f"{self.source}: networks.{role} is missing; the method "
-                    f"{self.method.name!r} uses it"
-                )
-            torch.manual_seed(self.config.seed + len(networks))
-            network = self._build("network", ref, f"networks.{role}.component").to(self.device)
-            if network.out_channels != classes:
-                raise ConfigError(
-                    f"{self.source}: networks.{role}.params.classes = {network.out_channels} but "
-                    f"the cache's cases have {classes} classes (background included)"
-                )
-            if self.config.train.compile:
-                network.compile()
-            networks[role] = network
-        extra = sorted(set(self.config.networks) - set(networks))
-        if extra:
-            raise ConfigError(
-                f"{self.source}: networks.{extra[0]}: the method {self.method.name!r} has "
-                f"roles {list(self.method.roles)}"
-            )
-        try:
-            self.method.check(networks, self.schedule)
-        except ConfigError as exc:
-            raise ConfigError(f"{self.source}: {exc}") from None
-        return networks
-
-    def _check_batch_shapes(self) -> None:
-        """Samples of one batch must share a shape: refuse a sampler whose shape follows
-        the case (whole slices, whole volumes) in a batch over cases of several shapes."""
-        for index, stage in enumerate(self.schedule.stages):
-            if stage.batch_size == 1:
-                continue
-            sampler = self._sampler(stage)
-            shapes = {c: sampler.sample_shape(self.metas[c]) for c in self.training_cases}
-            found = {shape: case for case, shape in shapes.items() if shape is not None}
-            if len(found) > 1:
-                (a, case_a), (b, case_b) = sorted(found.items())[:2]
-                name = stage.sampler.component
-                accepted = ", ".join(self.registry.parameters("sampler", name))
-                raise ConfigError(
-                    f"{self.source}: schedule.stages[{index}] ({stage.name!r}) batches "
-                    f"batch_size = {stage.batch_size} samples of sampler {name!r}, whose "
-                    f"shape follows the case: {a} from {case_a} but {b} from {case_b} cannot "
-                    f"share a batch; give the sampler a fixed size through the schedule (its "
-                    f"parameters: {accepted}) or batch_size = 1"
-                )
-
-    def _check_patch_sizes(self) -> None:
-        shapes = [self.metas[c].shape for c in self.training_cases]
-        for index, stage in enumerate(self.schedule.stages):
-            params = stage.sampler.params
-            if params.get("allow_padding", True):
-                continue
-            for size in params.get("sizes", ()):
-                if not any(all(size <= n for n in shape) for shape in shapes):
-                    raise ConfigError(
-                        f"{self.source}: schedule.stages[{index}].sampler.params.sizes: patch "
-                        f"size {size} exceeds every training case (largest {max(shapes)}) and "
-                        "allow_padding is false"
-                    )
-
-    def provenance(self) -> dict[str, dict[str, str]]:
-        used: list[tuple[str, str]] = [("schedule", self.config.schedule.component)]  # type: ignore[union-attr]
-        used.append(("method", self.method.name))
-        used += [("network", r.component) for r in self.config.networks.values()]
-        used += [("augmentation", r.component) for r in self.config.augmentations]
-        for stage in self.schedule.stages:
-            used.append(("sampler", stage.sampler.component))
-            used += [("loss", t.component) for t in stage.losses]
-        out = {}
-        for kind, name in used:
-            info = self.registry.describe(kind, name)
-            out[f"{kind}:{name}"] = {
-                "plugin": info.plugin,
-                "distribution": info.distribution,
-                "version": info.version,
-            }
-        return out
-
-    # ------------------------------------------------------------------ running
 
     @property
     def writes(self) -> bool:
@@ -247,120 +75,62 @@ class Trainer:
 
     def run(self, *, resume: bool = False) -> TrainState:
         """Run (or continue) every stage; return the final state."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.writes:
-            self._remove_interrupted_writes()
-        state, checkpoint = TrainState(), None
-        if resume:
-            checkpoint = self._resume_checkpoint()
-            state = checkpoint.state
-        elif self.writes and (self.run_dir / LAST).exists():
-            raise ConfigError(
-                f"{self.run_dir}: already holds a run; pass --resume or another --out"
-            )
-        elif self.writes:  # rows of a run killed before its first checkpoint belong to nothing
-            self.metrics_path.unlink(missing_ok=True)
+        state, checkpoint = self._start(resume)
         torch.use_deterministic_algorithms(self.config.train.deterministic, warn_only=True)
-        budgets = [self._stage_seconds(stage) for stage in self.schedule.stages]
+        budget = TimeBudget(self.config.train.seconds, self.schedule, self.world)
         while state.stage < len(self.schedule.stages):
             stage = self.schedule.stages[state.stage]
-            optimizer = self._optimizer(stage)
-            if checkpoint is not None:
-                checkpoint.restore(dict(self.networks), optimizer)
-                checkpoint = None
-            budget = budgets[state.stage]
-            bar = StageProgress(stage, state, budget, shown=self.writes)
-            started = time.perf_counter() - state.seconds
-            for batch in self._batches(stage, state):
-                terms = self._train_step(stage, batch, optimizer, state)
-                state.step += 1
-                state.seconds = time.perf_counter() - started
-                loss = sum(terms.values())
-                bar.advance(state, loss)
-                self._log({"stage": stage.name, "step": state.step, "loss": loss, **terms})
-                self._after_step(stage, state, optimizer)
-                if self._out_of_time(state, budget):
-                    self._log(
-                        {
-                            "stage": stage.name,
-                            "step": state.step,
-                            "stopped": "train.seconds",
-                            "seconds": round(state.seconds, 3),
-                            "budget": round(budget, 3),
-                        }
-                    )
-                    break
-            bar.close()
+            state = self._train_stage(stage, state, checkpoint, budget)
+            checkpoint = None
             score = self._validate(stage, state)
             state = replace(state, stage=state.stage + 1, step=0, seconds=0.0)
             self._save_stage_end(stage, score, state)
-        self._plot()
+        self.folder.plot()
         return state
 
-    def _stage_seconds(self, stage: Stage) -> float:
-        """The stage's share of ``train.seconds`` (infinite when unset)."""
-        total = self.config.train.seconds
-        if total < 0 or math.isnan(total):
-            raise ConfigError(f"train.seconds must be >= 0 (0 = no time limit), got {total}")
-        if total == 0:
-            return math.inf
-        if stage.time_share is not None:
-            shares = sum(s.time_share or 0.0 for s in self.schedule.stages)
-            return total * stage.time_share / shares
-        planned = sum(s.iterations for s in self.schedule.stages)
-        return total * stage.iterations / planned
-
-    def _out_of_time(self, state: TrainState, budget: float) -> bool:
-        """Whether the stage's share is spent; every rank stops at the same step (rank 0's
-        clock decides)."""
-        if math.isinf(budget):
-            return False
-        spent = torch.tensor([float(state.seconds >= budget)])
-        if self.world > 1 and dist.is_initialized():
-            dist.broadcast(spent, src=0)
-        return bool(spent.item())
-
-    def _resume_checkpoint(self) -> Any:
-        path = self.run_dir / LAST
-        if not path.exists():
-            raise ConfigError(f"{self.run_dir}: nothing to resume (no {LAST})")
-        checkpoint = load_checkpoint(path, self.registry)
-        different = _first_difference(
-            checkpoint.config, self.raw_config, ignore={"schedule.params.iterations"}
+    def _start(self, resume: bool) -> tuple[TrainState, Checkpoint | None]:
+        """A fresh state, or the last checkpoint's when resuming."""
+        self.folder.start(resume=resume)
+        if not resume:
+            return TrainState(), None
+        checkpoint = self.folder.resume(
+            self.setup.registry,
+            raw_config=self.raw_config,
+            preprocessing=self.preprocessing,
+            cache=self.cache.path,
+            schedule=self.schedule,
         )
-        if different is not None:
-            raise ConfigError(
-                f"{self.run_dir}: --resume with another config: key {different} differs"
-            )
-        recorded = Preprocessing.from_dict(checkpoint.data, where=str(path))
-        try:  # the same cache path, rebuilt with other settings, is another data set
-            cache = str(self.cache.path)
-            recorded.check_matches(
-                self.preprocessing, ours=f"checkpoint {path}", theirs=f"cache {cache}", cache=cache
-            )
-        except DataError as exc:
-            raise ConfigError(f"{self.run_dir}: --resume: {exc}") from None
-        self._truncate_metrics(checkpoint.state)
         for network in self.networks.values():
             network.to(self.device)
-        return checkpoint
+        return checkpoint.state, checkpoint
 
-    def _truncate_metrics(self, state: TrainState) -> None:
-        """Drop metric rows logged after the checkpoint: the resumed run logs them again."""
-        if not self.writes or not self.metrics_path.exists():
-            return
-        order = {stage.name: index for index, stage in enumerate(self.schedule.stages)}
-
-        def position(line: str) -> tuple[int, int]:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line a kill cut short: after the checkpoint
-                return (len(order), 0)
-            return (order.get(row["stage"], -1), row["step"])
-
-        lines = self.metrics_path.read_text().splitlines()
-        kept = [line for line in lines if position(line) <= (state.stage, state.step)]
-        self.metrics_path.write_text("".join(f"{line}\n" for line in kept))
+    def _train_stage(
+        self,
+        stage: Stage,
+        state: TrainState,
+        checkpoint: Checkpoint | None,
+        budget: TimeBudget,
+    ) -> TrainState:
+        """Steps of ``stage`` until its iterations or its share of the time are done."""
+        share = budget.share(stage)
+        optimizer = self._optimizer(stage)
+        if checkpoint is not None:
+            checkpoint.restore(dict(self.networks), optimizer)
+        bar = StageProgress(stage, state, share, shown=self.writes)
+        started = time.perf_counter() - state.seconds
+        for batch in self._batches(stage, state):
+            terms = self._train_step(stage, batch, optimizer, state)
+            state.step += 1
+            state.seconds = time.perf_counter() - started
+            loss = sum(terms.values())
+            bar.advance(state, loss)
+            self.folder.log({"stage": stage.name, "step": state.step, "loss": loss, **terms})
+            self._after_step(stage, state, optimizer)
+            if budget.spent(state.seconds, share):
+                self.folder.log(_stopped(stage, state, share))
+                break
+        bar.close()
+        return state
 
     def _optimizer(self, stage: Stage) -> torch.optim.Optimizer:
         for role, network in self.networks.items():
@@ -368,16 +138,8 @@ class Trainer:
         params = [p for role in stage.train for p in self.networks[role].parameters()]
         return torch.optim.Adam(params, lr=stage.lr)
 
-    def _sampler(self, stage: Stage) -> Sampler:
-        sampler: Sampler = self._build("sampler", stage.sampler, f"stage {stage.name} sampler")
-        sampler.seed = self.config.seed
-        # Samples of one global batch (all ranks) share the batch-level draws (patch size).
-        sampler.batch_size = stage.batch_size * self.world
-        self.method.adapt_sampler(stage.kind, sampler, self.preprocessing)
-        return sampler
-
     def _batches(self, stage: Stage, state: TrainState) -> Iterator[dict[str, Any]]:
-        sampler = self._sampler(stage)
+        sampler = self.setup.sampler(stage)
         samples = SampleDataset(
             self.cache.path,
             sampler,
@@ -388,7 +150,7 @@ class Trainer:
         remaining = stage.iterations - state.step
         if remaining <= 0:
             return iter(())
-        data = _StageData(
+        data = RankShard(
             samples,
             start=state.step * stage.batch_size,
             count=remaining * stage.batch_size,
@@ -424,32 +186,28 @@ class Trainer:
         ):
             self._save(LAST, state, optimizer)
 
+    def _validate(self, stage: Stage, state: TrainState) -> float | None:
+        if not self.writes:
+            return None
+        return self.validator.score(stage, state, self.networks, self.preprocessing, self.device)
+
     def _save_stage_end(self, stage: Stage, score: float | None, state: TrainState) -> None:
-        """``best`` competes like with like: only scores of the final predictor (a
-        cascade's first network scored alone is another quantity)."""
         # The next stage starts with a fresh optimiser: nothing of this one is kept.
-        final = self.method.scores_final(stage.kind)
-        if final and score is not None and score >= state.best_score:  # later wins a tie
+        if score is not None and improves_best(self.method, stage, score, state):
             state.best_score, state.best_stage = score, stage.name
             self._save(BEST, state, None)
         self._save(LAST, state, None)
 
     def _save(self, name: str, state: TrainState, optimizer: torch.optim.Optimizer | None) -> None:
-        if self.writes:
-            save_checkpoint(
-                self.run_dir / name,
-                networks=dict(self.networks),
-                optimizer=optimizer,
-                state=state,
-                config=self.raw_config,
-                provenance=self.provenance(),
-                data=self.preprocessing.as_dict(),
-            )
-
-    def _log(self, row: dict[str, Any]) -> None:
-        if self.writes:
-            with open(self.metrics_path, "a") as handle:
-                handle.write(json.dumps({"time": round(time.time(), 3), **row}) + "\n")
+        self.folder.save(
+            name,
+            state,
+            networks=self.networks,
+            optimizer=optimizer,
+            config=self.raw_config,
+            provenance=self.setup.provenance(),
+            preprocessing=self.preprocessing,
+        )
 
     # ------------------------------------------------------------------ one step
 
@@ -486,13 +244,8 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def _all_reduce(self, stage: Stage) -> None:
-        if self.world == 1 or not dist.is_initialized():
-            return
-        for role in stage.train:
-            for param in self.networks[role].parameters():
-                if param.grad is not None:
-                    dist.all_reduce(param.grad)
-                    param.grad /= self.world
+        """Average the trained networks' gradients over the ranks (DDP)."""
+        average_gradients([self.networks[role] for role in stage.train], self.world)
 
     def _term(self, stage: Stage, term: LossTerm, outputs: dict[str, list[Part]]) -> Tensor:
         """The term's loss over a batch computed in parts: their mean, weighted by size."""
@@ -518,7 +271,7 @@ class Trainer:
         """The loss module of a term, built once (not on every step)."""
         key = (term.component, json.dumps(term.params, sort_keys=True))
         if key not in self._losses:
-            self._losses[key] = self.registry.build("loss", term.component, **term.params)
+            self._losses[key] = self.setup.registry.build("loss", term.component, **term.params)
         return self._losses[key]
 
     def _forward(
@@ -536,58 +289,12 @@ class Trainer:
         )
         return self.method.forward(stage.kind, moved, context)
 
-    # ------------------------------------------------------------------ validation
 
-    @torch.no_grad()
-    def _validate(self, stage: Stage, state: TrainState) -> float | None:
-        if not self.validation or not self.writes:
-            return None
-        for network in self.networks.values():
-            network.eval()
-        model = Model(dict(self.networks), self.preprocessing, self.device, self.method)
-        scores = []
-        for case_id in self.validation:
-            case = self.cache.case(case_id)
-            prediction, target = self.method.validate(stage.kind, model, case)
-            scores.append(dice_per_class(prediction, target, case.meta.classes))
-        names = self.cache.case(self.validation[0]).meta.class_names[1:]
-        per_class = {n: _mean([s[i] for s in scores]) for i, n in enumerate(names)}
-        mean = _mean(list(per_class.values()))
-        self._log(
-            {
-                "stage": stage.name,
-                "step": state.step,
-                "validation_dice": per_class,
-                "validation_mean_dice": mean,
-            }
-        )
-        for network in self.networks.values():
-            network.train()
-        return mean
-
-    def _plot(self) -> None:
-        if self.writes:
-            from duoseg.core.training.plots import plot_metrics
-
-            plot_metrics(self.metrics_path, self.run_dir)
-
-
-def _mean(values: list[float | None]) -> float:
-    present = [v for v in values if v is not None and not math.isnan(v)]
-    return float(np.mean(present)) if present else float("nan")
-
-
-def _first_difference(a: Any, b: Any, *, ignore: set[str], path: str = "") -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            sub = f"{path}.{key}" if path else str(key)
-            if sub in ignore:
-                continue
-            found = _first_difference(a.get(key), b.get(key), ignore=ignore, path=sub)
-            if found is not None:
-                return found
-        return None
-    return None if a == b else repr(path)
+def _stopped(stage: Stage, state: TrainState, share: float) -> dict[str, Any]:
+    """The metrics row of a stage that its time share ended."""
+    seconds, budget = round(state.seconds, 3), round(share, 3)
+    return {"stage": stage.name, "step": state.step, "stopped": "train.seconds",
+            "seconds": seconds, "budget": budget}  # fmt: skip
 
 
 def config_as_dict(config: ExperimentConfig) -> dict[str, Any]:

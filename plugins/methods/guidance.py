@@ -6,8 +6,8 @@ probability ``1 - p_0``. ``"probabilities"`` feeds all ``C + 1`` class probabili
 super-resolution reading of the paper's SRCNN inspiration - instead of re-deriving
 from K slices which blood pool is which.
 
-Any network in the ``net2`` role declares its guidance through ``in_channels``:
-``1 + 1`` or ``1 + (C + 1)``.
+Any network in the ``net2`` role declares its guidance as its attribute ``guidance``
+(and takes ``1 + 1`` or ``1 + (C + 1)`` input channels accordingly).
 """
 
 from __future__ import annotations
@@ -17,26 +17,22 @@ from typing import Literal
 import torch
 from duoseg.core.data.grid import background
 from duoseg.core.errors import ConfigError
+from duoseg.core.interfaces.network import SegmentationNetwork
 from torch import Tensor
 
 Guidance = Literal["foreground", "probabilities"]
 GUIDANCES: tuple[Guidance, ...] = ("foreground", "probabilities")
 
 
-def guidance_channels(guidance: Guidance, classes: int) -> int:
-    """Channels of Net1's output that ``guidance`` feeds (background included in ``classes``)."""
-    return 1 if guidance == "foreground" else classes
-
-
-def guidance_of(in_channels: int, classes: int) -> Guidance:
-    """The guidance a ``net2`` with ``in_channels`` inputs expects."""
-    for guidance in GUIDANCES:
-        if in_channels == 1 + guidance_channels(guidance, classes):
-            return guidance
-    raise ConfigError(
-        f"networks.net2 takes {in_channels} input channels; it must take the image plus "
-        f"Net1's foreground (2) or its {classes} class probabilities ({1 + classes})"
-    )
+def guidance_for(net2: SegmentationNetwork) -> Guidance:
+    """The guidance ``net2`` declares (its ``guidance`` attribute), refused unless known."""
+    guidance = getattr(net2, "guidance", None)
+    if guidance not in GUIDANCES:
+        raise ConfigError(
+            f"networks.net2 ({type(net2).__name__}) declares guidance = {guidance!r}; a net2 "
+            f"network sets its attribute guidance to one of {list(GUIDANCES)}"
+        )
+    return guidance  # type: ignore[no-any-return]
 
 
 def guide(probabilities: Tensor, guidance: Guidance) -> Tensor:

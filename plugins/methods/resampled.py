@@ -16,13 +16,13 @@ from typing import Any, Final
 
 import numpy as np
 import torch
-from duoseg.core.config import TrainConfig
-from duoseg.core.data.preprocessing import Level, Preprocessing
 from duoseg.core.inference.resample import BSplineUpsampler, as_probabilities
-from duoseg.core.inference.streaming import Model, per_slice_depth, whole_volume
-from duoseg.core.interfaces.method import SlabPredictor
+from duoseg.core.inference.streaming import per_slice_depth, whole_volume
+from duoseg.core.interfaces.method import Model, SlabPredictor
 from duoseg.core.interfaces.sampler import Sampler
 from duoseg.core.interfaces.store import CacheCase
+from duoseg.core.records.config import TrainConfig
+from duoseg.core.records.preprocessing import Level, Preprocessing
 from torch import Tensor
 
 from .patches import PatchNetworkMethod

@@ -13,9 +13,8 @@ from typing import Any
 
 import torch
 from duoseg.core.errors import ConfigError
-from duoseg.core.inference.streaming import Model
 from duoseg.core.inference.windows import StreamedWindows, WindowSlabs
-from duoseg.core.interfaces.method import SlabPredictor
+from duoseg.core.interfaces.method import Model, SlabPredictor
 from duoseg.core.interfaces.sampler import IMAGE_PAD, read_padded
 from duoseg.core.interfaces.store import CacheCase
 from torch import Tensor

@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 from duoseg.core.accounting import network_cost
-from duoseg.core.config import TrainConfig
 from duoseg.core.data.grid import (
     area_downsample,
     background,
@@ -39,18 +38,14 @@ from duoseg.core.data.grid import (
     slice_length,
     upsample_box,
 )
-from duoseg.core.data.preprocessing import Level
 from duoseg.core.errors import ConfigError, PredictError
-from duoseg.core.inference.outputs import largest_component
-from duoseg.core.inference.streaming import (
-    Model,
-    most_probable,
-    per_slice_depth,
-    whole_volume,
-)
+from duoseg.core.inference.postprocess import largest_component
+from duoseg.core.inference.streaming import most_probable, per_slice_depth, whole_volume
 from duoseg.core.interfaces.method import (
     Method,
+    Model,
     Part,
+    PredictLabels,
     Region,
     SlabPredictor,
     TrainingContext,
@@ -59,11 +54,14 @@ from duoseg.core.interfaces.method import (
 from duoseg.core.interfaces.network import SegmentationNetwork
 from duoseg.core.interfaces.sampler import IMAGE_PAD, read_padded
 from duoseg.core.interfaces.schedule import Schedule
-from duoseg.core.interfaces.store import COARSE, CacheCase, CaseMeta
+from duoseg.core.interfaces.store import CacheCase
+from duoseg.core.records.case import CaseMeta
+from duoseg.core.records.config import TrainConfig
+from duoseg.core.records.preprocessing import COARSE, Level
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from .guidance import Guidance, guidance_of, guide, outside_guidance
+from .guidance import Guidance, guidance_for, guide, outside_guidance
 
 log = logging.getLogger("duoseg.two_stage")
 MIN_COARSE = 4  # voxels per axis below which Net1 sees no anatomy to localise
@@ -185,11 +183,6 @@ def slab_depth(
     return max(1, min(depth, 512))
 
 
-def guidance_for(net2: SegmentationNetwork) -> Guidance:
-    """What ``net2`` sees of Net1's output, from its input channels."""
-    return guidance_of(net2.in_channels, net2.out_channels)
-
-
 class TwoStage(Method):
     """Net1 -> dynamic tile -> Net2 (the paper's model)."""
 
@@ -299,12 +292,12 @@ class TwoStage(Method):
         return self._coarse[(key, case_id)]
 
     def validate(
-        self, kind: str, model: Model, case: CacheCase
+        self, kind: str, model: Model, case: CacheCase, predict: PredictLabels
     ) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
         """After a stage that trains Net2: the prediction itself. Before: Net1's labels
         on the coarse volume against the coarse label."""
         if self.scores_final(kind):
-            return super().validate(kind, model, case)
+            return super().validate(kind, model, case, predict)
         target = validation_label(case.coarse_label, case.case_id)
         net1 = model.networks["net1"]
         probabilities = net1_probabilities(net1, case.coarse_image[...], str(model.device))

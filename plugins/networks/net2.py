@@ -27,17 +27,12 @@ collapse all K slices, the paper's 1x1xK block made exact.
 from __future__ import annotations
 
 from functools import partial
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from duoseg.core import InputShapeError, SegmentationNetwork
 from duoseg.core.interfaces.sampler import IMAGE_PAD
-from duoseg.plugins.methods.guidance import (
-    GUIDANCES,
-    Guidance,
-    guidance_channels,
-    outside_guidance,
-)
 from torch import Tensor, nn
 
 from .blocks import (
@@ -49,6 +44,9 @@ from .blocks import (
     slices_to_images,
 )
 
+# What of Net1's output Net2 sees beside the image (the method reads ``Net2.guidance``).
+Guidance = Literal["foreground", "probabilities"]
+GUIDANCES: tuple[Guidance, ...] = ("foreground", "probabilities")
 PROBABILITY_FLOOR = 1e-4  # log(1e-4) = -9.2: a class Net1 rules out can still be recovered
 LEVELS = 4
 CONVS_PER_BLOCK = 2
@@ -105,8 +103,10 @@ class Net2(SegmentationNetwork):
                 f"residual=True adds Net1's log-probabilities, so it needs "
                 f"guidance='probabilities', got guidance={guidance!r}"
             )
-        in_channels = 1 + guidance_channels(guidance, classes)
-        super().__init__(in_channels, classes)
+        # The foreground is one channel (1 - p_background); probabilities are all classes.
+        guides = 1 if guidance == "foreground" else classes
+        super().__init__(1 + guides, classes)
+        self.guidance: Guidance = guidance  # declared for the method that feeds Net2
         self.residual = residual
         if k < 3 or k % 2 == 0:
             raise InputShapeError(
@@ -126,7 +126,9 @@ class Net2(SegmentationNetwork):
         self.encoder = nn.ModuleList()
         self.collapse = nn.ModuleList()
         remaining = budget
-        for level, (cin, cout) in enumerate(zip([in_channels, *widths[:-1]], widths, strict=True)):
+        for level, (cin, cout) in enumerate(
+            zip([self.in_channels, *widths[:-1]], widths, strict=True)
+        ):
             kernels = (z_kernels[2 * level], z_kernels[2 * level + 1])
             block = Net2EncoderBlock(cin, cout, z_kernels=kernels, dropout=dropout, norm=norm)
             remaining -= block.depth_reduction
@@ -146,7 +148,9 @@ class Net2(SegmentationNetwork):
         )
         self.head = nn.Conv2d(widths[0], classes, 1)
         self.pool = nn.MaxPool3d((1, 2, 2))
-        outside = [IMAGE_PAD, *outside_guidance(guidance, classes)]
+        # Outside the volume: the image's fill, and certain background (p_background = 1).
+        certain = [1.0] + [0.0] * (classes - 1)
+        outside = [IMAGE_PAD, *([0.0] if guidance == "foreground" else certain)]
         self.outside: Tensor  # each input channel's value outside the volume
         self.register_buffer(
             "outside", torch.tensor(outside).reshape(1, -1, 1, 1, 1), persistent=False

@@ -17,13 +17,12 @@ from duoseg.core.interfaces.store import (
     CacheReader,
     CacheWriter,
     CaseArrays,
-    CaseMeta,
     ChunkedArray,
     VolumeStore,
     array_chunks,
-    check_case_id,
     check_record,
 )
+from duoseg.core.records.case import CaseMeta, check_case_id
 from numpy.typing import NDArray
 
 

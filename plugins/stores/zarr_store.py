@@ -28,12 +28,11 @@ from duoseg.core.interfaces.store import (
     CacheReader,
     CacheWriter,
     CaseArrays,
-    CaseMeta,
     VolumeStore,
     array_chunks,
-    check_case_id,
     check_record,
 )
+from duoseg.core.records.case import CaseMeta, check_case_id
 
 CODECS: Final = ("none", "lz4", "zstd")
 

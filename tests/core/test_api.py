@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from duoseg.apps.cli import main
 from duoseg.core.errors import DataError, PredictError
-from duoseg.core.inference.evaluate import format_table
+from duoseg.core.inference.score_files import format_table
 
 CASE = "ct_train_1003"
 

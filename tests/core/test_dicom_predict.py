@@ -180,7 +180,10 @@ def test_probabilities_without_zarr_are_refused_before_output_exists(
     code = main(["predict", str(tmp_path / "run"), str(written.series.parent), str(out),
                  "--format", "dicom-seg", "--probabilities"])  # fmt: skip
     assert code == 2
-    assert f"{out}: --probabilities needs a Zarr OUTPUT" in capsys.readouterr().err
+    assert (
+        f"{out}: --probabilities needs a format that stores them (zarr: *.zarr)"
+        in capsys.readouterr().err
+    )
     assert not out.exists()
 
 

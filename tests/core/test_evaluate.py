@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from duoseg.apps.cli import main
 from duoseg.core import load_plugins
-from duoseg.core.data.preprocessing import Preprocessing
 from duoseg.core.errors import PredictError
-from duoseg.core.inference.evaluate import evaluate, format_table
+from duoseg.core.inference.evaluate import evaluate
 from duoseg.core.inference.outputs import NiftiSink, finish_output
-from duoseg.core.interfaces.store import COMPLETION_FILE, CaseMeta, LevelMeta
+from duoseg.core.inference.score_files import format_table
+from duoseg.core.interfaces.store import COMPLETION_FILE
+from duoseg.core.records.case import CaseMeta, LevelMeta
+from duoseg.core.records.preprocessing import Preprocessing
 from duoseg.core.training.checkpoint import TrainState, save_checkpoint
 
 BRAIN = {"csf": 1, "gm": 2, "wm": 3}  # a 4-class MR set: labels 0 to 3

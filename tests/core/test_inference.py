@@ -16,9 +16,11 @@ from duoseg.core import load_plugins
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.grid import class_fractions, downsample_label, upsample_box
 from duoseg.core.errors import PredictError
-from duoseg.core.inference.outputs import MemorySink, ZarrSink, is_complete, prepare_output
+from duoseg.core.inference.model import load_model
+from duoseg.core.inference.outputs import ZarrSink, is_complete, prepare_output
 from duoseg.core.inference.predict import predict_paths
-from duoseg.core.inference.streaming import Options, load_model, most_probable, predict_case
+from duoseg.core.inference.sinks import MemorySink
+from duoseg.core.inference.streaming import Options, most_probable, predict_case
 from duoseg.core.interfaces.sampler import IMAGE_PAD, read_padded
 from duoseg.plugins.methods import resampled
 from duoseg.plugins.methods.two_stage import TwoStageOptions, dynamic_tile
@@ -505,8 +507,8 @@ def test_a_folder_or_cache_input_with_a_file_output_is_refused(
     out = tmp_path / "out.nii.gz"
     assert main(["predict", str(two_stage_run), str(source), str(out)]) == 2
     assert (
-        f"{out}: a .nii/.nii.gz OUTPUT is one label file for one input image, but INPUT "
-        f"{source} is a folder (of images, or a cache); give a folder or *.zarr OUTPUT"
+        f"{out}: a one-file OUTPUT is one label file for one input image, but INPUT "
+        f"{source} is a folder (of images, or a cache); give a folder OUTPUT"
     ) in capsys.readouterr().err
     assert not out.exists()
 
@@ -517,7 +519,7 @@ def test_a_file_output_that_is_a_folder_is_refused(two_stage_run, cache, tmp_pat
     out.mkdir()
     assert main(["predict", str(two_stage_run), str(source), str(out), "--overwrite"]) == 2
     assert (
-        f"{out}: OUTPUT names a NIfTI file but is an existing folder; refusing to replace it"
+        f"{out}: OUTPUT names a file but is an existing folder; refusing to replace it"
         in capsys.readouterr().err
     )
 

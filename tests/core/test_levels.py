@@ -12,19 +12,20 @@ import numpy as np
 import pytest
 from duoseg.apps.cli import EXIT_BAD_INPUT, main
 from duoseg.core import load_plugins
-from duoseg.core.config import TrainConfig
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.grid import downsample_image, downsample_label, grid_shape
-from duoseg.core.data.preprocessing import Level, Preprocessing
 from duoseg.core.interfaces.method import Method
 from duoseg.core.interfaces.sampler import IMAGE_PAD, LABEL_PAD, read_padded
-from duoseg.core.interfaces.store import DEFAULT_CHUNKS, CaseMeta
+from duoseg.core.interfaces.store import DEFAULT_CHUNKS
+from duoseg.core.records.case import CaseMeta
+from duoseg.core.records.config import TrainConfig
+from duoseg.core.records.preprocessing import Level, Preprocessing
 from duoseg.core.training.weights import read_weights
 from duoseg.plugins.methods.resampled import Resampled
 from duoseg.plugins.methods.two_stage import TwoStage
 from safetensors.torch import save_file
 
-from tests.core.conftest import BASELINE
+from tests.runs import BASELINE
 
 
 def test_methods_declare_the_levels_they_read() -> None:

@@ -1,25 +1,17 @@
-"""The method seam: every registered schedule trains a registered method, each method
-trains and predicts through the engine, and mismatches are refused with their values."""
+"""The method seam: every registered schedule trains a registered method, and mismatches
+between a config's networks, schedule and method are refused with their values."""
 
 from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
-import torch
-from duoseg.apps.cli import main
-from duoseg.core import ConfigError, LossTerm, Method, PredictError, load_plugins
+from duoseg.core import ConfigError, LossTerm, Method, load_plugins
 from duoseg.core.config import load_config
-from duoseg.core.data.cache import open_cache
-from duoseg.core.data.grid import upsample_box
-from duoseg.core.inference.outputs import MemorySink
-from duoseg.core.inference.streaming import Options, load_model, predict_case
-from duoseg.core.inference.windows import StreamedWindows
 from duoseg.core.training.checkpoint import TrainState
 from duoseg.core.training.trainer import Trainer, config_as_dict
 
-from tests.core.conftest import SLIDING_WINDOW, TWO_STAGE
+from tests.runs import SLIDING_WINDOW, TWO_STAGE
 
 REGISTRY = load_plugins()
 
@@ -39,48 +31,6 @@ def test_every_method_declares_roles_and_stage_kinds(name: str) -> None:
     method = REGISTRY.build("method", name)
     assert method.roles and method.stage_kinds
     assert len(set(method.roles)) == len(method.roles)
-
-
-def test_the_sliding_window_predicts_the_same_whatever_the_slab_depth(
-    sliding_window_run, cache
-) -> None:
-    model = load_model(sliding_window_run, REGISTRY)
-    case = open_cache(cache, REGISTRY).case("ct_train_1002")
-    results = []
-    for budget in (1, 4096):
-        sink = MemorySink()
-        report = predict_case(model, case, sink, Options(memory_budget_mib=budget))
-        results.append((sink.labels, report.slab))
-    (small, few), (large, many) = results
-    assert few < case.meta.shape[0] <= many  # several slabs, then one
-    np.testing.assert_array_equal(small, large)
-
-
-def test_the_sliding_window_blends_windows_of_its_network(sliding_window_run, cache) -> None:
-    model = load_model(sliding_window_run, REGISTRY)
-    case = open_cache(cache, REGISTRY).case("ct_train_1001")
-    sink = MemorySink()
-    predict_case(model, case, sink, Options(probabilities=True))
-    network = model.networks["unet3d"]
-    image = torch.as_tensor(case.image[...].astype(np.float32))
-
-    def read(origin, size):  # type: ignore[no-untyped-def]
-        return image[tuple(slice(o, o + s) for o, s in zip(origin, size, strict=True))][None]
-
-    windows = StreamedWindows(case.meta.shape, (16, 24, 24), read=read, classes=model.classes,
-                              forward=lambda x: network(x).softmax(1), batch=2)  # fmt: skip
-    with torch.no_grad():
-        expected = windows.slices(0, case.meta.shape[0])
-    assert sink.probabilities is not None
-    np.testing.assert_allclose(sink.probabilities, expected.numpy(), atol=2e-3)
-
-
-def test_the_sliding_window_method_through_the_cli(sliding_window_run, cache, tmp_path) -> None:
-    out = tmp_path / "pred.zarr"
-    assert main(["predict", str(sliding_window_run), str(cache), str(out), "--case",
-                 "ct_train_1001", "--method-option", "overlap=0.25"]) == 0  # fmt: skip
-    assert main(["predict", str(sliding_window_run), str(cache), str(tmp_path / "p"),
-                 "--method-option", "window=[8, 0, 8]"]) == 2  # fmt: skip
 
 
 def test_a_method_that_does_not_train_the_schedules_stages_is_refused(cache, tmp_path) -> None:
@@ -115,34 +65,6 @@ def test_a_network_outside_the_methods_roles_is_refused(cache, tmp_path) -> None
                 raw_config=config_as_dict(config))  # fmt: skip
 
 
-def test_method_option_values_are_checked_by_type_and_range(two_stage_run, cache) -> None:
-    model = load_model(two_stage_run, REGISTRY)
-    case = open_cache(cache, REGISTRY).case("ct_train_1002")
-
-    def predict(**option: object) -> None:
-        predict_case(model, case, MemorySink(), Options(method=option))
-
-    with pytest.raises(PredictError, match=r"flip_tta = 'yes' must be of type bool, not str"):
-        predict(flip_tta="yes")
-    with pytest.raises(
-        PredictError,
-        match=r"ct_train_1002: method option roi = \[\[0, 8\], \[0, 99\], \[0, 8\]\]: axis y "
-        r"\[0, 99\) must satisfy 0 <= start < stop <= 40",
-    ):
-        predict(roi=[[0, 8], [0, 99], [0, 8]])
-    with pytest.raises(PredictError, match=r"roi = \[\[0, 8\]\] must be \[\[z0, z1\]"):
-        predict(roi=[[0, 8]])
-
-
-def test_sliding_window_options_are_checked(sliding_window_run, cache) -> None:
-    model = load_model(sliding_window_run, REGISTRY)
-    case = open_cache(cache, REGISTRY).case("ct_train_1002")
-    with pytest.raises(PredictError, match=r"overlap = 1.5 must lie in \[0, 1\)"):
-        predict_case(model, case, MemorySink(), Options(method={"overlap": 1.5}))
-    with pytest.raises(PredictError, match=r"window = \[8, 0, 8\] must be three sizes >= 1"):
-        predict_case(model, case, MemorySink(), Options(method={"window": [8, 0, 8]}))
-
-
 def test_a_stage_scoring_a_network_its_kind_does_not_run_is_refused(cache, tmp_path) -> None:
     config_path = tmp_path / "c.toml"
     config_path.write_text(TWO_STAGE)
@@ -158,33 +80,3 @@ def test_a_stage_scoring_a_network_its_kind_does_not_run_is_refused(cache, tmp_p
                        r"method 'two_stage' gives it no output in stages of kind "
                        r"'net1_coarse' \(outputs: \['net1'\]\)"):  # fmt: skip
         trainer._train_step(wrong, batch, optimizer, TrainState())
-
-
-def test_the_whole_volume_upsampling_is_the_interpolation_itself() -> None:
-    coarse = torch.rand(3, 5, 6, 7, requires_grad=True)
-    shape = (20, 18, 21)
-    expected = torch.nn.functional.interpolate(
-        coarse[None], shape, mode="trilinear", align_corners=False
-    )[0]
-    got = upsample_box(coarse, shape, (0, 0, 0), shape, [0.0, 0.0, 0.0])
-    assert torch.equal(got, expected)
-    got.sum().backward()  # step 3 trains Net1 through it
-    assert coarse.grad is not None and float(coarse.grad.abs().sum()) > 0
-
-
-def test_step4_keeps_net1s_coarse_output_for_at_most_the_configured_cases(cache, tmp_path) -> None:
-    config_path = tmp_path / "c.toml"
-    config_path.write_text(TWO_STAGE + "[method]\ncomponent = 'two_stage'\n"
-                           "params = { coarse_cache_cases = 2 }\n")  # fmt: skip
-    settings = [f"data.cache={str(cache)!r}", "schedule.params.iterations=[1, 1, 1, 12]"]
-    config = load_config(config_path, settings)
-    trainer = Trainer(config, REGISTRY, tmp_path / "run", source="c.toml",
-                      raw_config=config_as_dict(config))  # fmt: skip
-    stage = trainer.schedule.stages[3]
-    seen: set[str] = set()
-    with torch.no_grad():
-        for _, batch in zip(range(12), trainer._batches(stage, TrainState()), strict=False):
-            trainer._forward(stage, batch, torch.Generator().manual_seed(0))
-            seen |= set(batch["case_id"])
-            assert len(trainer.method._coarse) <= 2  # type: ignore[attr-defined]
-    assert len(seen) > 2, seen  # more cases than kept went through

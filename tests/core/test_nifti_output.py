@@ -10,8 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 from duoseg.core.data.orientation import to_source
-from duoseg.core.inference.outputs import NiftiSink, largest_components, recorded_labels
-from duoseg.core.interfaces.store import CaseMeta, LevelMeta
+from duoseg.core.inference.outputs import NiftiSink, recorded_labels
+from duoseg.core.inference.postprocess import largest_components
+from duoseg.core.records.case import CaseMeta, LevelMeta
 
 SHAPE = (9, 7, 11)  # canonical (z, y, x)
 VALUES = (0, 205, 500, 600)

@@ -11,17 +11,17 @@ import matplotlib
 import numpy as np
 import pytest
 import zarr
-from duoseg.apps.phantom import make_case, write_case
 from duoseg.core import Registry
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache
 from duoseg.core.data.ngff import TAB10, class_colours, write_group_metadata
-from duoseg.core.data.preprocessing import Level
 from duoseg.core.errors import DataError
 from duoseg.core.inference.outputs import PredictionReader, ZarrSink, finish_output, prepare_output
 from duoseg.core.inference.predict import predict_paths
 from duoseg.core.inference.streaming import Options
-from duoseg.core.interfaces.store import CaseMeta, LevelMeta
+from duoseg.core.records.case import CaseMeta, LevelMeta
+from duoseg.core.records.preprocessing import Level
+from duoseg.phantoms import make_case, write_case
 from duoseg.plugins.importers import MMWHSImporter
 from ome_zarr import OMEZarrLabels, OMEZarrMultiscale
 from ome_zarr.io import parse_url

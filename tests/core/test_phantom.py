@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from duoseg.apps.cli import main
-from duoseg.apps.phantom import MMWHS_LABELS, PROTOCOLS, Protocol, make_case, patient_offset
 from duoseg.core.inference.ceiling import round_trip
-from duoseg.core.training.evaluation import dice_per_class
+from duoseg.phantoms import PROTOCOLS, Protocol, make_case, patient_offset
+from duoseg.plugins.importers import MMWHS_LABELS
+from duoseg.plugins.metrics import Dice
 from scipy import ndimage
 
 SMALL = (96, 96, 64)
@@ -84,7 +85,7 @@ def test_the_ct_protocol_has_detail_the_2_mm_path_loses() -> None:
     assert protocol.in_plane[0] <= case.spacing[1] <= protocol.in_plane[1]
     assert protocol.slices[0] <= case.spacing[0] <= protocol.slices[1]
     index = class_indices(case.label)
-    dice = dice_per_class(round_trip(index, case.spacing, 2.0, len(VALUES)), index, len(VALUES))
+    dice = Dice().per_class(round_trip(index, case.spacing, 2.0, len(VALUES)), index, len(VALUES))
     scores = dict(zip(MMWHS_LABELS, dice, strict=True))
     assert scores["Myo"] < 0.97 and np.mean(dice) < 0.97, scores
     assert min(dice) > 0.9, scores  # lost detail, not a broken round trip
@@ -112,7 +113,7 @@ def test_the_cli_writes_mmwhs_named_pairs(tmp_path: Path) -> None:
 
 
 def test_phantoms_written_by_several_processes_equal_one_process(tmp_path: Path) -> None:
-    from duoseg.apps.phantom import write_phantoms
+    from duoseg.phantoms import write_phantoms
 
     one = write_phantoms(tmp_path / "one", cases=2, size=(32, 32, 24))
     two = write_phantoms(tmp_path / "two", cases=2, size=(32, 32, 24), workers=2)

@@ -12,10 +12,11 @@ from duoseg.apps.cli import EXIT_BAD_INPUT, main
 from duoseg.core import load_plugins
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache
-from duoseg.core.data.preprocessing import Level, Preprocessing, normalise
+from duoseg.core.data.preprocessing import normalise
 from duoseg.core.errors import DataError
-from duoseg.core.inference.streaming import case_from_image, load_model
+from duoseg.core.inference.model import case_from_image, load_model
 from duoseg.core.interfaces.importer import SourcePair
+from duoseg.core.records.preprocessing import Level, Preprocessing
 from duoseg.core.training.checkpoint import load_checkpoint
 from duoseg.core.training.trainer import LAST
 
@@ -117,7 +118,7 @@ def test_a_malformed_stored_record_names_where_it_was_read() -> None:
 def test_resuming_on_a_cache_rebuilt_with_other_settings_is_refused(
     cache, tmp_path, capsys
 ) -> None:
-    from tests.core.conftest import TWO_STAGE
+    from tests.runs import TWO_STAGE
 
     registry = load_plugins()
     target = tmp_path / "c.zarr"

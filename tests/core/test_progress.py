@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from duoseg.core.config import ComponentRef
 from duoseg.core.interfaces.schedule import Stage
+from duoseg.core.records.config import ComponentRef
 from duoseg.core.training.checkpoint import TrainState
 from duoseg.core.training.progress import StageProgress
 

@@ -14,7 +14,7 @@ from duoseg.core import ConfigError, load_plugins
 from duoseg.core.config import load_config
 from duoseg.core.data.cache import open_cache
 from duoseg.core.errors import WeightsError
-from duoseg.core.inference.streaming import load_model
+from duoseg.core.inference.model import load_model
 from duoseg.core.training.checkpoint import (
     BEST,
     LAST,
@@ -297,8 +297,8 @@ def test_a_negative_time_budget_is_refused(cache, tmp_path, capsys) -> None:
 
 
 def test_a_stage_that_trains_and_freezes_one_network_is_refused() -> None:
-    from duoseg.core.config import ComponentRef
     from duoseg.core.interfaces.schedule import LossTerm, Schedule, Stage
+    from duoseg.core.records.config import ComponentRef
 
     stage = Stage("s", "net1_coarse", ComponentRef("whole_coarse"), ("net1",),
                   (LossTerm("net1", "dice_foreground"),), 1, freeze=("net1",))  # fmt: skip

@@ -14,13 +14,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 from duoseg.apps.cli import main
-from duoseg.apps.phantom import make_case
 from duoseg.core.data.cache_build import build_cache
 from duoseg.core.errors import DataError
 from duoseg.core.interfaces.importer import SourcePair
-from duoseg.core.testing import ExpectedCase, ImporterConformance
+from duoseg.phantoms import make_case
 from duoseg.plugins.dicom import DicomImporter
 from duoseg.plugins.importers import MMWHS_LABELS, MMWHSImporter
+from duoseg.testing import ExpectedCase, ImporterConformance
 
 from tests.dicom_series import ORIENTATIONS, Orientation, Written, write_pair, write_series
 

@@ -5,21 +5,23 @@ from __future__ import annotations
 import pytest
 import torch
 from duoseg.core.errors import ConfigError
-from duoseg.plugins.methods.guidance import guidance_of, guide
+from duoseg.core.registry import Registry
+from duoseg.plugins.methods.guidance import guidance_for, guide
 
 
-def test_guidance_is_read_from_the_input_channels() -> None:
-    assert guidance_of(2, classes=8) == "foreground"
-    assert guidance_of(9, classes=8) == "probabilities"
+def test_the_guidance_is_what_net2_declares(registry: Registry) -> None:
+    for guidance in ("foreground", "probabilities"):
+        net2 = registry.build("network", "net2", k=3, base_width=4, guidance=guidance)
+        assert guidance_for(net2) == guidance
 
 
-def test_other_input_channels_are_refused_with_both_choices() -> None:
-    with pytest.raises(
-        ConfigError,
-        match=r"networks.net2 takes 3 input channels; .* foreground \(2\) or its 8 class "
-        r"probabilities \(9\)",
-    ):
-        guidance_of(3, classes=8)
+def test_a_network_that_declares_no_guidance_is_refused_naming_the_choices(
+    registry: Registry,
+) -> None:
+    unet = registry.build("network", "unet3d", base_width=4)
+    with pytest.raises(ConfigError, match=r"networks.net2 \(.*\) declares guidance = None; .*"
+                       r"\['foreground', 'probabilities'\]"):  # fmt: skip
+        guidance_for(unet)
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 3, 4, 5), (8, 3, 4, 5)])

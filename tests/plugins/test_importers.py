@@ -9,9 +9,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from duoseg.apps.phantom import make_case, write_case
 from duoseg.core.data.orientation import to_source
 from duoseg.core.errors import DataError
+from duoseg.phantoms import make_case, write_case
 from duoseg.plugins.importers import MMWHSImporter, NiftiPairImporter
 
 SIZE = (32, 28, 20)

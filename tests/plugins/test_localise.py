@@ -7,15 +7,16 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from duoseg.apps.phantom import PROTOCOLS, write_phantoms
 from duoseg.core import load_plugins
 from duoseg.core.config import load_config
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache
-from duoseg.core.data.preprocessing import Level
-from duoseg.core.inference.outputs import MemorySink
-from duoseg.core.inference.streaming import Options, load_model, predict_case
+from duoseg.core.inference.model import load_model
+from duoseg.core.inference.sinks import MemorySink
+from duoseg.core.inference.streaming import Options, predict_case
+from duoseg.core.records.preprocessing import Level
 from duoseg.core.training.trainer import Trainer, config_as_dict
+from duoseg.phantoms import PROTOCOLS, write_phantoms
 
 # The CT protocol's whole chest (about 235 x 235 x 160 mm, the patient off-centre) on
 # a coarse voxel grid, so that Net1's 6 mm level is 40 x 40 x 27 voxels and trains in

@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from duoseg.apps.phantom import phantom_cache
 from duoseg.core import Registry
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.dataset import SampleDataset
 from duoseg.core.errors import ConfigError, DataError
+from duoseg.phantoms import phantom_cache
 from torch.utils.data import DataLoader
 
 

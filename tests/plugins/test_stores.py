@@ -10,11 +10,11 @@ import h5py
 import numpy as np
 import pytest
 from duoseg.apps.cli import main
-from duoseg.apps.phantom import make_case, write_case
 from duoseg.core import Registry
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache, build_lock
 from duoseg.core.errors import DataError
+from duoseg.phantoms import make_case, write_case
 from duoseg.plugins.importers import MMWHSImporter
 
 SIZE = (40, 36, 24)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from duoseg.apps.phantom import phantom_cache, write_phantoms
+from duoseg.phantoms import phantom_cache, write_phantoms
 
 REPEATS = int(os.environ.get("DUOSEG_RELIABILITY_REPEATS", "4"))
 DUOSEG = str(Path(sys.executable).parent / "duoseg")

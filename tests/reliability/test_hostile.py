@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from duoseg.core.errors import DataError, PredictError, WeightsError
 from duoseg.core.inference.outputs import NiftiSink, ZarrSink, prepare_output
-from duoseg.core.interfaces.store import CaseMeta, LevelMeta
+from duoseg.core.records.case import CaseMeta, LevelMeta
 
 from .conftest import run
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from duoseg.apps.phantom import write_phantoms
+from duoseg.phantoms import write_phantoms
 
 from .conftest import SMALL
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
-from duoseg.core.config import ComponentRef
-from duoseg.core.testing import (
+from duoseg.core.records.config import ComponentRef
+from duoseg.plugins.importers import MMWHS_LABELS
+from duoseg.testing import (
     LossConformance,
     MethodConformance,
     MethodRecipe,
     NetworkConformance,
+    WriterConformance,
 )
 
 
@@ -20,6 +24,10 @@ class TestResUNet3d(NetworkConformance):
 
 class TestTversky(LossConformance):
     name = "tversky"
+
+
+class TestClassMasks(WriterConformance):
+    name = "class-masks"
 
 
 class TestCascade(MethodConformance):
@@ -49,7 +57,7 @@ def test_the_example_config_trains_and_predicts_with_the_plugins_components(tmp_
     from pathlib import Path
 
     from duoseg.apps.cli import main
-    from duoseg.apps.phantom import phantom_cache
+    from duoseg.phantoms import phantom_cache
 
     config = Path(__file__).resolve().parents[1] / "config.toml"
     # The baseline's schedule: its method reads the cache's 2 mm level.
@@ -63,7 +71,18 @@ def test_the_example_config_trains_and_predicts_with_the_plugins_components(tmp_
     assert b"duoseg-example-plugin" in header  # the provenance names the plugin
     source = tmp_path / "data" / "src" / "ct_train_1005_image.nii.gz"
     assert main(["predict", str(run), str(source), str(tmp_path / "pred")]) == 0
-    assert (tmp_path / "pred" / "ct_train_1005_label.nii.gz").exists()
+    label_file = tmp_path / "pred" / "ct_train_1005_label.nii.gz"
+    assert label_file.exists()
+    # The plugin's writer, chosen by --format: one mask per structure, equal to the labels.
+    masks = tmp_path / "masks"
+    assert main(["predict", str(run), str(source), str(masks), "--format", "class-masks"]) == 0
+    labels = np.asarray(nib.load(label_file).dataobj)
+    written = sorted(p.name for p in (masks / "ct_train_1005").iterdir())
+    assert written == sorted(f"{name}.nii.gz" for name in MMWHS_LABELS)
+    for name, value in MMWHS_LABELS.items():
+        mask = nib.load(masks / "ct_train_1005" / f"{name}.nii.gz")
+        np.testing.assert_array_equal(np.asarray(mask.dataobj), labels == value)
+        np.testing.assert_allclose(mask.affine, nib.load(label_file).affine)
 
 
 @pytest.mark.slow
@@ -76,7 +95,7 @@ def test_the_cascade_method_trains_and_predicts_through_the_cli(tmp_path) -> Non
     import nibabel as nib
     import numpy as np
     from duoseg.apps.cli import main
-    from duoseg.apps.phantom import phantom_cache
+    from duoseg.phantoms import phantom_cache
 
     config = Path(__file__).resolve().parents[1] / "cascade.toml"
     cache = phantom_cache(tmp_path / "data", cases=5, size=(64, 56, 40), seed=3)

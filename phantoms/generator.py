@@ -20,7 +20,7 @@ Each case is a chest written as an MM-WHS-style NIfTI pair (``ct_train_1001_imag
 In CT all blood pools share one contrast level (left and right sides differ by case), so
 only shape and context tell LV from AA or LA from its veins. Intensities are drawn per
 case (HU: blood 250-450, myocardium 80-150, fat about -100, lung about -850, bone 400
-and up); shapes are painted with partial volume (:mod:`duoseg.apps.phantom_shapes`),
+and up); shapes are painted with partial volume (:mod:`duoseg.phantoms.shapes`),
 blurred in-plane and given noise of 15-40 HU. ``mr`` gives bSSFP-like contrast with a
 smooth bias field and Rician noise.
 
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from duoseg.apps.phantom_shapes import (
+from duoseg.phantoms.shapes import (
     Canvas,
     Distance,
     Part,
@@ -741,7 +741,7 @@ def phantom_cache(
     """Phantom NIfTI pairs in ``root/src`` built into the Zarr cache ``root/cache.zarr``
     with ``levels`` (``{name: target mm}``; default: the coarse level at 3 mm)."""
     from duoseg.core.data.cache_build import build_cache
-    from duoseg.core.data.preprocessing import DEFAULT_LEVELS, Level
+    from duoseg.core.records.preprocessing import DEFAULT_LEVELS, Level
     from duoseg.core.registry import load_plugins
 
     root = Path(root)

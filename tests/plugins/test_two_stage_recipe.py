@@ -12,19 +12,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from duoseg.apps.phantom import PhantomCase, make_case, write_case
 from duoseg.core import ConfigError, SegmentationNetwork, load_plugins
 from duoseg.core.config import load_config
 from duoseg.core.data.cache import open_cache
 from duoseg.core.data.cache_build import build_cache
 from duoseg.core.data.grid import grid_shape
-from duoseg.core.data.preprocessing import Level
-from duoseg.core.inference.outputs import MemorySink
-from duoseg.core.inference.streaming import Model, Options, predict_case
+from duoseg.core.inference.sinks import MemorySink
+from duoseg.core.inference.streaming import Options, predict_case
+from duoseg.core.interfaces.method import Model
+from duoseg.core.records.preprocessing import Level
 from duoseg.core.training.checkpoint import TrainState
-from duoseg.core.training.evaluation import dice_per_class
 from duoseg.core.training.trainer import Trainer, config_as_dict
+from duoseg.phantoms import PhantomCase, make_case, write_case
 from duoseg.plugins.methods.two_stage import TwoStage
+from duoseg.plugins.metrics import Dice
 from torch import Tensor
 
 CLASSES = 8  # background + the seven MM-WHS structures
@@ -129,7 +130,7 @@ def foreground_dice(parts: list[tuple[Tensor, Tensor]]) -> float:
         uniform = F.max_pool3d(foreground, 3, 1, 1) == -F.max_pool3d(-foreground, 3, 1, 1)
         predicted.append(scores.argmax(1)[uniform[:, 0]] > 0)
         truth.append(label[uniform[:, 0]] > 0)
-    return float(dice_per_class(torch.cat(predicted), torch.cat(truth), 2)[0])  # type: ignore[arg-type]
+    return float(Dice().per_class(torch.cat(predicted), torch.cat(truth), 2)[0])
 
 
 @pytest.mark.parametrize("guidance", ["foreground", "probabilities"])
@@ -164,7 +165,7 @@ def test_validation_and_inference_guidance_is_aligned(binary_cache) -> None:
         sink = MemorySink()
         predict_case(model, case, sink, Options(memory_budget_mib=1))
         truth = case.label[...] > 0  # type: ignore[index]
-        assert dice_per_class(sink.labels > 0, truth, 2)[0] >= 0.99  # type: ignore[arg-type]
+        assert Dice().per_class(sink.labels > 0, truth, 2)[0] >= 0.99
 
 
 # ---------------------------------------------------------------- 3: one coarse grid per case
