@@ -29,13 +29,19 @@ def session_registry(config: pytest.Config) -> Registry:
 
 
 def phantom_cache_path(config: pytest.Config, factory: pytest.TempPathFactory) -> Path:
-    """A Zarr cache of two small phantom cases, built once per test session."""
+    """A Zarr cache of two small phantom cases, built once per test session, with the
+    levels the built-in methods read (the coarse 3 mm one and the baseline's 2 mm one)."""
     if _PHANTOM_CACHE not in config.stash:
         from duoseg.phantoms import phantom_cache
 
         root = factory.mktemp("duoseg-phantom")
         config.stash[_PHANTOM_CACHE] = phantom_cache(
-            root, cases=2, size=(48, 40, 32), seed=5, chunks=(8, 16, 16)
+            root,
+            cases=2,
+            size=(48, 40, 32),
+            seed=5,
+            chunks=(8, 16, 16),
+            levels={"coarse": 3.0, "baseline": 2.0},
         )
     return config.stash[_PHANTOM_CACHE]
 

@@ -66,7 +66,8 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return phantom_cache(tmp_path_factory.mktemp("reliability-cache"), cases=5, size=SMALL,
-                         seed=11, chunks=(8, 32, 32))  # fmt: skip
+                         seed=11, chunks=(8, 32, 32),
+                         levels={"coarse": 3.0, "baseline": 2.0})  # fmt: skip
 
 
 TWO_STAGE = """

@@ -60,7 +60,9 @@ def test_the_example_config_trains_and_predicts_with_the_plugins_components(tmp_
     from duoseg.phantoms import phantom_cache
 
     config = Path(__file__).resolve().parents[1] / "config.toml"
-    cache = phantom_cache(tmp_path / "data", cases=5, size=(64, 56, 40), seed=3)
+    # The baseline's schedule: its method reads the cache's 2 mm level.
+    cache = phantom_cache(tmp_path / "data", cases=5, size=(64, 56, 40), seed=3,
+                          levels={"coarse": 3.0, "baseline": 2.0})  # fmt: skip
     run = tmp_path / "run"
     assert main(["train", str(config), "--cache", str(cache), "--out", str(run),
                  "--set", "schedule.params.iterations=3",
