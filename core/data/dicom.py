@@ -94,5 +94,13 @@ def dicom_files(folder: Path) -> list[Path]:
 
 
 def holds_dicom(folder: Path) -> bool:
-    """Whether any file under ``folder`` is a DICOM file (stops at the first)."""
-    return any(is_dicom_file(path) for path in _files(folder))
+    """Whether any regular file under ``folder`` is a DICOM file (stops at the first).
+    A probe, not a read: links are passed over here (a folder of linked NIfTI files is
+    no DICOM folder) and refused when the folder is read as one (:func:`dicom_files`)."""
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(root) / name
+            if not path.is_symlink() and path.is_file() and is_dicom_file(path):
+                return True
+    return False

@@ -397,6 +397,17 @@ def test_a_linked_file_or_folder_is_refused(tmp_path: Path) -> None:
     refused(written.series.parent, r"more: a symbolic link")
 
 
+def test_a_folder_of_linked_nifti_files_is_no_dicom_folder(tmp_path: Path) -> None:
+    """Probing for DICOM passes links over (predict asks every importer): a folder of
+    linked NIfTI images, as examples/mmwhs/run.sh makes, is the nifti importer's."""
+    image = tmp_path / "ct_1_image.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), image)
+    folder = tmp_path / "linked"
+    folder.mkdir()
+    (folder / image.name).symlink_to(image)
+    assert DicomImporter(labels=MMWHS_LABELS, require_labels=False).images(folder, None) == []
+
+
 def test_a_localizer_series_is_left_out_and_logged(tmp_path: Path, caplog) -> None:
     written = make(tmp_path)
     scout = np.zeros((48, 40, 3), np.int16)  # three images, as a scout series has
