@@ -31,7 +31,7 @@ import torch
 from duoseg.core.config import check_components, load_config, resolve_method
 from duoseg.core.data.cache_build import build_cache
 from duoseg.core.errors import DuosegError
-from duoseg.core.inference.evaluate import WHOLE, ceiling, evaluate
+from duoseg.core.inference.evaluate import WHOLE, bounding_box, ceiling, evaluate
 from duoseg.core.inference.predict import predict_paths
 from duoseg.core.inference.score_files import class_names, overlays, save_json
 from duoseg.core.inference.streaming import Options, Report
@@ -235,9 +235,8 @@ def tile_rows(reports: list[Report], truth: Path, registry: Registry) -> list[di
 
 def _box_fraction(mask: np.ndarray) -> float:
     """The share of the volume inside ``mask``'s bounding box."""
-    found = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-             for axis in range(3)]  # fmt: skip
-    return float(np.prod([f[-1] - f[0] + 1 for f in found]) / mask.size)
+    sides = [b.stop - b.start for b in bounding_box(mask)]
+    return float(np.prod(sides) / mask.size)
 
 
 def predict_and_evaluate(

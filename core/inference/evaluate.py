@@ -202,7 +202,7 @@ def _metrics(
     there, and a whole-chest volume costs what its heart does."""
     values = list(labels.values())
     whole = np.isin(predicted, values), np.isin(target, values)
-    box = _union_box(whole[0] | whole[1])
+    box = bounding_box(whole[0] | whole[1], margin=1)
     predicted, target = predicted[box], target[box]
     masks = {name: (predicted == value, target == value) for name, value in labels.items()}
     masks[WHOLE] = (whole[0][box], whole[1][box])
@@ -213,13 +213,14 @@ def _metrics(
     return scores, bool(masks[WHOLE][0].any() or masks[WHOLE][1].any())
 
 
-def _union_box(foreground: NDArray[np.bool_]) -> tuple[slice, ...]:
-    """The box of ``foreground`` plus one voxel each side (the whole volume if empty)."""
+def bounding_box(foreground: NDArray[np.bool_], *, margin: int = 0) -> tuple[slice, ...]:
+    """The box of ``foreground`` plus ``margin`` voxels each side (the whole volume if
+    empty)."""
     found = [np.flatnonzero(foreground.any(axis=tuple(a for a in range(3) if a != axis)))
              for axis in range(3)]  # fmt: skip
     if not found[0].size:
         return (slice(None),) * 3
-    return tuple(slice(max(int(f[0]) - 1, 0), int(f[-1]) + 2) for f in found)
+    return tuple(slice(max(int(f[0]) - margin, 0), int(f[-1]) + 1 + margin) for f in found)
 
 
 def _rounded(affine: Any) -> list[list[float]]:
